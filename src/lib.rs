@@ -1,0 +1,56 @@
+//! Synchronous remote procedure calls over RabbitMQ, wire-compatible with RabbitMQ's
+//! tutorial six (`FibonacciRpcClient` / `rpc_server`), done properly: typed errors, deadlines,
+//! one client shared by many threads, and a multi-threaded server that survives bad input.
+//!
+//! No async runtime: the client runs one reader thread, the server a few worker threads.
+//!
+//! # Calling
+//!
+//! ```no_run
+//! use fib_rpc::FibonacciRpcClient;
+//!
+//! let client = FibonacciRpcClient::connect("amqp://guest:guest@localhost:5672/%2f")?;
+//! println!("fib(30) = {}", client.call(30)?);
+//! # Ok::<(), fib_rpc::Error>(())
+//! ```
+//!
+//! # Serving
+//!
+//! ```no_run
+//! use fib_rpc::{FibonacciHandler, RpcServer, ServerOptions};
+//!
+//! let server = RpcServer::start(
+//!     "amqp://guest:guest@localhost:5672/%2f",
+//!     ServerOptions::default(),
+//!     FibonacciHandler::default(),
+//! )?;
+//! server.wait()?;
+//! # Ok::<(), fib_rpc::Error>(())
+//! ```
+//!
+//! # Your own functions
+//!
+//! [`RpcClient`] and [`RpcServer`] move bytes; any `Fn(&[u8]) -> Result<Vec<u8>, RemoteError>`
+//! is a [`Handler`]. The Fibonacci service is built on them.
+//!
+//! The wire format, including error replies, is described in [`wire`].
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+#![deny(rustdoc::broken_intra_doc_links)]
+
+mod broker;
+pub mod client;
+mod error;
+pub mod fib;
+pub mod server;
+pub mod wire;
+
+pub use broker::{redact as redact_url, DEFAULT_URL};
+pub use client::{ClientOptions, ClientStats, FibonacciRpcClient, RpcClient};
+pub use error::{Error, Result};
+pub use server::{
+    FibonacciHandler, Handler, QueueKind, RpcServer, ServerOptions, StopHandle, DEFAULT_MAX_N,
+    DEFAULT_PREFETCH,
+};
+pub use wire::{ErrorCode, RemoteError};
