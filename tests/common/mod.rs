@@ -1,0 +1,131 @@
+//! Test support shared by the integration tests: broker URL, unique queues that clean up after
+//! themselves, a TCP proxy that can cut connections, and closing one named connection with
+//! `rabbitmqctl`. Every test talks to the real broker.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+pub mod proxy;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use amiquip::{Connection, QueueDeclareOptions, QueueDeleteOptions};
+use fib_rpc::{FibonacciHandler, RpcServer, ServerOptions};
+
+/// The broker the tests use: `AMQP_URL`, or the local default.
+pub fn amqp_url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| fib_rpc::DEFAULT_URL.to_owned())
+}
+
+/// A queue name no other test or run uses. The queue is deleted when the guard drops, so runs
+/// leave the broker as they found it.
+pub struct TestQueue {
+    pub name: String,
+}
+
+impl TestQueue {
+    pub fn new(purpose: &str) -> TestQueue {
+        TestQueue {
+            name: format!("fib-rpc-test-{purpose}-{}", uuid::Uuid::new_v4().simple()),
+        }
+    }
+
+    /// Declares the queue as a plain classic queue (for tests that need it to exist without a
+    /// server).
+    pub fn declare_classic(&self) {
+        let mut connection = admin_connection();
+        let channel = connection.open_channel(None).unwrap();
+        channel
+            .queue_declare(self.name.as_str(), QueueDeclareOptions::default())
+            .unwrap();
+        connection.close().unwrap();
+    }
+
+    /// Number of ready messages in the queue.
+    pub fn message_count(&self) -> u32 {
+        let mut connection = admin_connection();
+        let channel = connection.open_channel(None).unwrap();
+        let queue = channel.queue_declare_passive(self.name.as_str()).unwrap();
+        let count = queue.declared_message_count().unwrap();
+        connection.close().unwrap();
+        count
+    }
+}
+
+impl Drop for TestQueue {
+    fn drop(&mut self) {
+        if let Ok(mut connection) = Connection::insecure_open(&amqp_url()) {
+            if let Ok(channel) = connection.open_channel(None) {
+                let _ = channel.queue_delete(self.name.as_str(), QueueDeleteOptions::default());
+            }
+            let _ = connection.close();
+        }
+    }
+}
+
+/// A plain amiquip connection for test set-up and inspection.
+pub fn admin_connection() -> Connection {
+    Connection::insecure_open(&amqp_url())
+        .expect("broker must be running (scripts/ensure-rabbitmq.sh)")
+}
+
+/// Starts a Fibonacci server on `queue` with two workers.
+pub fn fib_server(queue: &str) -> RpcServer {
+    RpcServer::start(
+        &amqp_url(),
+        ServerOptions::default().queue(queue).workers(2),
+        FibonacciHandler::default(),
+    )
+    .expect("server starts")
+}
+
+/// A fresh, unique connection name so a test can find exactly its own connection.
+pub fn unique_connection_name(purpose: &str) -> String {
+    format!("fib-rpc-test-{purpose}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Closes, from the broker's side, the one connection whose `information` client property is
+/// `name` (never any other), retrying briefly until it is listed. Returns when rabbitmqctl has
+/// closed it.
+pub fn broker_close_connection(name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let listed = Command::new("rabbitmqctl")
+            .args(["-q", "list_connections", "pid", "client_properties"])
+            .output()
+            .expect("rabbitmqctl runs");
+        let text = String::from_utf8_lossy(&listed.stdout);
+        let pid = text
+            .lines()
+            .find(|line| line.contains(name))
+            .and_then(|line| line.split_whitespace().next())
+            .map(str::to_owned);
+        if let Some(pid) = pid {
+            let status = Command::new("rabbitmqctl")
+                .args(["-q", "close_connection", &pid, "closed by fib-rpc test"])
+                .status()
+                .expect("rabbitmqctl runs");
+            assert!(status.success(), "rabbitmqctl close_connection failed");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "connection {name} not listed by rabbitmqctl: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Polls `check` every 20 ms until it is true or `within` passes.
+pub fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,534 @@
+//! Request/reply against the real broker: results, concurrency, timeouts, routing failures,
+//! bad input, handler panics, connection loss and graceful shutdown.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use amiquip::{AmqpProperties, ConsumerMessage, ConsumerOptions, Publish, QueueDeclareOptions};
+use common::proxy::TcpProxy;
+use common::{amqp_url, eventually, fib_server, TestQueue};
+use fib_rpc::fib::fib;
+use fib_rpc::{
+    ClientOptions, Error, ErrorCode, FibonacciRpcClient, RemoteError, RpcClient, RpcServer,
+    ServerOptions,
+};
+use num_bigint::BigUint;
+
+fn fib_client(queue: &str) -> FibonacciRpcClient {
+    FibonacciRpcClient::connect_with(&amqp_url(), ClientOptions::default().queue(queue))
+        .expect("client connects")
+}
+
+#[test]
+fn sequential_calls_return_exact_values() {
+    let queue = TestQueue::new("sequential");
+    let _server = fib_server(&queue.name);
+    let client = fib_client(&queue.name);
+    for n in [0u64, 1, 2, 10, 30, 93, 94, 1000, 10_000] {
+        assert_eq!(client.call(n).unwrap(), fib(n), "fib({n})");
+    }
+    assert_eq!(client.call(30).unwrap(), BigUint::from(832_040u32));
+    let stats = client.rpc().stats();
+    assert_eq!((stats.calls, stats.ok), (10, 10));
+}
+
+#[test]
+fn sixty_four_threads_share_one_client() {
+    const THREADS: u64 = 64;
+    const CALLS_EACH: u64 = 40;
+    let queue = TestQueue::new("threads");
+    let _server = fib_server(&queue.name);
+    let client = fib_client(&queue.name);
+    let start = Barrier::new(THREADS as usize);
+    std::thread::scope(|scope| {
+        for thread in 0..THREADS {
+            let (client, start) = (&client, &start);
+            scope.spawn(move || {
+                start.wait();
+                for call in 0..CALLS_EACH {
+                    // Every thread asks for different numbers, so a crossed reply is caught.
+                    let n = thread * CALLS_EACH + call;
+                    assert_eq!(client.call(n).unwrap(), fib(n), "thread {thread} fib({n})");
+                }
+            });
+        }
+    });
+    let stats = client.rpc().stats();
+    assert_eq!(stats.calls, THREADS * CALLS_EACH);
+    assert_eq!(stats.ok, THREADS * CALLS_EACH);
+    assert_eq!(stats.discarded_replies, 0);
+}
+
+/// A hand-written server that answers every request with a foreign reply (unknown
+/// correlation id), then the real reply twice: the caller must get exactly its answer and the
+/// other two must be dropped and counted.
+#[test]
+fn duplicate_and_foreign_replies_are_discarded() {
+    let queue = TestQueue::new("duplicates");
+    queue.declare_classic();
+    let ready = Arc::new(Barrier::new(2));
+    let server = {
+        let (name, ready) = (queue.name.clone(), Arc::clone(&ready));
+        std::thread::spawn(move || {
+            let mut connection = common::admin_connection();
+            let channel = connection.open_channel(None).unwrap();
+            let consumer = channel
+                .basic_consume(
+                    name.as_str(),
+                    ConsumerOptions {
+                        no_ack: true,
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+            ready.wait();
+            let Ok(ConsumerMessage::Delivery(request)) = consumer.receiver().recv() else {
+                panic!("expected a request");
+            };
+            let reply_to = request.properties.reply_to().clone().unwrap();
+            let id = request.properties.correlation_id().clone().unwrap();
+            let publish = |body: &[u8], id: String| {
+                let properties = AmqpProperties::default().with_correlation_id(id);
+                channel
+                    .basic_publish(
+                        "",
+                        Publish::with_properties(body, reply_to.clone(), properties),
+                    )
+                    .unwrap();
+            };
+            publish(b"111", uuid::Uuid::new_v4().to_string());
+            publish(b"55", id.clone());
+            publish(b"222", id);
+            drop(consumer);
+            connection.close().unwrap();
+        })
+    };
+    ready.wait();
+    let client = fib_client(&queue.name);
+    assert_eq!(client.call(10).unwrap(), BigUint::from(55u32));
+    server.join().unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || client
+            .rpc()
+            .stats()
+            .discarded_replies
+            == 2),
+        "stats: {:?}",
+        client.rpc().stats()
+    );
+    assert_eq!(client.rpc().stats().ok, 1);
+}
+
+#[test]
+fn timeout_without_consumer_and_the_request_expires() {
+    let queue = TestQueue::new("timeout");
+    queue.declare_classic(); // exists, but nobody consumes
+    let client = fib_client(&queue.name);
+    let started = Instant::now();
+    let err = client
+        .call_deadline(30, Instant::now() + Duration::from_millis(300))
+        .unwrap_err();
+    let waited = started.elapsed();
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    assert!(waited >= Duration::from_millis(300), "{waited:?}");
+    assert!(waited < Duration::from_millis(1500), "{waited:?}");
+    // The request carried its deadline as `expiration`: the broker drops it, no server will
+    // compute it later.
+    assert!(
+        eventually(Duration::from_secs(5), || queue.message_count() == 0),
+        "request still queued after its deadline"
+    );
+    assert_eq!(client.rpc().stats().timeouts, 1);
+}
+
+#[test]
+fn no_queue_fails_fast_with_no_server() {
+    let queue = TestQueue::new("absent"); // never declared
+    let client = fib_client(&queue.name);
+    let started = Instant::now();
+    let err = client.call(5).unwrap_err();
+    assert!(
+        matches!(&err, Error::NoServer { queue: q } if *q == queue.name),
+        "{err:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // The client is still usable afterwards.
+    assert!(matches!(client.call(6), Err(Error::NoServer { .. })));
+}
+
+#[test]
+fn bad_input_gets_typed_error_replies_and_the_server_keeps_serving() {
+    let queue = TestQueue::new("bad-input");
+    let server = RpcServer::start(
+        &amqp_url(),
+        ServerOptions::default().queue(&queue.name).workers(2),
+        fib_rpc::FibonacciHandler::new(5000),
+    )
+    .unwrap();
+    let client =
+        RpcClient::connect(&amqp_url(), ClientOptions::default().queue(&queue.name)).unwrap();
+    let cases: &[(&[u8], ErrorCode, &str)] = &[
+        (b"", ErrorCode::BadRequest, "empty"),
+        (b"abc", ErrorCode::BadRequest, "non-negative decimal"),
+        (b"-5", ErrorCode::BadRequest, "negative"),
+        (b"1.5", ErrorCode::BadRequest, "whole"),
+        (b"\xff\xfe", ErrorCode::BadRequest, "UTF-8"),
+        (b"18446744073709551616", ErrorCode::OutOfRange, "64 bits"),
+        (b"5001", ErrorCode::OutOfRange, "limit of 5000"),
+    ];
+    for (body, code, words) in cases {
+        match client.call(body) {
+            Err(Error::Remote(RemoteError { code: got, message })) => {
+                assert_eq!(&got, code, "{body:?}");
+                assert!(message.contains(words), "{body:?}: {message}");
+            }
+            other => panic!("{body:?}: expected an error reply, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        client.call(b"5000").unwrap(),
+        fib(5000).to_string().into_bytes()
+    );
+    assert_eq!(client.stats().remote_errors, cases.len() as u64);
+    drop(client);
+    server.stop().unwrap();
+    assert_eq!(queue.message_count(), 0, "every request was acked");
+}
+
+#[test]
+fn request_without_reply_to_is_acked_and_dropped() {
+    let queue = TestQueue::new("no-reply-to");
+    let server = fib_server(&queue.name);
+    let mut connection = common::admin_connection();
+    let channel = connection.open_channel(None).unwrap();
+    channel
+        .basic_publish("", Publish::new(b"30", queue.name.clone()))
+        .unwrap();
+    connection.close().unwrap();
+    let client = fib_client(&queue.name);
+    assert_eq!(client.call(12).unwrap(), BigUint::from(144u32));
+    server.stop().unwrap();
+    assert_eq!(queue.message_count(), 0, "not requeued");
+}
+
+#[test]
+fn handler_panic_becomes_internal_error_reply() {
+    let queue = TestQueue::new("panic");
+    let server = RpcServer::start(
+        &amqp_url(),
+        ServerOptions::default().queue(&queue.name).workers(1),
+        |request: &[u8]| -> Result<Vec<u8>, RemoteError> {
+            if request == b"boom" {
+                panic!("boom requested");
+            }
+            Ok(request.to_vec())
+        },
+    )
+    .unwrap();
+    let client =
+        RpcClient::connect(&amqp_url(), ClientOptions::default().queue(&queue.name)).unwrap();
+    for _ in 0..3 {
+        match client.call(b"boom") {
+            Err(Error::Remote(err)) => {
+                assert_eq!(err.code, ErrorCode::Internal);
+                assert!(err.message.contains("boom requested"), "{}", err.message);
+            }
+            other => panic!("expected an internal error reply, got {other:?}"),
+        }
+        // The single worker survived.
+        assert_eq!(client.call(b"still here").unwrap(), b"still here");
+    }
+    server.stop().unwrap();
+}
+
+/// A queue with no consumer keeps calls pending; cutting the client's TCP connection must
+/// fail them at once, not at their 30 s deadline.
+#[test]
+fn socket_cut_fails_pending_calls_at_once() {
+    let queue = TestQueue::new("cut");
+    queue.declare_classic();
+    let proxy = TcpProxy::to_broker();
+    let client = FibonacciRpcClient::connect_with(
+        &proxy.url(),
+        ClientOptions::default()
+            .queue(&queue.name)
+            .timeout(Duration::from_secs(30)),
+    )
+    .unwrap();
+    let waiting = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        let calls: Vec<_> = (0..8)
+            .map(|n| {
+                let (client, waiting) = (&client, &waiting);
+                scope.spawn(move || {
+                    waiting.fetch_add(1, Ordering::SeqCst);
+                    let started = Instant::now();
+                    (client.call(n), started.elapsed())
+                })
+            })
+            .collect();
+        assert!(eventually(Duration::from_secs(5), || waiting
+            .load(Ordering::SeqCst)
+            == 8));
+        std::thread::sleep(Duration::from_millis(300)); // let them publish
+        proxy.cut();
+        for call in calls {
+            let (result, waited) = call.join().unwrap();
+            assert!(
+                matches!(result, Err(Error::ConnectionLost { .. })),
+                "{result:?}"
+            );
+            assert!(waited < Duration::from_secs(5), "{waited:?}");
+        }
+    });
+    // Later calls fail at once too (reconnection is not this client's job yet).
+    let started = Instant::now();
+    assert!(matches!(client.call(1), Err(Error::ConnectionLost { .. })));
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+/// The broker itself closes the client's connection (as an operator's `rabbitmqctl
+/// close_connection` would): pending calls fail at once with the broker's reason.
+#[test]
+fn broker_closing_the_connection_fails_pending_calls_at_once() {
+    let queue = TestQueue::new("broker-close");
+    queue.declare_classic();
+    let name = common::unique_connection_name("broker-close");
+    let client = FibonacciRpcClient::connect_with(
+        &amqp_url(),
+        ClientOptions::default()
+            .queue(&queue.name)
+            .connection_name(&name),
+    )
+    .unwrap();
+    std::thread::scope(|scope| {
+        let call = scope.spawn(|| {
+            let started = Instant::now();
+            (client.call(7), started.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        let closing = Instant::now();
+        common::broker_close_connection(&name);
+        let (result, _) = call.join().unwrap();
+        match result {
+            Err(Error::ConnectionLost { cause: Some(cause) }) => {
+                assert!(
+                    cause.to_string().contains("closed by fib-rpc test"),
+                    "{cause}"
+                );
+            }
+            other => panic!("expected ConnectionLost with the broker's reason, got {other:?}"),
+        }
+        assert!(closing.elapsed() < Duration::from_secs(5));
+    });
+}
+
+/// Stopping a server while calls are in flight: each call still gets its answer, and the
+/// server stops cleanly.
+#[test]
+fn graceful_stop_answers_calls_in_flight() {
+    let queue = TestQueue::new("stop");
+    let started_handling = Arc::new(AtomicUsize::new(0));
+    let server = {
+        let started_handling = Arc::clone(&started_handling);
+        RpcServer::start(
+            &amqp_url(),
+            ServerOptions::default()
+                .queue(&queue.name)
+                .workers(2)
+                .prefetch(4),
+            move |request: &[u8]| -> Result<Vec<u8>, RemoteError> {
+                started_handling.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(300));
+                Ok(request.to_vec())
+            },
+        )
+        .unwrap()
+    };
+    let client =
+        RpcClient::connect(&amqp_url(), ClientOptions::default().queue(&queue.name)).unwrap();
+    std::thread::scope(|scope| {
+        let calls: Vec<_> = (0..6)
+            .map(|i| {
+                let client = &client;
+                scope.spawn(move || (i, client.call(format!("req-{i}").as_bytes())))
+            })
+            .collect();
+        assert!(eventually(Duration::from_secs(5), || started_handling
+            .load(Ordering::SeqCst)
+            >= 2));
+        let stopping = Instant::now();
+        server.stop().unwrap();
+        assert!(stopping.elapsed() < Duration::from_secs(5));
+        for call in calls {
+            let (i, result) = call.join().unwrap();
+            assert_eq!(result.unwrap(), format!("req-{i}").into_bytes());
+        }
+    });
+    assert_eq!(queue.message_count(), 0);
+}
+
+#[test]
+fn closing_the_client_fails_waiting_calls_and_later_ones() {
+    let queue = TestQueue::new("client-close");
+    queue.declare_classic();
+    let client = fib_client(&queue.name);
+    std::thread::scope(|scope| {
+        let call = scope.spawn(|| client.call(3));
+        std::thread::sleep(Duration::from_millis(200));
+        let closing = Instant::now();
+        client.close();
+        assert!(closing.elapsed() < Duration::from_secs(3));
+        assert!(matches!(call.join().unwrap(), Err(Error::Closed)));
+    });
+    assert!(matches!(client.call(3), Err(Error::Closed)));
+}
+
+#[test]
+fn unreachable_broker_is_a_connect_error() {
+    let started = Instant::now();
+    let err = FibonacciRpcClient::connect("amqp://guest:secret@127.0.0.1:1/%2f").unwrap_err();
+    assert!(matches!(err, Error::Connect { .. }), "{err:?}");
+    assert!(!err.to_string().contains("secret"));
+    let err = RpcServer::start(
+        "amqp://guest:secret@127.0.0.1:1/%2f",
+        ServerOptions::default(),
+        fib_rpc::FibonacciHandler::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::Connect { .. }), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn wrong_credentials_are_a_connect_error() {
+    let mut url = url::Url::parse(&amqp_url()).unwrap();
+    url.set_password(Some("definitely-wrong")).unwrap();
+    let err = FibonacciRpcClient::connect(url.as_str()).unwrap_err();
+    assert!(matches!(err, Error::Connect { .. }), "{err:?}");
+    assert!(!err.to_string().contains("definitely-wrong"), "{err}");
+}
+
+/// Two servers on one queue (as two processes would be) share the load.
+#[test]
+fn two_servers_share_one_queue() {
+    let queue = TestQueue::new("two-servers");
+    let counts = [Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0))];
+    let servers: Vec<RpcServer> = counts
+        .iter()
+        .map(|count| {
+            let count = Arc::clone(count);
+            RpcServer::start(
+                &amqp_url(),
+                ServerOptions::default()
+                    .queue(&queue.name)
+                    .workers(1)
+                    .prefetch(1),
+                move |request: &[u8]| -> Result<Vec<u8>, RemoteError> {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(2));
+                    Ok(request.to_vec())
+                },
+            )
+            .unwrap()
+        })
+        .collect();
+    let client =
+        RpcClient::connect(&amqp_url(), ClientOptions::default().queue(&queue.name)).unwrap();
+    std::thread::scope(|scope| {
+        for thread in 0..8 {
+            let client = &client;
+            scope.spawn(move || {
+                for i in 0..25 {
+                    let body = format!("{thread}-{i}");
+                    assert_eq!(client.call(body.as_bytes()).unwrap(), body.into_bytes());
+                }
+            });
+        }
+    });
+    let served: Vec<usize> = counts.iter().map(|c| c.load(Ordering::SeqCst)).collect();
+    assert_eq!(served.iter().sum::<usize>(), 200);
+    assert!(served.iter().all(|&n| n >= 40), "uneven split: {served:?}");
+    for server in servers {
+        server.stop().unwrap();
+    }
+}
+
+/// The server uses an existing queue whatever its kind, and declares one only when absent.
+#[test]
+fn server_uses_existing_queues_of_any_kind() {
+    let mut connection = common::admin_connection();
+    let channel = connection.open_channel(None).unwrap();
+    let quorum = TestQueue::new("existing-quorum");
+    let mut arguments = amiquip::FieldTable::default();
+    arguments.insert(
+        "x-queue-type".into(),
+        amiquip::AmqpValue::LongString("quorum".into()),
+    );
+    channel
+        .queue_declare(
+            quorum.name.as_str(),
+            QueueDeclareOptions {
+                durable: true,
+                arguments,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let durable_classic = TestQueue::new("existing-durable");
+    channel
+        .queue_declare(
+            durable_classic.name.as_str(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    connection.close().unwrap();
+    for queue in [&quorum, &durable_classic] {
+        let server = fib_server(&queue.name);
+        let client = fib_client(&queue.name);
+        assert_eq!(
+            client.call(20).unwrap(),
+            BigUint::from(6765u32),
+            "{}",
+            queue.name
+        );
+        server.stop().unwrap();
+    }
+}
+
+#[test]
+fn server_declares_a_durable_quorum_queue_when_asked() {
+    let queue = TestQueue::new("declare-quorum");
+    let server = RpcServer::start(
+        &amqp_url(),
+        ServerOptions::default()
+            .queue(&queue.name)
+            .workers(1)
+            .declare_as(fib_rpc::QueueKind::DurableQuorum),
+        fib_rpc::FibonacciHandler::default(),
+    )
+    .unwrap();
+    let listed = std::process::Command::new("rabbitmqctl")
+        .args(["-q", "list_queues", "name", "type", "durable"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&listed.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&queue.name))
+        .unwrap_or("");
+    assert!(line.contains("quorum") && line.contains("true"), "{line:?}");
+    let client = fib_client(&queue.name);
+    assert_eq!(client.call(12).unwrap(), BigUint::from(144u32));
+    server.stop().unwrap();
+}
