@@ -13,7 +13,7 @@
 //! The worker runs the handler, publishes the reply to `reply_to` with the request's
 //! `correlation_id`, and only then acks, so a server that dies mid-request leaves the request
 //! to be redelivered. Bad input and handler panics become error replies (see
-//! [`wire`](crate::wire)); the request is acked either way, so nothing is requeued in a loop.
+//! [`wire`](mod@crate::wire)); the request is acked either way, so nothing is requeued in a loop.
 
 use std::num::NonZeroUsize;
 use std::panic::{catch_unwind, AssertUnwindSafe};
