@@ -54,3 +54,8 @@ pub use server::{
     DEFAULT_PREFETCH,
 };
 pub use wire::{ErrorCode, RemoteError};
+
+/// Compiles the README's examples as doc tests, so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -141,11 +141,14 @@ pub struct ServerOptions {
     connection_name: String,
 }
 
-/// Unacknowledged requests the broker may push to each worker ahead of time. Measured with
-/// 64 callers on one 2-core box (see the README): 1 leaves workers idle during every round
-/// trip; larger windows gain little and make one busy server hoard requests that an idle
-/// server on the same queue could take.
-pub const DEFAULT_PREFETCH: u16 = 4;
+/// Unacknowledged requests the broker may push to each worker ahead of time.
+///
+/// Measured (`examples/prefetch_bench.rs`, README): a window of 1 leaves a worker idle for a
+/// broker round trip after every reply; throughput on one server grows up to ~32, but each slot
+/// is also a request a slow server can park behind its own work while another server idles, and
+/// from 32 up a slow server on the same queue hoards nearly everything. 8 keeps most of the
+/// throughput and bounds that.
+pub const DEFAULT_PREFETCH: u16 = 8;
 
 impl Default for ServerOptions {
     /// Queue `rpc_queue` (declared classic if absent), one worker per CPU,
