@@ -122,6 +122,63 @@ fn duplicate_and_foreign_replies_are_discarded() {
     assert_eq!(client.rpc().stats().ok, 1);
 }
 
+/// A reply that arrives after its caller timed out is dropped and counted, and the next call
+/// still gets its own answer.
+#[test]
+fn late_reply_after_timeout_is_discarded() {
+    let queue = TestQueue::new("late");
+    queue.declare_classic();
+    let ready = Arc::new(Barrier::new(2));
+    let server = {
+        let (name, ready) = (queue.name.clone(), Arc::clone(&ready));
+        std::thread::spawn(move || {
+            let mut connection = common::admin_connection();
+            let channel = connection.open_channel(None).unwrap();
+            let consumer = channel
+                .basic_consume(
+                    name.as_str(),
+                    ConsumerOptions {
+                        no_ack: true,
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+            ready.wait();
+            for delay in [Duration::from_millis(600), Duration::ZERO] {
+                let Ok(ConsumerMessage::Delivery(request)) = consumer.receiver().recv() else {
+                    panic!("expected a request");
+                };
+                std::thread::sleep(delay);
+                let properties = AmqpProperties::default()
+                    .with_correlation_id(request.properties.correlation_id().clone().unwrap());
+                let reply_to = request.properties.reply_to().clone().unwrap();
+                channel
+                    .basic_publish("", Publish::with_properties(b"8", reply_to, properties))
+                    .unwrap();
+            }
+            drop(consumer);
+            connection.close().unwrap();
+        })
+    };
+    ready.wait();
+    let client = fib_client(&queue.name);
+    let err = client
+        .call_deadline(6, Instant::now() + Duration::from_millis(200))
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    assert!(
+        eventually(Duration::from_secs(5), || client
+            .rpc()
+            .stats()
+            .discarded_replies
+            == 1),
+        "{:?}",
+        client.rpc().stats()
+    );
+    assert_eq!(client.call(6).unwrap(), BigUint::from(8u32));
+    server.join().unwrap();
+}
+
 #[test]
 fn timeout_without_consumer_and_the_request_expires() {
     let queue = TestQueue::new("timeout");
