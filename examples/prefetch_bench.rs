@@ -28,7 +28,7 @@ fn main() -> Result<(), fib_rpc::Error> {
         .map(|s| s.parse().expect("seconds per cell"))
         .unwrap_or(3.0);
     let cell = Duration::from_secs_f64(seconds);
-    let workers = ServerOptions::default().get_workers();
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     println!("server: {workers} workers; {seconds} s per cell; fib(10) requests");
     println!(
         "{:>8} | {:>12} {:>9} | {:>12} {:>9} | {:>17} {:>9}",

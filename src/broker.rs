@@ -88,7 +88,7 @@ impl BrokerUrl {
     /// Opens an AMQP connection: resolve, connect each address within what is left of
     /// `timeout`, set `TCP_NODELAY`, then do the AMQP handshake within the same bound.
     pub(crate) fn connect(&self, settings: &ConnectSettings) -> Result<Connection> {
-        let deadline = Instant::now() + settings.timeout;
+        let deadline = deadline_after(settings.timeout);
         let addrs: Vec<SocketAddr> = (self.host.as_str(), self.port)
             .to_socket_addrs()
             .map_err(|err| self.connect_error(err))?
@@ -207,23 +207,72 @@ pub fn redact(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return url.to_owned();
     };
-    let authority_end = url[scheme_end..]
-        .find(['/', '?', '#'])
-        .map_or(url.len(), |i| scheme_end + i);
-    let authority = &url[scheme_end..authority_end];
-    let Some(at) = authority.rfind('@') else {
+    // The password may hold unescaped '/', '?', '#' or '@', so the userinfo runs to the *last*
+    // '@'. A vhost or query containing '@' then hides a little too much, never too little.
+    let rest = &url[scheme_end..];
+    let Some(at) = rest.rfind('@') else {
         return url.to_owned();
     };
-    let userinfo = &authority[..at];
-    match userinfo.find(':') {
+    match rest[..at].find(':') {
         Some(colon) => format!(
             "{}{}:***{}",
             &url[..scheme_end],
-            &userinfo[..colon],
-            &url[scheme_end + at..]
+            &rest[..colon],
+            &rest[at..]
         ),
         None => url.to_owned(),
     }
+}
+
+/// Of the error a thread saw and the one `Connection::close` returned, the one that says more.
+///
+/// When the socket dies, amiquip's channels only report that the I/O loop went away; the real
+/// cause (reset, missed heartbeats, the broker's close reason) is what closing returns.
+pub(crate) fn more_specific(
+    seen: Option<amiquip::Error>,
+    from_close: Option<amiquip::Error>,
+) -> Option<amiquip::Error> {
+    match seen {
+        Some(err) if !is_generic(&err) => Some(err),
+        seen => from_close.or(seen),
+    }
+}
+
+/// Errors that only say "the connection's I/O thread is gone", not why.
+pub(crate) fn is_generic(err: &amiquip::Error) -> bool {
+    matches!(
+        err,
+        amiquip::Error::EventLoopDropped
+            | amiquip::Error::EventLoopClientDropped
+            | amiquip::Error::ClientClosedChannel
+            | amiquip::Error::ClientClosedConnection
+    )
+}
+
+/// `now + timeout`, saturating instead of panicking for huge timeouts (`Duration::MAX` means
+/// "as long as possible", which is a few centuries here).
+pub(crate) fn deadline_after(timeout: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    let now = Instant::now();
+    now.checked_add(timeout.min(FAR)).unwrap_or(now)
+}
+
+/// Checks the options every connection needs: heartbeats must be on, because they are what
+/// bounds amiquip's blocking operations (declare, cancel, close) when the broker stalls.
+pub(crate) fn check_settings(settings: &ConnectSettings) -> Result<()> {
+    if settings.heartbeat_secs == 0 {
+        return Err(Error::InvalidArgument(
+            "heartbeat must be at least 1 second: without heartbeats a stalled broker \
+             could block closing forever"
+                .into(),
+        ));
+    }
+    if settings.timeout.is_zero() {
+        return Err(Error::InvalidArgument(
+            "connect timeout must be above zero".into(),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -286,10 +335,30 @@ mod tests {
         assert_eq!(redact("amqp://u@h"), "amqp://u@h");
         assert_eq!(redact("amqp://h:5672"), "amqp://h:5672");
         assert_eq!(redact("amqp://u:p@w@h"), "amqp://u:***@h");
+        for leaky in [
+            "amqp://app:s3cr/et@h:5672/%2f",
+            "amqp://a:p?w#x@h/v",
+            "amqp://a:b@c/d@e",
+        ] {
+            let shown = redact(leaky);
+            assert!(
+                shown.starts_with("amqp://a") && shown.contains(":***@"),
+                "{shown}"
+            );
+            assert!(!shown.contains("s3cr") && !shown.contains("p?w"), "{shown}");
+        }
+        let err = BrokerUrl::parse("amqp://app:s3cr/et@localhost:5672/%2f").unwrap_err();
+        assert!(!err.to_string().contains("s3cr"), "{err}");
         let err = BrokerUrl::parse("amqp://u:topsecret@h/a/b").unwrap_err();
         assert!(!err.to_string().contains("topsecret"), "{err}");
         let url = BrokerUrl::parse("amqp://u:topsecret@h").unwrap();
         assert!(!format!("{url} {url:?}").contains("topsecret"));
+    }
+
+    #[test]
+    fn huge_timeouts_saturate() {
+        assert!(deadline_after(Duration::MAX) > Instant::now() + Duration::from_secs(3600));
+        assert!(deadline_after(Duration::ZERO) <= Instant::now());
     }
 
     #[test]

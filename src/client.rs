@@ -17,20 +17,22 @@
 //! is told at once with [`Error::ConnectionLost`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use amiquip::{
-    AmqpProperties, AmqpValue, Channel, Connection, ConsumerMessage, ConsumerOptions, Delivery,
-    Publish, QueueDeclareOptions, Return,
+    AmqpProperties, AmqpValue, Channel, Connection, Consumer, ConsumerMessage, ConsumerOptions,
+    Delivery, Publish, QueueDeclareOptions, Return,
 };
 use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender};
 use num_bigint::BigUint;
 use uuid::Uuid;
 
-use crate::broker::{BrokerUrl, ConnectSettings};
+use crate::broker::{
+    check_settings, deadline_after, is_generic, more_specific, BrokerUrl, ConnectSettings,
+};
 use crate::error::{Error, Result};
 use crate::wire::{self, ErrorCode, RemoteError, DEFAULT_QUEUE, ERROR_HEADER};
 
@@ -46,7 +48,6 @@ const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
 /// let options = ClientOptions::default()
 ///     .queue("fib_requests")
 ///     .timeout(Duration::from_secs(5));
-/// assert_eq!(options.get_timeout(), Duration::from_secs(5));
 /// ```
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -55,11 +56,12 @@ pub struct ClientOptions {
     connect_timeout: Duration,
     heartbeat_secs: u16,
     connection_name: String,
+    max_request_bytes: usize,
 }
 
 impl Default for ClientOptions {
-    /// The tutorial's queue (`rpc_queue`), a 30 s call timeout, a 10 s connect timeout and 15 s
-    /// heartbeats.
+    /// The tutorial's queue (`rpc_queue`), a 30 s call timeout, a 10 s connect timeout, 15 s
+    /// heartbeats and requests of at most 16 MiB.
     fn default() -> Self {
         ClientOptions {
             queue: DEFAULT_QUEUE.to_owned(),
@@ -67,6 +69,7 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(10),
             heartbeat_secs: 15,
             connection_name: "fib-rpc client".to_owned(),
+            max_request_bytes: 16 << 20,
         }
     }
 }
@@ -91,8 +94,8 @@ impl ClientOptions {
         self
     }
 
-    /// AMQP heartbeat interval in seconds (default 15; 0 turns heartbeats off). A silently
-    /// dead TCP path is noticed after about two intervals.
+    /// AMQP heartbeat interval in seconds (default 15, at least 1). A silently dead TCP path
+    /// is noticed after about two intervals.
     pub fn heartbeat(mut self, seconds: u16) -> Self {
         self.heartbeat_secs = seconds;
         self
@@ -104,14 +107,12 @@ impl ClientOptions {
         self
     }
 
-    /// The configured call timeout.
-    pub fn get_timeout(&self) -> Duration {
-        self.timeout
-    }
-
-    /// The configured server queue.
-    pub fn get_queue(&self) -> &str {
-        &self.queue
+    /// Largest request body a call may send (default 16 MiB). Larger calls fail with
+    /// [`Error::InvalidArgument`] before anything is sent: a message above the broker's
+    /// `max_message_size` would make it close the channel that every caller shares.
+    pub fn max_request_bytes(mut self, bytes: usize) -> Self {
+        self.max_request_bytes = bytes;
+        self
     }
 }
 
@@ -181,7 +182,9 @@ impl Counters {
 /// Why the reader thread stopped; read by callers who find it gone.
 #[derive(Clone)]
 enum Ended {
+    /// The owner closed the client.
     Closed,
+    /// The connection failed, with the AMQP client's error when there is one.
     Lost(Option<Arc<amiquip::Error>>),
 }
 
@@ -197,16 +200,16 @@ impl Ended {
 /// State shared by callers and the reader thread.
 struct Shared {
     counters: Counters,
+    /// Set by `close()` before anything else, so calls fail with `Closed` at once even if the
+    /// reader is slow to stop.
+    closing: AtomicBool,
+    /// Set by the reader before it fails pending calls and exits.
     ended: Mutex<Option<Ended>>,
 }
 
 impl Shared {
-    /// The error for a caller who found the reader thread gone.
-    fn gone_error(&self) -> Error {
-        match &*self.ended.lock().unwrap_or_else(|e| e.into_inner()) {
-            Some(ended) => ended.error(),
-            None => Error::ConnectionLost { cause: None },
-        }
+    fn ended(&self) -> Option<Ended> {
+        self.ended.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -231,11 +234,27 @@ struct PendingCall {
     reply: ReplySender,
 }
 
-/// The reader thread's handle, joined on close.
+/// The reader thread, joined on close.
 struct ReaderHandle {
     thread: JoinHandle<()>,
-    /// Disconnects when the thread ends, so closing can wait with a bound.
+    /// Disconnects when the thread ends, so joining can be bounded.
     finished: Receiver<()>,
+}
+
+impl ReaderHandle {
+    /// Joins the thread if it ends within `bound`; otherwise leaves it to end on its own (it
+    /// is stuck in an AMQP operation that heartbeats will end) and says so.
+    fn join_within(self, bound: Duration) {
+        match self.finished.recv_timeout(bound) {
+            Err(RecvTimeoutError::Disconnected) => {
+                let _ = self.thread.join();
+            }
+            _ => log::warn!(
+                "fib-rpc client: reader thread did not stop within {bound:?}; \
+                 it will end when the broker answers or heartbeats time out"
+            ),
+        }
+    }
 }
 
 /// A byte-level RPC client: sends a request body to the server queue and returns the reply
@@ -255,6 +274,8 @@ struct ReaderHandle {
 pub struct RpcClient {
     commands: Sender<Command>,
     shared: Arc<Shared>,
+    /// Disconnects when the reader thread ends: wakes callers whose request it never saw.
+    reader_finished: Receiver<()>,
     reader: Mutex<Option<ReaderHandle>>,
     options: ClientOptions,
 }
@@ -274,25 +295,33 @@ impl RpcClient {
     /// the broker cannot be reached within the connect timeout.
     pub fn connect(url: &str, options: ClientOptions) -> Result<RpcClient> {
         let url = BrokerUrl::parse(url)?;
+        let settings = ConnectSettings {
+            timeout: options.connect_timeout,
+            heartbeat_secs: options.heartbeat_secs,
+            name: options.connection_name.clone(),
+        };
+        check_settings(&settings)?;
         if options.timeout.is_zero() {
             return Err(Error::InvalidArgument(
                 "call timeout must be above zero".into(),
             ));
         }
+        if options.queue.is_empty() {
+            return Err(Error::InvalidArgument(
+                "queue name must not be empty".into(),
+            ));
+        }
         let shared = Arc::new(Shared {
             counters: Counters::default(),
+            closing: AtomicBool::new(false),
             ended: Mutex::new(None),
         });
         let (commands, command_rx) = crossbeam_channel::unbounded();
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
         let (finished_tx, finished) = crossbeam_channel::bounded::<()>(0);
         let reader = Reader {
-            settings: ConnectSettings {
-                timeout: options.connect_timeout,
-                heartbeat_secs: options.heartbeat_secs,
-                name: options.connection_name.clone(),
-            },
             url: url.clone(),
+            settings,
             queue: options.queue.clone(),
             commands: command_rx,
             shared: Arc::clone(&shared),
@@ -305,24 +334,29 @@ impl RpcClient {
                 reader.run(ready_tx);
             })
             .map_err(Error::Io)?;
-        let handle = ReaderHandle { thread, finished };
+        let handle = ReaderHandle {
+            thread,
+            finished: finished.clone(),
+        };
 
         // Setup is connect (bounded by connect_timeout) plus three quick AMQP round trips.
-        let setup_bound = options.connect_timeout + Duration::from_secs(5);
+        let setup_bound = options
+            .connect_timeout
+            .saturating_add(Duration::from_secs(5));
         match ready_rx.recv_timeout(setup_bound) {
             Ok(Ok(())) => Ok(RpcClient {
                 commands,
                 shared,
+                reader_finished: finished,
                 reader: Mutex::new(Some(handle)),
                 options,
             }),
             Ok(Err(err)) => {
-                let _ = handle.thread.join(); // it has already returned
+                handle.join_within(options.connect_timeout);
                 Err(err)
             }
             Err(_) => {
-                // The broker accepted us but stalls; leave the thread to end on its own
-                // (heartbeats bound it) rather than block the caller further.
+                // The broker accepted us but stalls: stop waiting; the thread ends on its own.
                 let _ = commands.send(Command::Shutdown);
                 Err(Error::Connect {
                     broker: url.to_string(),
@@ -339,7 +373,7 @@ impl RpcClient {
 
     /// Sends `body` and waits for the reply, up to `timeout`.
     pub fn call_timeout(&self, body: &[u8], timeout: Duration) -> Result<Vec<u8>> {
-        self.call_deadline(body, Instant::now() + timeout)
+        self.call_deadline(body, deadline_after(timeout))
     }
 
     /// Sends `body` and waits for the reply until `deadline`.
@@ -356,6 +390,16 @@ impl RpcClient {
     }
 
     fn call_inner(&self, body: &[u8], deadline: Instant) -> Result<Vec<u8>> {
+        if self.shared.closing.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        if body.len() > self.options.max_request_bytes {
+            return Err(Error::InvalidArgument(format!(
+                "request of {} bytes is above the client's limit of {} bytes",
+                body.len(),
+                self.options.max_request_bytes
+            )));
+        }
         let started = Instant::now();
         if deadline <= started {
             return Err(Error::Timeout {
@@ -370,16 +414,32 @@ impl RpcClient {
             reply,
         };
         if self.commands.send(Command::Call(call)).is_err() {
-            return Err(self.shared.gone_error());
+            return Err(self.gone_error());
         }
-        match reply_rx.recv_deadline(deadline) {
-            Ok(result) => result,
-            Err(RecvTimeoutError::Timeout) => Err(Error::Timeout {
-                waited: started.elapsed(),
-            }),
-            // The reader dropped our request without answering: it has stopped.
-            Err(RecvTimeoutError::Disconnected) => Err(self.shared.gone_error()),
+        let answer = select! {
+            // `Err` here means the reader dropped our call unanswered: expired, or stopping.
+            recv(reply_rx) -> answer => answer.ok(),
+            // The reader ended without seeing our call; it may have answered just before.
+            recv(self.reader_finished) -> _ => reply_rx.try_recv().ok(),
+            // A reply that lands exactly at the deadline still counts.
+            default(deadline.saturating_duration_since(started)) => reply_rx.try_recv().ok(),
+        };
+        match answer {
+            Some(result) => result,
+            None => match self.shared.ended() {
+                Some(ended) => Err(ended.error()),
+                None => Err(Error::Timeout {
+                    waited: started.elapsed(),
+                }),
+            },
         }
+    }
+
+    /// The error for a caller who found the reader thread gone.
+    fn gone_error(&self) -> Error {
+        self.shared
+            .ended()
+            .map_or(Error::ConnectionLost { cause: None }, |ended| ended.error())
     }
 
     /// A snapshot of this client's counters.
@@ -387,26 +447,32 @@ impl RpcClient {
         self.shared.counters.snapshot()
     }
 
-    /// The options this client was made with.
-    pub fn options(&self) -> &ClientOptions {
-        &self.options
+    /// The server queue this client calls.
+    pub fn queue(&self) -> &str {
+        &self.options.queue
+    }
+
+    /// The default call timeout.
+    pub fn timeout(&self) -> Duration {
+        self.options.timeout
     }
 
     /// Closes the connection and stops the reader thread. Calls still waiting fail with
-    /// [`Error::Closed`]; later calls too. Waits at most the connect timeout for the broker to
-    /// acknowledge the close. Dropping the client does the same.
+    /// [`Error::Closed`], and so do later ones. Dropping the client does the same.
+    ///
+    /// Waits at most the connect timeout for the broker to acknowledge the close; if it does
+    /// not, the reader thread is left to end on its own (heartbeats bound it) and `close`
+    /// returns anyway.
     pub fn close(&self) {
-        let Some(handle) = self.reader.lock().unwrap_or_else(|e| e.into_inner()).take() else {
-            return;
-        };
-        let _ = self.commands.send(Command::Shutdown);
-        // `finished` disconnects when the thread returns; join only then, so a broker that
-        // never answers the close cannot hang us.
-        let bound = self.options.connect_timeout + Duration::from_secs(1);
-        if let Err(RecvTimeoutError::Disconnected) = handle.finished.recv_timeout(bound) {
-            let _ = handle.thread.join();
-        } else {
-            log::warn!("fib-rpc client: reader thread did not stop within {bound:?}; leaving it");
+        self.shared.closing.store(true, Ordering::Release);
+        let reader = self.reader.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(reader) = reader {
+            let _ = self.commands.send(Command::Shutdown);
+            reader.join_within(
+                self.options
+                    .connect_timeout
+                    .saturating_add(Duration::from_secs(1)),
+            );
         }
     }
 }
@@ -415,12 +481,6 @@ impl Drop for RpcClient {
     fn drop(&mut self) {
         self.close();
     }
-}
-
-/// What ended a connection session of the reader thread.
-enum SessionEnd {
-    Shutdown,
-    Lost(Option<Arc<amiquip::Error>>),
 }
 
 /// The reader thread's state. It alone touches the AMQP connection.
@@ -442,39 +502,44 @@ impl Reader {
                 return;
             }
         };
-        let end = match self.run_session(&mut connection, ready) {
-            Ok(end) => end,
-            Err(_) => return, // setup failed; the error went to the constructor
+        let Some(ended) = self.run_session(&mut connection, ready) else {
+            return; // setup failed and the constructor has the error
         };
-        let ended = match end {
-            SessionEnd::Shutdown => {
+        match ended {
+            Ended::Closed => {
+                self.fail_all(Ended::Closed);
                 if let Err(err) = connection.close() {
                     log::debug!("fib-rpc client: closing the connection: {err}");
                 }
-                Ended::Closed
             }
-            SessionEnd::Lost(cause) => {
-                // After a socket failure the consumer only sees a closed channel; the AMQP
-                // client's own error (the real cause) comes out of closing the connection.
-                let closed = connection.close().err().map(Arc::new);
-                let cause = cause.or(closed);
+            Ended::Lost(Some(cause)) if !is_generic(&cause) => {
+                // We know why: tell every caller at once, then tidy up.
+                log::warn!("fib-rpc client: connection lost: {cause}");
+                self.fail_all(Ended::Lost(Some(cause)));
+                let _ = connection.close();
+            }
+            Ended::Lost(seen) => {
+                // Only "the I/O thread is gone": its real error comes out of closing, which is
+                // quick because that thread has already ended.
+                let seen = seen.and_then(|cause| Arc::try_unwrap(cause).ok());
+                let cause = more_specific(seen, connection.close().err()).map(Arc::new);
                 match &cause {
                     Some(err) => log::warn!("fib-rpc client: connection lost: {err}"),
                     None => log::warn!("fib-rpc client: connection lost"),
                 }
-                Ended::Lost(cause)
+                self.fail_all(Ended::Lost(cause));
             }
-        };
-        self.finish(ended);
+        }
     }
 
     /// Opens the channel, reply queue, consumer and return listener, reports readiness, then
-    /// serves callers until shutdown or connection loss.
+    /// serves callers until shutdown or connection loss. `None` if setup failed (the error
+    /// went to `ready`).
     fn run_session(
         &mut self,
         connection: &mut Connection,
         ready: Sender<Result<()>>,
-    ) -> std::result::Result<SessionEnd, ()> {
+    ) -> Option<Ended> {
         let setup = (|| -> Result<_> {
             let channel = connection.open_channel(None)?;
             let returns = channel.listen_for_returns()?;
@@ -484,34 +549,32 @@ impl Reader {
             Ok(parts) => parts,
             Err(err) => {
                 let _ = ready.send(Err(err));
-                return Err(());
+                return None;
             }
         };
-        let reply_queue = match channel.queue_declare(
-            "",
-            QueueDeclareOptions {
-                exclusive: true,
-                ..QueueDeclareOptions::default()
-            },
-        ) {
-            Ok(queue) => queue,
+        let consumer = channel
+            .queue_declare(
+                "",
+                QueueDeclareOptions {
+                    exclusive: true,
+                    ..QueueDeclareOptions::default()
+                },
+            )
+            .and_then(|queue| {
+                let consumer = queue.consume(ConsumerOptions {
+                    no_ack: true,
+                    exclusive: true,
+                    ..ConsumerOptions::default()
+                })?;
+                Ok((queue.name().to_owned(), consumer))
+            });
+        let (reply_to, consumer) = match consumer {
+            Ok(parts) => parts,
             Err(err) => {
                 let _ = ready.send(Err(err.into()));
-                return Err(());
+                return None;
             }
         };
-        let consumer = match reply_queue.consume(ConsumerOptions {
-            no_ack: true,
-            exclusive: true,
-            ..ConsumerOptions::default()
-        }) {
-            Ok(consumer) => consumer,
-            Err(err) => {
-                let _ = ready.send(Err(err.into()));
-                return Err(());
-            }
-        };
-        let reply_to = reply_queue.name().to_owned();
         let _ = ready.send(Ok(()));
 
         let sweep = crossbeam_channel::tick(SWEEP_INTERVAL);
@@ -519,24 +582,21 @@ impl Reader {
             select! {
                 recv(self.commands) -> command => match command {
                     Ok(Command::Call(call)) => {
-                        if let Err(err) = self.publish(&channel, &reply_to, call) {
-                            return Ok(SessionEnd::Lost(Some(Arc::new(err))));
+                        if let Err(cause) = self.publish(&channel, &reply_to, call) {
+                            return Some(Ended::Lost(Some(cause)));
                         }
                     }
-                    Ok(Command::Shutdown) | Err(_) => return Ok(SessionEnd::Shutdown),
+                    Ok(Command::Shutdown) | Err(_) => return Some(Ended::Closed),
                 },
                 recv(consumer.receiver()) -> message => match message {
                     Ok(ConsumerMessage::Delivery(delivery)) => self.deliver(delivery),
-                    Ok(ConsumerMessage::ServerClosedConnection(err))
-                    | Ok(ConsumerMessage::ServerClosedChannel(err)) => {
-                        return Ok(SessionEnd::Lost(Some(Arc::new(err))));
-                    }
-                    // The reply queue was deleted under us, or the channel was closed.
-                    Ok(_) | Err(_) => return Ok(SessionEnd::Lost(None)),
+                    Ok(other) => return Some(Ended::Lost(close_reason(Ok(other)))),
+                    Err(_) => return Some(Ended::Lost(None)),
                 },
                 recv(returns) -> returned => match returned {
                     Ok(returned) => self.fail_returned(returned),
-                    Err(_) => return Ok(SessionEnd::Lost(None)),
+                    // The channel closed; the consumer holds the reason, behind any replies.
+                    Err(_) => return Some(Ended::Lost(self.drain_for_reason(&consumer))),
                 },
                 recv(sweep) -> _ => self.forget_expired(Instant::now()),
             }
@@ -544,19 +604,19 @@ impl Reader {
     }
 
     /// Publishes one request and files its caller. The request's `expiration` is the time the
-    /// caller will still wait, so the broker drops it rather than have a server compute an
-    /// answer nobody reads.
+    /// caller will still wait (capped at ~49 days, the broker's timer range), so the broker
+    /// drops it rather than have a server compute an answer nobody reads.
     fn publish(
         &mut self,
         channel: &Channel,
         reply_to: &str,
         call: OutgoingCall,
-    ) -> amiquip::Result<()> {
+    ) -> std::result::Result<(), Arc<amiquip::Error>> {
         let remaining = call.deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
-            return Ok(()); // the caller has already given up
+            return Ok(()); // the caller has already given up; dropping `reply` tells it
         }
-        let expiration_ms = remaining.as_millis().max(1);
+        let expiration_ms = remaining.as_millis().clamp(1, u128::from(u32::MAX));
         let properties = AmqpProperties::default()
             .with_reply_to(reply_to.to_owned())
             .with_correlation_id(call.correlation_id.clone())
@@ -569,8 +629,11 @@ impl Reader {
             properties,
         };
         if let Err(err) = channel.basic_publish("", publish) {
-            let _ = call.reply.send(Err(Error::ConnectionLost { cause: None }));
-            return Err(err);
+            let cause = Arc::new(err);
+            let _ = call
+                .reply
+                .send(Err(Error::connection_lost(&Some(Arc::clone(&cause)))));
+            return Err(cause);
         }
         self.pending.insert(
             call.correlation_id,
@@ -602,6 +665,17 @@ impl Reader {
         }
     }
 
+    /// After the channel closed: deliver the replies still buffered and return the broker's
+    /// reason for the close, if it gave one.
+    fn drain_for_reason(&mut self, consumer: &Consumer<'_>) -> Option<Arc<amiquip::Error>> {
+        loop {
+            match consumer.receiver().try_recv() {
+                Ok(ConsumerMessage::Delivery(delivery)) => self.deliver(delivery),
+                other => return close_reason(other.map_err(|_| crossbeam_channel::RecvError)),
+            }
+        }
+    }
+
     /// The broker returned a mandatory request: no queue is bound to the routing key.
     fn fail_returned(&mut self, returned: Return) {
         let caller = returned
@@ -622,9 +696,9 @@ impl Reader {
         self.pending.retain(|_, call| call.deadline > now);
     }
 
-    /// Fails every pending and queued call with the reason the reader stopped, and records it
-    /// for callers who arrive later.
-    fn finish(mut self, ended: Ended) {
+    /// Records why the reader stopped, then fails every pending and queued call with it.
+    /// Callers who send later find `ended` set (and `reader_finished` disconnected).
+    fn fail_all(&mut self, ended: Ended) {
         *self.shared.ended.lock().unwrap_or_else(|e| e.into_inner()) = Some(ended.clone());
         for (_, call) in self.pending.drain() {
             let _ = call.reply.send(Err(ended.error()));
@@ -634,6 +708,21 @@ impl Reader {
                 let _ = call.reply.send(Err(ended.error()));
             }
         }
+    }
+}
+
+/// The broker's reason for ending a consumer's stream, if the message carries one.
+fn close_reason(
+    message: std::result::Result<ConsumerMessage, crossbeam_channel::RecvError>,
+) -> Option<Arc<amiquip::Error>> {
+    match message {
+        Ok(ConsumerMessage::ServerClosedConnection(err))
+        | Ok(ConsumerMessage::ServerClosedChannel(err)) => Some(Arc::new(err)),
+        Ok(ConsumerMessage::ServerCancelled) => {
+            log::warn!("fib-rpc client: the broker cancelled the reply consumer");
+            None
+        }
+        _ => None,
     }
 }
 
@@ -692,7 +781,7 @@ impl FibonacciRpcClient {
 
     /// Returns fib(`n`), waiting up to the configured timeout.
     pub fn call(&self, n: u64) -> Result<BigUint> {
-        self.call_deadline(n, Instant::now() + self.rpc.options.timeout)
+        self.call_deadline(n, deadline_after(self.rpc.options.timeout))
     }
 
     /// Returns fib(`n`), waiting until `deadline`.

@@ -25,9 +25,9 @@ use amiquip::{
     AmqpProperties, AmqpValue, Channel, Connection, Consumer, ConsumerMessage, ConsumerOptions,
     Delivery, FieldTable, Publish, QueueDeclareOptions,
 };
-use crossbeam_channel::{select, Receiver, Sender};
+use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender};
 
-use crate::broker::{BrokerUrl, ConnectSettings};
+use crate::broker::{check_settings, more_specific, BrokerUrl, ConnectSettings};
 use crate::error::{Error, Result};
 use crate::fib::fib;
 use crate::wire::{self, ErrorCode, RemoteError, DEFAULT_QUEUE, ERROR_HEADER};
@@ -128,7 +128,6 @@ pub enum QueueKind {
 ///     .workers(4)
 ///     .prefetch(8)
 ///     .declare_as(QueueKind::DurableQuorum);
-/// assert_eq!(options.get_workers(), 4);
 /// ```
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
@@ -139,6 +138,8 @@ pub struct ServerOptions {
     connect_timeout: Duration,
     heartbeat_secs: u16,
     connection_name: String,
+    stop_timeout: Duration,
+    max_reply_bytes: usize,
 }
 
 /// Unacknowledged requests the broker may push to each worker ahead of time.
@@ -152,7 +153,8 @@ pub const DEFAULT_PREFETCH: u16 = 8;
 
 impl Default for ServerOptions {
     /// Queue `rpc_queue` (declared classic if absent), one worker per CPU,
-    /// [`DEFAULT_PREFETCH`], 10 s connect timeout, 15 s heartbeats.
+    /// [`DEFAULT_PREFETCH`], 10 s connect timeout, 15 s heartbeats, 30 s stop timeout, replies
+    /// of at most 64 MiB.
     fn default() -> Self {
         ServerOptions {
             queue: DEFAULT_QUEUE.to_owned(),
@@ -162,6 +164,8 @@ impl Default for ServerOptions {
             connect_timeout: Duration::from_secs(10),
             heartbeat_secs: 15,
             connection_name: "fib-rpc server".to_owned(),
+            stop_timeout: Duration::from_secs(30),
+            max_reply_bytes: 64 << 20,
         }
     }
 }
@@ -197,9 +201,24 @@ impl ServerOptions {
         self
     }
 
-    /// AMQP heartbeat interval in seconds (default 15; 0 turns heartbeats off).
+    /// AMQP heartbeat interval in seconds (default 15, at least 1).
     pub fn heartbeat(mut self, seconds: u16) -> Self {
         self.heartbeat_secs = seconds;
+        self
+    }
+
+    /// How long [`RpcServer::stop`] and dropping a server wait for in-flight requests and the
+    /// broker's close before leaving the threads to finish on their own (default 30 s).
+    pub fn stop_timeout(mut self, timeout: Duration) -> Self {
+        self.stop_timeout = timeout;
+        self
+    }
+
+    /// Largest reply the server publishes (default 64 MiB). A larger reply is replaced by an
+    /// `internal` error reply: publishing it could exceed the broker's `max_message_size`, which
+    /// closes the channel and requeues the request to fail again.
+    pub fn max_reply_bytes(mut self, bytes: usize) -> Self {
+        self.max_reply_bytes = bytes;
         self
     }
 
@@ -207,16 +226,6 @@ impl ServerOptions {
     pub fn connection_name(mut self, name: impl Into<String>) -> Self {
         self.connection_name = name.into();
         self
-    }
-
-    /// The configured number of workers.
-    pub fn get_workers(&self) -> usize {
-        self.workers
-    }
-
-    /// The configured queue.
-    pub fn get_queue(&self) -> &str {
-        &self.queue
     }
 }
 
@@ -263,7 +272,11 @@ impl StopHandle {
 pub struct RpcServer {
     stop: StopHandle,
     supervisor: Option<JoinHandle<Result<()>>>,
+    /// Disconnects when the supervisor thread ends, so waiting can be bounded.
+    finished: Receiver<()>,
     queue: String,
+    workers: usize,
+    stop_timeout: Duration,
 }
 
 impl RpcServer {
@@ -271,6 +284,17 @@ impl RpcServer {
     /// is consuming, so requests sent after this are served.
     pub fn start(url: &str, options: ServerOptions, handler: impl Handler) -> Result<RpcServer> {
         let url = BrokerUrl::parse(url)?;
+        let settings = ConnectSettings {
+            timeout: options.connect_timeout,
+            heartbeat_secs: options.heartbeat_secs,
+            name: options.connection_name.clone(),
+        };
+        check_settings(&settings)?;
+        if options.queue.is_empty() {
+            return Err(Error::InvalidArgument(
+                "queue name must not be empty".into(),
+            ));
+        }
         if options.workers == 0 {
             return Err(Error::InvalidArgument("workers must be at least 1".into()));
         }
@@ -281,29 +305,49 @@ impl RpcServer {
         }
         let (stop, stop_rx) = StopHandle::new();
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
-        let queue = options.queue.clone();
+        let (finished_tx, finished) = crossbeam_channel::bounded::<()>(0);
+        // Connecting is bounded by the connect timeout; the rest is a few AMQP round trips
+        // per worker.
+        let setup_bound = options
+            .connect_timeout
+            .saturating_add(Duration::from_secs(10));
+        let mut server = RpcServer {
+            stop,
+            supervisor: None,
+            finished,
+            queue: options.queue.clone(),
+            workers: options.workers,
+            stop_timeout: options.stop_timeout,
+        };
         let supervisor = Supervisor {
             url,
+            settings,
             options,
             handler: Arc::new(handler),
             stop: stop_rx,
         };
         let thread = std::thread::Builder::new()
             .name("fib-rpc-server".into())
-            .spawn(move || supervisor.run(ready_tx))
+            .spawn(move || {
+                let _finished = finished_tx; // dropped when this thread ends
+                supervisor.run(ready_tx)
+            })
             .map_err(Error::Io)?;
-        match ready_rx.recv() {
-            Ok(()) => Ok(RpcServer {
-                stop,
-                supervisor: Some(thread),
-                queue,
-            }),
+        server.supervisor = Some(thread);
+        match ready_rx.recv_timeout(setup_bound) {
+            Ok(()) => Ok(server),
             // The supervisor failed before it was ready; its result says why.
-            Err(_) => Err(match thread.join() {
-                Ok(Err(err)) => err,
-                Ok(Ok(())) => Error::Closed,
-                Err(_) => Error::Io(std::io::Error::other("server thread panicked")),
-            }),
+            Err(RecvTimeoutError::Disconnected) => match server.join_within(setup_bound) {
+                Err(err) => Err(err),
+                Ok(()) => Err(Error::Closed),
+            },
+            Err(RecvTimeoutError::Timeout) => {
+                server.stop.stop();
+                Err(Error::Connect {
+                    broker: server.queue.clone(),
+                    source: format!("server setup did not finish within {setup_bound:?}").into(),
+                })
+            }
         }
     }
 
@@ -317,37 +361,65 @@ impl RpcServer {
         &self.queue
     }
 
-    /// Blocks until the server has stopped: after a [`StopHandle::stop`] it returns `Ok(())`
-    /// once in-flight requests are answered; if the connection is lost it returns
-    /// [`Error::ConnectionLost`].
+    /// The number of worker threads.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// Serves until the server stops, which is what a server's main thread is for: after a
+    /// [`StopHandle::stop`] it returns `Ok(())` once in-flight requests are answered; if the
+    /// connection is lost it returns [`Error::ConnectionLost`].
     pub fn wait(mut self) -> Result<()> {
-        self.join()
-    }
-
-    /// Stops gracefully and waits; see [`StopHandle::stop`].
-    pub fn stop(self) -> Result<()> {
-        self.stop.stop();
-        self.wait()
-    }
-
-    fn join(&mut self) -> Result<()> {
         match self.supervisor.take() {
-            Some(thread) => thread.join().unwrap_or_else(|_| {
-                Err(Error::Io(std::io::Error::other("server thread panicked")))
-            }),
+            Some(thread) => thread.join().unwrap_or_else(|_| Err(panicked())),
             None => Ok(()),
+        }
+    }
+
+    /// Stops gracefully and waits up to the configured stop timeout; see
+    /// [`stop_timeout`](Self::stop_timeout).
+    pub fn stop(self) -> Result<()> {
+        let timeout = self.stop_timeout;
+        self.stop_timeout(timeout)
+    }
+
+    /// Stops gracefully (see [`StopHandle::stop`]) and waits at most `timeout` for in-flight
+    /// requests to be answered and the connection to close. If that takes longer (a handler
+    /// still running, a broker that does not answer) it returns [`Error::Timeout`] and leaves
+    /// the threads to finish on their own.
+    pub fn stop_timeout(mut self, timeout: Duration) -> Result<()> {
+        self.stop.stop();
+        self.join_within(timeout)
+    }
+
+    fn join_within(&mut self, timeout: Duration) -> Result<()> {
+        let Some(thread) = self.supervisor.take() else {
+            return Ok(());
+        };
+        match self.finished.recv_timeout(timeout) {
+            Err(RecvTimeoutError::Disconnected) => {
+                thread.join().unwrap_or_else(|_| Err(panicked()))
+            }
+            _ => {
+                log::warn!("fib-rpc server: not stopped within {timeout:?}; leaving it to finish");
+                Err(Error::Timeout { waited: timeout })
+            }
         }
     }
 }
 
 impl Drop for RpcServer {
-    /// Stops gracefully. Bounded by the longest in-flight request plus the broker's close.
+    /// Stops gracefully, waiting at most the stop timeout (see [`RpcServer::stop_timeout`]).
     fn drop(&mut self) {
         self.stop.stop();
-        if let Err(err) = self.join() {
+        if let Err(err) = self.join_within(self.stop_timeout) {
             log::warn!("fib-rpc server: {err}");
         }
     }
+}
+
+fn panicked() -> Error {
+    Error::Io(std::io::Error::other("fib-rpc server thread panicked"))
 }
 
 /// How a worker ended.
@@ -361,6 +433,7 @@ enum WorkerEnd {
 /// Owns the connection and the workers.
 struct Supervisor<H> {
     url: BrokerUrl,
+    settings: ConnectSettings,
     options: ServerOptions,
     handler: Arc<H>,
     stop: Receiver<()>,
@@ -368,12 +441,7 @@ struct Supervisor<H> {
 
 impl<H: Handler> Supervisor<H> {
     fn run(self, ready: Sender<()>) -> Result<()> {
-        let settings = ConnectSettings {
-            timeout: self.options.connect_timeout,
-            heartbeat_secs: self.options.heartbeat_secs,
-            name: self.options.connection_name.clone(),
-        };
-        let mut connection = self.url.connect(&settings)?;
+        let mut connection = self.url.connect(&self.settings)?;
         ensure_queue(
             &mut connection,
             &self.options.queue,
@@ -382,7 +450,7 @@ impl<H: Handler> Supervisor<H> {
 
         // Workers stop when this sender is dropped.
         let (worker_stop, worker_stop_rx) = crossbeam_channel::bounded::<()>(0);
-        let (ended_tx, ended_rx) = crossbeam_channel::unbounded();
+        let (ended_tx, ended_rx) = crossbeam_channel::unbounded::<()>();
         let (consuming_tx, consuming_rx) = crossbeam_channel::unbounded();
         let mut workers = Vec::with_capacity(self.options.workers);
         let mut started = Ok(());
@@ -400,14 +468,14 @@ impl<H: Handler> Supervisor<H> {
                         queue: self.options.queue.clone(),
                         handler: Arc::clone(&self.handler),
                         stop: worker_stop_rx.clone(),
+                        max_reply_bytes: self.options.max_reply_bytes,
                     };
                     let (ended_tx, consuming_tx) = (ended_tx.clone(), consuming_tx.clone());
                     std::thread::Builder::new()
                         .name(format!("fib-rpc-worker-{index}"))
                         .spawn(move || {
-                            let end = worker.run(consuming_tx);
-                            let _ = ended_tx.send(());
-                            end
+                            let _ended = EndedSignal(ended_tx);
+                            worker.run(consuming_tx)
                         })
                         .map_err(Error::Io)
                 });
@@ -442,6 +510,7 @@ impl<H: Handler> Supervisor<H> {
         let _ = ready.send(());
 
         // Serve until told to stop or until a worker ends on its own (connection trouble).
+        drop(ended_tx);
         select! {
             recv(self.stop) -> _ => {}
             recv(ended_rx) -> _ => {}
@@ -453,12 +522,22 @@ impl<H: Handler> Supervisor<H> {
             None => closed.map_err(Error::from),
             Some(seen) => {
                 // After a socket failure, closing returns the AMQP client's own error.
-                let cause = seen.or(closed.err()).map(Arc::new);
+                let cause = more_specific(seen, closed.err()).map(Arc::new);
                 let lost = Error::ConnectionLost { cause };
                 log::error!("fib-rpc server: {lost}");
                 Err(lost)
             }
         }
+    }
+}
+
+/// Tells the supervisor that a worker ended, however it ended (a panic included), by sending
+/// when dropped.
+struct EndedSignal(Sender<()>);
+
+impl Drop for EndedSignal {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
     }
 }
 
@@ -474,7 +553,10 @@ fn join_workers(workers: Vec<JoinHandle<WorkerEnd>>) -> Option<Option<amiquip::E
                 Some(first @ None) => *first = err,
                 Some(Some(_)) => {}
             },
-            Err(_) => log::error!("fib-rpc server: a worker thread panicked"),
+            Err(_) => {
+                log::error!("fib-rpc server: a worker thread panicked");
+                lost.get_or_insert(None);
+            }
         }
     }
     lost
@@ -524,7 +606,13 @@ fn ensure_queue(connection: &mut Connection, queue: &str, kind: QueueKind) -> Re
         Err(amiquip::Error::ServerClosedChannel {
             code: PRECONDITION_FAILED,
             ..
-        }) => Ok(()),
+        }) => {
+            // Another process declared it first, with other arguments; make sure it exists.
+            connection
+                .open_channel(None)?
+                .queue_declare_passive(queue)?;
+            Ok(())
+        }
         Err(err) => Err(err.into()),
     }
 }
@@ -535,6 +623,7 @@ struct Worker<H> {
     queue: String,
     handler: Arc<H>,
     stop: Receiver<()>,
+    max_reply_bytes: usize,
 }
 
 impl<H: Handler> Worker<H> {
@@ -595,6 +684,10 @@ impl<H: Handler> Worker<H> {
     }
 
     /// Runs the handler, publishes the reply, then acks.
+    ///
+    /// A *redelivered* request is acked first instead: its earlier delivery ended without an
+    /// ack, possibly because replying to it broke the channel or connection (a malformed
+    /// `reply_to`, say). Acking first gives such a request one more try, never a loop.
     fn serve_one(&self, consumer: &Consumer<'_>, delivery: Delivery) -> amiquip::Result<()> {
         let Some(reply_to) = delivery.properties.reply_to().clone() else {
             log::warn!(
@@ -604,23 +697,45 @@ impl<H: Handler> Worker<H> {
             );
             return consumer.ack(delivery);
         };
-        let outcome = catch_unwind(AssertUnwindSafe(|| self.handler.handle(&delivery.body)));
+        let correlation_id = delivery.properties.correlation_id().clone();
+        let request = delivery.body.clone();
+        let pending_ack = if delivery.redelivered {
+            consumer.ack(delivery)?;
+            None
+        } else {
+            Some(delivery)
+        };
+        let outcome = catch_unwind(AssertUnwindSafe(|| self.handler.handle(&request)));
         let (body, error_code) = match outcome {
-            Ok(Ok(body)) => (body, None),
+            Ok(Ok(reply)) if reply.len() > self.max_reply_bytes => {
+                log::error!(
+                    "fib-rpc server: reply of {} bytes to {} is above the limit of {} bytes",
+                    reply.len(),
+                    wire::preview(&request),
+                    self.max_reply_bytes
+                );
+                let message = format!(
+                    "the reply ({} bytes) is above this server's limit of {} bytes",
+                    reply.len(),
+                    self.max_reply_bytes
+                );
+                (message.into_bytes(), Some(ErrorCode::Internal))
+            }
+            Ok(Ok(reply)) => (reply, None),
             Ok(Err(refusal)) => (refusal.message.into_bytes(), Some(refusal.code)),
             Err(panic) => {
                 let what = panic_message(panic.as_ref());
                 log::error!(
                     "fib-rpc server: handler panicked on {}: {what}",
-                    wire::preview(&delivery.body)
+                    wire::preview(&request)
                 );
                 let message = format!("the handler failed: {what}");
                 (message.into_bytes(), Some(ErrorCode::Internal))
             }
         };
         let mut properties = AmqpProperties::default();
-        if let Some(id) = delivery.properties.correlation_id() {
-            properties = properties.with_correlation_id(id.clone());
+        if let Some(id) = correlation_id {
+            properties = properties.with_correlation_id(id);
         }
         if let Some(code) = error_code {
             let mut headers = FieldTable::default();
@@ -640,7 +755,10 @@ impl<H: Handler> Worker<H> {
                 properties,
             },
         )?;
-        consumer.ack(delivery)
+        match pending_ack {
+            Some(delivery) => consumer.ack(delivery),
+            None => Ok(()),
+        }
     }
 }
 
