@@ -29,8 +29,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
-    /// An argument or option was unusable: a malformed URL, zero workers, an `n` the client
-    /// refuses to send. Nothing was sent to the broker.
+    /// An argument or option was unusable: a malformed URL, zero workers, heartbeats off, a
+    /// request above the client's size limit. Nothing was sent to the broker.
     InvalidArgument(String),
 
     /// The broker could not be reached or refused us (TCP, handshake, credentials, vhost).
@@ -43,14 +43,16 @@ pub enum Error {
 
     /// No reply arrived before the call's deadline. The request carried that deadline as its
     /// AMQP `expiration`, so a request still queued is dropped by the broker rather than
-    /// computed for nobody.
+    /// computed for nobody. Also returned by [`RpcServer::stop_timeout`](crate::RpcServer::stop_timeout)
+    /// when the server did not stop in time.
     Timeout {
         /// How long the call waited.
         waited: Duration,
     },
 
-    /// The broker had no queue to route the request to (it came back as unroutable), so no
-    /// server is listening under that name. Returned at once, without waiting for the deadline.
+    /// The broker has no queue of that name, so no server has ever set it up (the request came
+    /// back as unroutable). Returned at once, without waiting for the deadline. A queue that
+    /// exists but has no server consuming it gives [`Error::Timeout`] instead.
     NoServer {
         /// The routing key (queue name) that had no queue.
         queue: String,
