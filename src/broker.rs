@@ -159,15 +159,26 @@ impl fmt::Debug for BrokerUrl {
     }
 }
 
-/// How to open a connection; shared by client and server options.
+/// How to open a connection; part of both the client's and the server's options.
 #[derive(Debug, Clone)]
 pub(crate) struct ConnectSettings {
     /// Bound on TCP connect plus AMQP handshake.
     pub timeout: Duration,
-    /// AMQP heartbeat interval in seconds (0 turns heartbeats off).
+    /// AMQP heartbeat interval in seconds (0 would turn heartbeats off; refused).
     pub heartbeat_secs: u16,
     /// Shown as the connection's "information" client property in RabbitMQ's tools.
     pub name: String,
+}
+
+impl ConnectSettings {
+    /// The defaults: 10 s to connect, 15 s heartbeats.
+    pub(crate) fn named(name: &str) -> Self {
+        ConnectSettings {
+            timeout: Duration::from_secs(10),
+            heartbeat_secs: 15,
+            name: name.to_owned(),
+        }
+    }
 }
 
 /// Decodes `%XX` escapes in a URL part (userinfo and vhost may contain escaped `@`, `:`, `/`).

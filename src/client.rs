@@ -53,9 +53,7 @@ const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
 pub struct ClientOptions {
     queue: String,
     timeout: Duration,
-    connect_timeout: Duration,
-    heartbeat_secs: u16,
-    connection_name: String,
+    connect: ConnectSettings,
     max_request_bytes: usize,
 }
 
@@ -66,9 +64,7 @@ impl Default for ClientOptions {
         ClientOptions {
             queue: DEFAULT_QUEUE.to_owned(),
             timeout: Duration::from_secs(30),
-            connect_timeout: Duration::from_secs(10),
-            heartbeat_secs: 15,
-            connection_name: "fib-rpc client".to_owned(),
+            connect: ConnectSettings::named("fib-rpc client"),
             max_request_bytes: 16 << 20,
         }
     }
@@ -90,20 +86,20 @@ impl ClientOptions {
 
     /// Bound on connecting (TCP and AMQP handshake) and on closing (default 10 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
+        self.connect.timeout = timeout;
         self
     }
 
     /// AMQP heartbeat interval in seconds (default 15, at least 1). A silently dead TCP path
     /// is noticed after about two intervals.
     pub fn heartbeat(mut self, seconds: u16) -> Self {
-        self.heartbeat_secs = seconds;
+        self.connect.heartbeat_secs = seconds;
         self
     }
 
     /// Name shown for the connection in RabbitMQ's tools (the `information` client property).
     pub fn connection_name(mut self, name: impl Into<String>) -> Self {
-        self.connection_name = name.into();
+        self.connect.name = name.into();
         self
     }
 
@@ -295,11 +291,7 @@ impl RpcClient {
     /// the broker cannot be reached within the connect timeout.
     pub fn connect(url: &str, options: ClientOptions) -> Result<RpcClient> {
         let url = BrokerUrl::parse(url)?;
-        let settings = ConnectSettings {
-            timeout: options.connect_timeout,
-            heartbeat_secs: options.heartbeat_secs,
-            name: options.connection_name.clone(),
-        };
+        let settings = options.connect.clone();
         check_settings(&settings)?;
         if options.timeout.is_zero() {
             return Err(Error::InvalidArgument(
@@ -341,7 +333,8 @@ impl RpcClient {
 
         // Setup is connect (bounded by connect_timeout) plus three quick AMQP round trips.
         let setup_bound = options
-            .connect_timeout
+            .connect
+            .timeout
             .saturating_add(Duration::from_secs(5));
         match ready_rx.recv_timeout(setup_bound) {
             Ok(Ok(())) => Ok(RpcClient {
@@ -352,7 +345,7 @@ impl RpcClient {
                 options,
             }),
             Ok(Err(err)) => {
-                handle.join_within(options.connect_timeout);
+                handle.join_within(options.connect.timeout);
                 Err(err)
             }
             Err(_) => {
@@ -462,7 +455,7 @@ impl RpcClient {
     ///
     /// Waits at most the connect timeout for the broker to acknowledge the close; if it does
     /// not, the reader thread is left to end on its own (heartbeats bound it) and `close`
-    /// returns anyway.
+    /// returns anyway. If another thread is already closing the client, returns at once.
     pub fn close(&self) {
         self.shared.closing.store(true, Ordering::Release);
         let reader = self.reader.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -470,7 +463,8 @@ impl RpcClient {
             let _ = self.commands.send(Command::Shutdown);
             reader.join_within(
                 self.options
-                    .connect_timeout
+                    .connect
+                    .timeout
                     .saturating_add(Duration::from_secs(1)),
             );
         }
@@ -790,8 +784,14 @@ impl FibonacciRpcClient {
         Ok(BigUint::parse_bytes(digits.as_bytes(), 10).expect("checked to be decimal digits"))
     }
 
-    /// Returns fib(`n`) as the server sent it, in decimal, checked to be digits only. Cheaper
-    /// than [`call`](Self::call) for huge `n` when the caller only prints the number.
+    /// Returns fib(`n`) in decimal as the server sent it, waiting up to the configured timeout.
+    /// Cheaper than [`call`](Self::call) for huge `n` when the caller only prints the number.
+    pub fn call_decimal(&self, n: u64) -> Result<String> {
+        self.call_decimal_deadline(n, deadline_after(self.rpc.options.timeout))
+    }
+
+    /// Returns fib(`n`) in decimal as the server sent it, checked to be digits only, waiting
+    /// until `deadline`.
     pub fn call_decimal_deadline(&self, n: u64, deadline: Instant) -> Result<String> {
         let reply = self.rpc.call_deadline(n.to_string().as_bytes(), deadline)?;
         if reply.is_empty() || !reply.iter().all(u8::is_ascii_digit) {

@@ -135,9 +135,7 @@ pub struct ServerOptions {
     workers: usize,
     prefetch: u16,
     declare_as: QueueKind,
-    connect_timeout: Duration,
-    heartbeat_secs: u16,
-    connection_name: String,
+    connect: ConnectSettings,
     stop_timeout: Duration,
     max_reply_bytes: usize,
 }
@@ -161,9 +159,7 @@ impl Default for ServerOptions {
             workers: std::thread::available_parallelism().map_or(2, NonZeroUsize::get),
             prefetch: DEFAULT_PREFETCH,
             declare_as: QueueKind::Classic,
-            connect_timeout: Duration::from_secs(10),
-            heartbeat_secs: 15,
-            connection_name: "fib-rpc server".to_owned(),
+            connect: ConnectSettings::named("fib-rpc server"),
             stop_timeout: Duration::from_secs(30),
             max_reply_bytes: 64 << 20,
         }
@@ -197,13 +193,13 @@ impl ServerOptions {
 
     /// Bound on connecting (TCP and AMQP handshake), default 10 s.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
+        self.connect.timeout = timeout;
         self
     }
 
     /// AMQP heartbeat interval in seconds (default 15, at least 1).
     pub fn heartbeat(mut self, seconds: u16) -> Self {
-        self.heartbeat_secs = seconds;
+        self.connect.heartbeat_secs = seconds;
         self
     }
 
@@ -224,7 +220,7 @@ impl ServerOptions {
 
     /// Name shown for the connection in RabbitMQ's tools.
     pub fn connection_name(mut self, name: impl Into<String>) -> Self {
-        self.connection_name = name.into();
+        self.connect.name = name.into();
         self
     }
 }
@@ -284,11 +280,7 @@ impl RpcServer {
     /// is consuming, so requests sent after this are served.
     pub fn start(url: &str, options: ServerOptions, handler: impl Handler) -> Result<RpcServer> {
         let url = BrokerUrl::parse(url)?;
-        let settings = ConnectSettings {
-            timeout: options.connect_timeout,
-            heartbeat_secs: options.heartbeat_secs,
-            name: options.connection_name.clone(),
-        };
+        let settings = options.connect.clone();
         check_settings(&settings)?;
         if options.queue.is_empty() {
             return Err(Error::InvalidArgument(
@@ -309,7 +301,8 @@ impl RpcServer {
         // Connecting is bounded by the connect timeout; the rest is a few AMQP round trips
         // per worker.
         let setup_bound = options
-            .connect_timeout
+            .connect
+            .timeout
             .saturating_add(Duration::from_secs(10));
         let mut server = RpcServer {
             stop,

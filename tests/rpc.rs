@@ -69,46 +69,11 @@ fn sixty_four_threads_share_one_client() {
 fn duplicate_and_foreign_replies_are_discarded() {
     let queue = TestQueue::new("duplicates");
     queue.declare_classic();
-    let ready = Arc::new(Barrier::new(2));
-    let server = {
-        let (name, ready) = (queue.name.clone(), Arc::clone(&ready));
-        std::thread::spawn(move || {
-            let mut connection = common::admin_connection();
-            let channel = connection.open_channel(None).unwrap();
-            let consumer = channel
-                .basic_consume(
-                    name.as_str(),
-                    ConsumerOptions {
-                        no_ack: true,
-                        ..Default::default()
-                    },
-                )
-                .unwrap();
-            ready.wait();
-            let Ok(ConsumerMessage::Delivery(request)) = consumer.receiver().recv() else {
-                panic!("expected a request");
-            };
-            let reply_to = request.properties.reply_to().clone().unwrap();
-            let id = request.properties.correlation_id().clone().unwrap();
-            let publish = |body: &[u8], id: String| {
-                let properties = AmqpProperties::default().with_correlation_id(id);
-                channel
-                    .basic_publish(
-                        "",
-                        Publish::with_properties(body, reply_to.clone(), properties),
-                    )
-                    .unwrap();
-            };
-            publish(b"111", uuid::Uuid::new_v4().to_string());
-            publish(b"55", id.clone());
-            publish(b"222", id);
-            drop(consumer);
-            // This hand-written peer's own close result is not under test (amiquip sometimes
-            // reports a spurious EventLoopClientDropped here).
-            let _ = connection.close();
-        })
-    };
-    ready.wait();
+    let server = common::hand_written_server(&queue.name, 1, |_, request| {
+        request.reply(b"111", &uuid::Uuid::new_v4().to_string());
+        request.reply(b"55", &request.correlation_id);
+        request.reply(b"222", &request.correlation_id);
+    });
     let client = fib_client(&queue.name);
     assert_eq!(client.call(10).unwrap(), BigUint::from(55u32));
     server.join().unwrap();
@@ -130,41 +95,13 @@ fn duplicate_and_foreign_replies_are_discarded() {
 fn late_reply_after_timeout_is_discarded() {
     let queue = TestQueue::new("late");
     queue.declare_classic();
-    let ready = Arc::new(Barrier::new(2));
-    let server = {
-        let (name, ready) = (queue.name.clone(), Arc::clone(&ready));
-        std::thread::spawn(move || {
-            let mut connection = common::admin_connection();
-            let channel = connection.open_channel(None).unwrap();
-            let consumer = channel
-                .basic_consume(
-                    name.as_str(),
-                    ConsumerOptions {
-                        no_ack: true,
-                        ..Default::default()
-                    },
-                )
-                .unwrap();
-            ready.wait();
-            for delay in [Duration::from_millis(600), Duration::ZERO] {
-                let Ok(ConsumerMessage::Delivery(request)) = consumer.receiver().recv() else {
-                    panic!("expected a request");
-                };
-                std::thread::sleep(delay);
-                let properties = AmqpProperties::default()
-                    .with_correlation_id(request.properties.correlation_id().clone().unwrap());
-                let reply_to = request.properties.reply_to().clone().unwrap();
-                channel
-                    .basic_publish("", Publish::with_properties(b"8", reply_to, properties))
-                    .unwrap();
-            }
-            drop(consumer);
-            // This hand-written peer's own close result is not under test (amiquip sometimes
-            // reports a spurious EventLoopClientDropped here).
-            let _ = connection.close();
-        })
-    };
-    ready.wait();
+    // The first answer comes after the caller has given up; the second at once.
+    let server = common::hand_written_server(&queue.name, 2, |index, request| {
+        if index == 0 {
+            std::thread::sleep(Duration::from_millis(600));
+        }
+        request.reply(b"8", &request.correlation_id);
+    });
     let client = fib_client(&queue.name);
     let err = client
         .call_deadline(6, Instant::now() + Duration::from_millis(200))

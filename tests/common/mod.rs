@@ -129,3 +129,68 @@ pub fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A request as a [`hand_written_server`] sees it, with a way to answer it.
+pub struct RawRequest<'a> {
+    pub correlation_id: String,
+    reply_to: String,
+    channel: &'a amiquip::Channel,
+}
+
+impl RawRequest<'_> {
+    /// Publishes `body` to the request's `reply_to` under `correlation_id` (which may be any
+    /// id, to send foreign replies).
+    pub fn reply(&self, body: &[u8], correlation_id: &str) {
+        let properties =
+            amiquip::AmqpProperties::default().with_correlation_id(correlation_id.to_owned());
+        self.channel
+            .basic_publish(
+                "",
+                amiquip::Publish::with_properties(body, self.reply_to.clone(), properties),
+            )
+            .unwrap();
+    }
+}
+
+/// A server written by hand for replies our own server would never send (duplicates, foreign
+/// ids, late answers): it takes `requests` requests from `queue` and hands each to `respond`
+/// with its index. Returns once it is consuming; join the handle to wait for it to finish.
+pub fn hand_written_server<F>(
+    queue: &str,
+    requests: usize,
+    mut respond: F,
+) -> std::thread::JoinHandle<()>
+where
+    F: FnMut(usize, &RawRequest<'_>) + Send + 'static,
+{
+    let (ready_tx, ready_rx) = crossbeam_channel::bounded(0);
+    let queue = queue.to_owned();
+    let handle = std::thread::spawn(move || {
+        let mut connection = admin_connection();
+        let channel = connection.open_channel(None).unwrap();
+        let options = amiquip::ConsumerOptions {
+            no_ack: true,
+            ..Default::default()
+        };
+        let consumer = channel.basic_consume(queue.as_str(), options).unwrap();
+        ready_tx.send(()).unwrap();
+        for index in 0..requests {
+            let Ok(amiquip::ConsumerMessage::Delivery(delivery)) = consumer.receiver().recv()
+            else {
+                panic!("expected request {index}");
+            };
+            let request = RawRequest {
+                correlation_id: delivery.properties.correlation_id().clone().unwrap(),
+                reply_to: delivery.properties.reply_to().clone().unwrap(),
+                channel: &channel,
+            };
+            respond(index, &request);
+        }
+        drop(consumer);
+        // This peer's own close result is not under test (amiquip sometimes reports a
+        // spurious EventLoopClientDropped here).
+        let _ = connection.close();
+    });
+    ready_rx.recv().unwrap();
+    handle
+}
