@@ -39,7 +39,20 @@ fi
 if ! { [ -x "$PY" ] && "$PY" -c 'import sys' >/dev/null 2>&1; }; then
     log "creating virtualenv at $VENV with $BASE_PYTHON"
     mkdir -p "$(dirname "$VENV")"
-    "$BASE_PYTHON" -m venv --clear "$VENV" >&2
+    if ! "$BASE_PYTHON" -m venv --clear "$VENV" >&2; then
+        # Debian's own python3 ships venv (ensurepip) separately, in python3-venv.
+        if command -v apt-get >/dev/null 2>&1; then
+            SUDO=()
+            if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO=(sudo); fi
+            log "venv failed; installing Debian's python3-venv"
+            "${SUDO[@]}" apt-get update >&2
+            "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y python3 python3-venv >&2
+            "$BASE_PYTHON" -m venv --clear "$VENV" >&2
+        else
+            log "ERROR: '$BASE_PYTHON -m venv' failed and apt-get is not available"
+            exit 1
+        fi
+    fi
 fi
 
 log "installing $PIKA_SPEC"
