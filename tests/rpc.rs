@@ -731,3 +731,105 @@ fn poison_request_is_not_redelivered_forever() {
     );
     server.stop().unwrap();
 }
+
+/// A broker that goes silent (TCP open, nothing answered) must not hang the client: pending
+/// calls end by their deadline, and `close()` returns within its bound.
+#[test]
+fn stalled_broker_cannot_hang_the_client() {
+    let queue = TestQueue::new("stall-client");
+    let _server = fib_server(&queue.name);
+    let proxy = TcpProxy::to_broker();
+    let client = FibonacciRpcClient::connect_with(
+        &proxy.url(),
+        ClientOptions::default()
+            .queue(&queue.name)
+            .heartbeat(1)
+            .connect_timeout(Duration::from_secs(2)),
+    )
+    .unwrap();
+    assert_eq!(client.call(10).unwrap(), BigUint::from(55u32));
+    proxy.stall();
+    let started = Instant::now();
+    let result = client.call_deadline(11, Instant::now() + Duration::from_millis(500));
+    // Either the deadline passes first, or heartbeats notice the silence first.
+    assert!(
+        matches!(
+            result,
+            Err(Error::Timeout { .. } | Error::ConnectionLost { .. })
+        ),
+        "{result:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let closing = Instant::now();
+    client.close();
+    assert!(
+        closing.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        closing.elapsed()
+    );
+    assert!(matches!(client.call(12), Err(Error::Closed)));
+}
+
+/// The same for a server: `stop_timeout` returns within its bound on a silent broker.
+#[test]
+fn stalled_broker_cannot_hang_server_stop() {
+    let queue = TestQueue::new("stall-server");
+    queue.declare_classic();
+    let proxy = TcpProxy::to_broker();
+    let server = RpcServer::start(
+        &proxy.url(),
+        ServerOptions::default()
+            .queue(&queue.name)
+            .workers(2)
+            .heartbeat(1),
+        fib_rpc::FibonacciHandler::default(),
+    )
+    .unwrap();
+    proxy.stall();
+    let stopping = Instant::now();
+    let result = server.stop_timeout(Duration::from_secs(1));
+    // Heartbeats (1 s) may end the connection first; otherwise the bound does.
+    assert!(
+        matches!(
+            result,
+            Err(Error::Timeout { .. } | Error::ConnectionLost { .. })
+        ),
+        "{result:?}"
+    );
+    assert!(
+        stopping.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        stopping.elapsed()
+    );
+}
+
+/// A server whose connection dies ends `wait()` with a typed `ConnectionLost` at once.
+#[test]
+fn server_reports_connection_loss() {
+    let queue = TestQueue::new("server-cut");
+    let proxy = TcpProxy::to_broker();
+    let server = RpcServer::start(
+        &proxy.url(),
+        ServerOptions::default().queue(&queue.name).workers(2),
+        fib_rpc::FibonacciHandler::default(),
+    )
+    .unwrap();
+    let client = fib_client(&queue.name); // direct, not through the proxy
+    assert_eq!(client.call(10).unwrap(), BigUint::from(55u32));
+    let cut = Instant::now();
+    proxy.cut();
+    let result = server.wait();
+    assert!(
+        matches!(result, Err(Error::ConnectionLost { .. })),
+        "{result:?}"
+    );
+    assert!(
+        cut.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        cut.elapsed()
+    );
+}

@@ -12,6 +12,8 @@ use std::time::Duration;
 pub struct TcpProxy {
     local: SocketAddr,
     stopping: Arc<AtomicBool>,
+    /// While set, bytes are held back in both directions: the peers see a silent network.
+    stalled: Arc<AtomicBool>,
     /// Both ends of every proxied connection, so `cut` can shut them.
     sockets: Arc<Mutex<Vec<TcpStream>>>,
     acceptor: Option<JoinHandle<()>>,
@@ -24,17 +26,23 @@ impl TcpProxy {
         listener.set_nonblocking(true).unwrap();
         let local = listener.local_addr().unwrap();
         let stopping = Arc::new(AtomicBool::new(false));
+        let stalled = Arc::new(AtomicBool::new(false));
         let sockets = Arc::new(Mutex::new(Vec::new()));
         let acceptor = {
-            let (stopping, sockets) = (Arc::clone(&stopping), Arc::clone(&sockets));
+            let flags = Flags {
+                stopping: Arc::clone(&stopping),
+                stalled: Arc::clone(&stalled),
+            };
+            let sockets = Arc::clone(&sockets);
             std::thread::Builder::new()
                 .name("test-proxy-accept".into())
-                .spawn(move || accept_loop(listener, upstream, stopping, sockets))
+                .spawn(move || accept_loop(listener, upstream, flags, sockets))
                 .unwrap()
         };
         TcpProxy {
             local,
             stopping,
+            stalled,
             sockets,
             acceptor: Some(acceptor),
         }
@@ -61,6 +69,11 @@ impl TcpProxy {
         url.to_string()
     }
 
+    /// Stops forwarding bytes without closing anything, like a network path that went silent.
+    pub fn stall(&self) {
+        self.stalled.store(true, Ordering::SeqCst);
+    }
+
     /// Abruptly ends every connection going through the proxy (new ones are still accepted).
     pub fn cut(&self) {
         for socket in self.sockets.lock().unwrap().drain(..) {
@@ -72,6 +85,7 @@ impl TcpProxy {
 impl Drop for TcpProxy {
     fn drop(&mut self) {
         self.stopping.store(true, Ordering::SeqCst);
+        self.stalled.store(false, Ordering::SeqCst);
         self.cut();
         if let Some(acceptor) = self.acceptor.take() {
             let _ = acceptor.join();
@@ -79,13 +93,20 @@ impl Drop for TcpProxy {
     }
 }
 
+/// What the proxy's threads watch.
+#[derive(Clone)]
+struct Flags {
+    stopping: Arc<AtomicBool>,
+    stalled: Arc<AtomicBool>,
+}
+
 fn accept_loop(
     listener: TcpListener,
     upstream: SocketAddr,
-    stopping: Arc<AtomicBool>,
+    flags: Flags,
     sockets: Arc<Mutex<Vec<TcpStream>>>,
 ) {
-    while !stopping.load(Ordering::SeqCst) {
+    while !flags.stopping.load(Ordering::SeqCst) {
         let client = match listener.accept() {
             Ok((client, _)) => client,
             Err(_) => {
@@ -105,13 +126,18 @@ fn accept_loop(
             sockets.push(client.try_clone().unwrap());
             sockets.push(server.try_clone().unwrap());
         }
-        pump(client.try_clone().unwrap(), server.try_clone().unwrap());
-        pump(server, client);
+        pump(
+            client.try_clone().unwrap(),
+            server.try_clone().unwrap(),
+            flags.clone(),
+        );
+        pump(server, client, flags.clone());
     }
 }
 
-/// Copies bytes one way until either side closes, then shuts both.
-fn pump(mut from: TcpStream, mut to: TcpStream) {
+/// Copies bytes one way until either side closes, then shuts both. While stalled, holds what
+/// it read instead of writing it on.
+fn pump(mut from: TcpStream, mut to: TcpStream, flags: Flags) {
     std::thread::Builder::new()
         .name("test-proxy-pump".into())
         .spawn(move || {
@@ -120,6 +146,11 @@ fn pump(mut from: TcpStream, mut to: TcpStream) {
                 match from.read(&mut buffer) {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
+                        while flags.stalled.load(Ordering::SeqCst)
+                            && !flags.stopping.load(Ordering::SeqCst)
+                        {
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
                         if to.write_all(&buffer[..n]).is_err() {
                             break;
                         }
