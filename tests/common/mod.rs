@@ -194,3 +194,30 @@ where
     ready_rx.recv().unwrap();
     handle
 }
+
+/// A byte-level client for `queue` with default options.
+pub fn raw_client(queue: &str) -> fib_rpc::RpcClient {
+    fib_rpc::RpcClient::connect(&amqp_url(), fib_rpc::ClientOptions::default().queue(queue))
+        .expect("client connects")
+}
+
+/// A server that echoes each request after `delay`, counting requests as it starts on them.
+pub fn echo_server(
+    options: ServerOptions,
+    delay: Duration,
+) -> (RpcServer, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let started = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&started);
+    let server = RpcServer::start(
+        &amqp_url(),
+        options,
+        move |request: &[u8]| -> Result<Vec<u8>, fib_rpc::RemoteError> {
+            counter.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(delay);
+            Ok(request.to_vec())
+        },
+    )
+    .expect("server starts");
+    (server, started)
+}
