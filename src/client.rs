@@ -185,6 +185,14 @@ enum Ended {
 }
 
 impl Ended {
+    /// True when callers can be told now; false when only the closing connection can say why.
+    fn is_known(&self) -> bool {
+        match self {
+            Ended::Closed => true,
+            Ended::Lost(cause) => cause.as_deref().is_some_and(|cause| !is_generic(cause)),
+        }
+    }
+
     fn error(&self) -> Error {
         match self {
             Ended::Closed => Error::Closed,
@@ -196,8 +204,8 @@ impl Ended {
 /// State shared by callers and the reader thread.
 struct Shared {
     counters: Counters,
-    /// Set by `close()` before anything else, so calls fail with `Closed` at once even if the
-    /// reader is slow to stop.
+    /// Set by `close()` before anything else, so new calls fail with `Closed` at once even if
+    /// the reader is slow to stop.
     closing: AtomicBool,
     /// Set by the reader before it fails pending calls and exits.
     ended: Mutex<Option<Ended>>,
@@ -272,6 +280,9 @@ pub struct RpcClient {
     shared: Arc<Shared>,
     /// Disconnects when the reader thread ends: wakes callers whose request it never saw.
     reader_finished: Receiver<()>,
+    /// Disconnects when `close()` starts: wakes waiting callers even if the reader is stuck.
+    closed: Receiver<()>,
+    close_signal: Mutex<Option<Sender<()>>>,
     reader: Mutex<Option<ReaderHandle>>,
     options: ClientOptions,
 }
@@ -330,6 +341,7 @@ impl RpcClient {
             thread,
             finished: finished.clone(),
         };
+        let (close_signal, closed) = crossbeam_channel::bounded::<()>(0);
 
         // Setup is connect (bounded by connect_timeout) plus three quick AMQP round trips.
         let setup_bound = options
@@ -341,6 +353,8 @@ impl RpcClient {
                 commands,
                 shared,
                 reader_finished: finished,
+                closed,
+                close_signal: Mutex::new(Some(close_signal)),
                 reader: Mutex::new(Some(handle)),
                 options,
             }),
@@ -414,6 +428,8 @@ impl RpcClient {
             recv(reply_rx) -> answer => answer.ok(),
             // The reader ended without seeing our call; it may have answered just before.
             recv(self.reader_finished) -> _ => reply_rx.try_recv().ok(),
+            // Closed by its owner: stop waiting, whatever the reader is doing.
+            recv(self.closed) -> _ => Some(reply_rx.try_recv().unwrap_or(Err(Error::Closed))),
             // A reply that lands exactly at the deadline still counts.
             default(deadline.saturating_duration_since(started)) => reply_rx.try_recv().ok(),
         };
@@ -458,6 +474,10 @@ impl RpcClient {
     /// returns anyway. If another thread is already closing the client, returns at once.
     pub fn close(&self) {
         self.shared.closing.store(true, Ordering::Release);
+        self.close_signal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         let reader = self.reader.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(reader) = reader {
             let _ = self.commands.send(Command::Shutdown);
@@ -500,16 +520,14 @@ impl Reader {
             return; // setup failed and the constructor has the error
         };
         match ended {
+            // Callers were already told (in `run_session`); tidy up.
             Ended::Closed => {
-                self.fail_all(Ended::Closed);
                 if let Err(err) = connection.close() {
                     log::debug!("fib-rpc client: closing the connection: {err}");
                 }
             }
             Ended::Lost(Some(cause)) if !is_generic(&cause) => {
-                // We know why: tell every caller at once, then tidy up.
                 log::warn!("fib-rpc client: connection lost: {cause}");
-                self.fail_all(Ended::Lost(Some(cause)));
                 let _ = connection.close();
             }
             Ended::Lost(seen) => {
@@ -572,29 +590,35 @@ impl Reader {
         let _ = ready.send(Ok(()));
 
         let sweep = crossbeam_channel::tick(SWEEP_INTERVAL);
-        loop {
+        let ended = loop {
             select! {
                 recv(self.commands) -> command => match command {
                     Ok(Command::Call(call)) => {
                         if let Err(cause) = self.publish(&channel, &reply_to, call) {
-                            return Some(Ended::Lost(Some(cause)));
+                            break Ended::Lost(Some(cause));
                         }
                     }
-                    Ok(Command::Shutdown) | Err(_) => return Some(Ended::Closed),
+                    Ok(Command::Shutdown) | Err(_) => break Ended::Closed,
                 },
                 recv(consumer.receiver()) -> message => match message {
                     Ok(ConsumerMessage::Delivery(delivery)) => self.deliver(delivery),
-                    Ok(other) => return Some(Ended::Lost(close_reason(Ok(other)))),
-                    Err(_) => return Some(Ended::Lost(None)),
+                    Ok(other) => break Ended::Lost(close_reason(Ok(other))),
+                    Err(_) => break Ended::Lost(None),
                 },
                 recv(returns) -> returned => match returned {
                     Ok(returned) => self.fail_returned(returned),
                     // The channel closed; the consumer holds the reason, behind any replies.
-                    Err(_) => return Some(Ended::Lost(self.drain_for_reason(&consumer))),
+                    Err(_) => break Ended::Lost(self.drain_for_reason(&consumer)),
                 },
                 recv(sweep) -> _ => self.forget_expired(Instant::now()),
             }
+        };
+        // Dropping the consumer and channel below waits for the broker (cancel, channel
+        // close). When the reason is already known, tell the callers first.
+        if ended.is_known() {
+            self.fail_all(ended.clone());
         }
+        Some(ended)
     }
 
     /// Publishes one request and files its caller. The request's `expiration` is the time the

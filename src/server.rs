@@ -304,6 +304,7 @@ impl RpcServer {
             .connect
             .timeout
             .saturating_add(Duration::from_secs(10));
+        let broker = url.to_string(); // redacted
         let mut server = RpcServer {
             stop,
             supervisor: None,
@@ -335,9 +336,12 @@ impl RpcServer {
                 Ok(()) => Err(Error::Closed),
             },
             Err(RecvTimeoutError::Timeout) => {
+                // The broker stalls mid-setup. Ask the supervisor to stop and leave it: it ends
+                // when setup fails or finishes; waiting here too would double the bound.
                 server.stop.stop();
+                drop(server.supervisor.take());
                 Err(Error::Connect {
-                    broker: server.queue.clone(),
+                    broker,
                     source: format!("server setup did not finish within {setup_bound:?}").into(),
                 })
             }
@@ -712,10 +716,10 @@ impl<H: Handler> Worker<H> {
                     reply.len(),
                     self.max_reply_bytes
                 );
-                (message.into_bytes(), Some(ErrorCode::Internal))
+                (self.fit(message.into_bytes()), Some(ErrorCode::Internal))
             }
             Ok(Ok(reply)) => (reply, None),
-            Ok(Err(refusal)) => (refusal.message.into_bytes(), Some(refusal.code)),
+            Ok(Err(refusal)) => (self.fit(refusal.message.into_bytes()), Some(refusal.code)),
             Err(panic) => {
                 let what = panic_message(panic.as_ref());
                 log::error!(
@@ -723,7 +727,7 @@ impl<H: Handler> Worker<H> {
                     wire::preview(&request)
                 );
                 let message = format!("the handler failed: {what}");
-                (message.into_bytes(), Some(ErrorCode::Internal))
+                (self.fit(message.into_bytes()), Some(ErrorCode::Internal))
             }
         };
         let mut properties = AmqpProperties::default();
@@ -752,6 +756,15 @@ impl<H: Handler> Worker<H> {
             Some(delivery) => consumer.ack(delivery),
             None => Ok(()),
         }
+    }
+}
+
+impl<H> Worker<H> {
+    /// Cuts an error message to the reply limit, so an error reply can never be the message
+    /// that breaks the channel.
+    fn fit(&self, mut message: Vec<u8>) -> Vec<u8> {
+        message.truncate(self.max_reply_bytes);
+        message
     }
 }
 

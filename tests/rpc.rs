@@ -310,8 +310,8 @@ fn broker_closing_the_connection_fails_pending_calls_at_once() {
             (client.call(7), started.elapsed())
         });
         std::thread::sleep(Duration::from_millis(200));
-        let closing = Instant::now();
-        common::broker_close_connection(&name);
+        common::broker_close_connection(&name); // rabbitmqctl itself may take seconds
+        let closed = Instant::now();
         let (result, _) = call.join().unwrap();
         match result {
             Err(Error::ConnectionLost { cause: Some(cause) }) => {
@@ -322,7 +322,11 @@ fn broker_closing_the_connection_fails_pending_calls_at_once() {
             }
             other => panic!("expected ConnectionLost with the broker's reason, got {other:?}"),
         }
-        assert!(closing.elapsed() < Duration::from_secs(5));
+        assert!(
+            closed.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            closed.elapsed()
+        );
     });
 }
 
@@ -583,17 +587,46 @@ fn oversized_reply_becomes_an_internal_error_reply() {
         ServerOptions::default()
             .queue(&queue.name)
             .workers(1)
-            .max_reply_bytes(10),
+            .max_reply_bytes(100),
         Duration::ZERO,
     );
     let client = common::raw_client(&queue.name);
-    assert_eq!(client.call(b"0123456789").unwrap(), b"0123456789");
-    match client.call(b"0123456789A") {
+    assert_eq!(client.call(&[b'x'; 100]).unwrap(), vec![b'x'; 100]);
+    match client.call(&[b'x'; 101]) {
         Err(Error::Remote(err)) => {
             assert_eq!(err.code, ErrorCode::Internal);
-            assert!(err.message.contains("limit of 10 bytes"), "{}", err.message);
+            assert!(
+                err.message.contains("limit of 100 bytes"),
+                "{}",
+                err.message
+            );
         }
         other => panic!("expected an internal error reply, got {other:?}"),
+    }
+    server.stop().unwrap();
+}
+
+/// Error replies obey the same limit: a handler's long refusal is cut, not published whole.
+#[test]
+fn long_error_replies_are_cut_to_the_limit() {
+    let queue = TestQueue::new("long-refusal");
+    let server = RpcServer::start(
+        &amqp_url(),
+        ServerOptions::default()
+            .queue(&queue.name)
+            .workers(1)
+            .max_reply_bytes(64),
+        |_: &[u8]| -> Result<Vec<u8>, RemoteError> {
+            Err(RemoteError::bad_request("no".repeat(500)))
+        },
+    )
+    .unwrap();
+    match common::raw_client(&queue.name).call(b"anything") {
+        Err(Error::Remote(err)) => {
+            assert_eq!(err.code, ErrorCode::BadRequest);
+            assert_eq!(err.message.len(), 64);
+        }
+        other => panic!("expected an error reply, got {other:?}"),
     }
     server.stop().unwrap();
 }
@@ -602,14 +635,16 @@ fn oversized_reply_becomes_an_internal_error_reply() {
 #[test]
 fn stop_timeout_bounds_a_stop_behind_a_slow_handler() {
     let queue = TestQueue::new("slow-stop");
-    let (server, _) = common::echo_server(
+    let (server, handling) = common::echo_server(
         ServerOptions::default().queue(&queue.name).workers(1),
         Duration::from_secs(2),
     );
     let client = common::raw_client(&queue.name);
     std::thread::scope(|scope| {
         let call = scope.spawn(|| client.call(b"slow"));
-        std::thread::sleep(Duration::from_millis(300)); // the handler is now running
+        assert!(eventually(Duration::from_secs(5), || handling
+            .load(Ordering::SeqCst)
+            == 1));
         let stopping = Instant::now();
         let result = server.stop_timeout(Duration::from_millis(200));
         assert!(matches!(result, Err(Error::Timeout { .. })), "{result:?}");
@@ -688,6 +723,12 @@ fn poison_request_is_not_redelivered_forever() {
         "{servers_lost} servers lost: the poison looped"
     );
     eprintln!("servers lost to the poison request: {servers_lost}");
+    // RabbitMQ 3.10 closes the connection on this reply_to; if a broker ever stops doing so,
+    // this test no longer exercises the guard and must find another poison.
+    assert!(
+        servers_lost >= 1,
+        "the poison request did not poison anything"
+    );
     assert_eq!(queue.message_count(), 0, "poison request still queued");
     let server = fib_server(&queue.name);
     assert_eq!(
@@ -717,13 +758,25 @@ fn stalled_broker_cannot_hang_the_client() {
     let started = Instant::now();
     let result = client.call_deadline(11, Instant::now() + Duration::from_millis(500));
     assert_gave_up_in_time(&result, started, Duration::from_secs(2));
-    let closing = Instant::now();
-    client.close();
-    assert!(
-        closing.elapsed() < Duration::from_secs(4),
-        "{:?}",
-        closing.elapsed()
-    );
+    // A call waiting on the silent broker is told at once when the client closes, even while
+    // the reader is stuck waiting for the broker to confirm the close.
+    std::thread::scope(|scope| {
+        let waiting = scope.spawn(|| {
+            let result = client.call_deadline(13, Instant::now() + Duration::from_secs(60));
+            (result, Instant::now())
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        let closing = Instant::now();
+        client.close();
+        assert!(
+            closing.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            closing.elapsed()
+        );
+        let (result, ended) = waiting.join().unwrap();
+        assert!(matches!(result, Err(Error::Closed)), "{result:?}");
+        assert!(ended.duration_since(closing) < Duration::from_secs(1));
+    });
     assert!(matches!(client.call(12), Err(Error::Closed)));
 }
 
