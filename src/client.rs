@@ -17,7 +17,7 @@
 //! is told at once with [`Error::ConnectionLost`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -26,7 +26,7 @@ use amiquip::{
     AmqpProperties, AmqpValue, Channel, Connection, Consumer, ConsumerMessage, ConsumerOptions,
     Delivery, Publish, QueueDeclareOptions, Return,
 };
-use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use num_bigint::BigUint;
 use uuid::Uuid;
 
@@ -204,9 +204,6 @@ impl Ended {
 /// State shared by callers and the reader thread.
 struct Shared {
     counters: Counters,
-    /// Set by `close()` before anything else, so new calls fail with `Closed` at once even if
-    /// the reader is slow to stop.
-    closing: AtomicBool,
     /// Set by the reader before it fails pending calls and exits.
     ended: Mutex<Option<Ended>>,
 }
@@ -280,7 +277,8 @@ pub struct RpcClient {
     shared: Arc<Shared>,
     /// Disconnects when the reader thread ends: wakes callers whose request it never saw.
     reader_finished: Receiver<()>,
-    /// Disconnects when `close()` starts: wakes waiting callers even if the reader is stuck.
+    /// Disconnects when `close()` starts: new calls fail at once, and waiting callers wake
+    /// even if the reader is stuck.
     closed: Receiver<()>,
     close_signal: Mutex<Option<Sender<()>>>,
     reader: Mutex<Option<ReaderHandle>>,
@@ -316,7 +314,6 @@ impl RpcClient {
         }
         let shared = Arc::new(Shared {
             counters: Counters::default(),
-            closing: AtomicBool::new(false),
             ended: Mutex::new(None),
         });
         let (commands, command_rx) = crossbeam_channel::unbounded();
@@ -397,7 +394,7 @@ impl RpcClient {
     }
 
     fn call_inner(&self, body: &[u8], deadline: Instant) -> Result<Vec<u8>> {
-        if self.shared.closing.load(Ordering::Acquire) {
+        if self.is_closed() {
             return Err(Error::Closed);
         }
         if body.len() > self.options.max_request_bytes {
@@ -444,6 +441,11 @@ impl RpcClient {
         }
     }
 
+    /// True once `close()` has started.
+    fn is_closed(&self) -> bool {
+        matches!(self.closed.try_recv(), Err(TryRecvError::Disconnected))
+    }
+
     /// The error for a caller who found the reader thread gone.
     fn gone_error(&self) -> Error {
         self.shared
@@ -473,7 +475,6 @@ impl RpcClient {
     /// not, the reader thread is left to end on its own (heartbeats bound it) and `close`
     /// returns anyway. If another thread is already closing the client, returns at once.
     pub fn close(&self) {
-        self.shared.closing.store(true, Ordering::Release);
         self.close_signal
             .lock()
             .unwrap_or_else(|e| e.into_inner())
