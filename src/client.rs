@@ -30,9 +30,7 @@ use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender, TryRecvError
 use num_bigint::BigUint;
 use uuid::Uuid;
 
-use crate::broker::{
-    check_settings, deadline_after, is_generic, more_specific, BrokerUrl, ConnectSettings,
-};
+use crate::broker::{check_settings, deadline_after, is_generic, BrokerUrl, ConnectSettings};
 use crate::error::{Error, Result};
 use crate::wire::{self, ErrorCode, RemoteError, DEFAULT_QUEUE, ERROR_HEADER};
 
@@ -520,28 +518,27 @@ impl Reader {
         let Some(ended) = self.run_session(&mut connection, ready) else {
             return; // setup failed and the constructor has the error
         };
-        match ended {
+        if ended.is_known() {
             // Callers were already told (in `run_session`); tidy up.
-            Ended::Closed => {
-                if let Err(err) = connection.close() {
-                    log::debug!("fib-rpc client: closing the connection: {err}");
-                }
-            }
-            Ended::Lost(Some(cause)) if !is_generic(&cause) => {
+            if let Ended::Lost(Some(cause)) = &ended {
                 log::warn!("fib-rpc client: connection lost: {cause}");
-                let _ = connection.close();
             }
-            Ended::Lost(seen) => {
-                // Only "the I/O thread is gone": its real error comes out of closing, which is
-                // quick because that thread has already ended.
-                let seen = seen.and_then(|cause| Arc::try_unwrap(cause).ok());
-                let cause = more_specific(seen, connection.close().err()).map(Arc::new);
-                match &cause {
-                    Some(err) => log::warn!("fib-rpc client: connection lost: {err}"),
-                    None => log::warn!("fib-rpc client: connection lost"),
-                }
-                self.fail_all(Ended::Lost(cause));
+            if let Err(err) = connection.close() {
+                log::debug!("fib-rpc client: closing the connection: {err}");
             }
+        } else {
+            // Only "the I/O thread is gone": its real error comes out of closing, which is
+            // quick because that thread has already ended.
+            let seen = match ended {
+                Ended::Lost(seen) => seen,
+                Ended::Closed => None,
+            };
+            let cause = connection.close().err().map(Arc::new).or(seen);
+            match &cause {
+                Some(err) => log::warn!("fib-rpc client: connection lost: {err}"),
+                None => log::warn!("fib-rpc client: connection lost"),
+            }
+            self.fail_all(Ended::Lost(cause));
         }
     }
 
@@ -603,7 +600,7 @@ impl Reader {
                 },
                 recv(consumer.receiver()) -> message => match message {
                     Ok(ConsumerMessage::Delivery(delivery)) => self.deliver(delivery),
-                    Ok(other) => break Ended::Lost(close_reason(Ok(other))),
+                    Ok(other) => break Ended::Lost(close_reason(other)),
                     Err(_) => break Ended::Lost(None),
                 },
                 recv(returns) -> returned => match returned {
@@ -690,7 +687,8 @@ impl Reader {
         loop {
             match consumer.receiver().try_recv() {
                 Ok(ConsumerMessage::Delivery(delivery)) => self.deliver(delivery),
-                other => return close_reason(other.map_err(|_| crossbeam_channel::RecvError)),
+                Ok(other) => return close_reason(other),
+                Err(_) => return None,
             }
         }
     }
@@ -731,13 +729,11 @@ impl Reader {
 }
 
 /// The broker's reason for ending a consumer's stream, if the message carries one.
-fn close_reason(
-    message: std::result::Result<ConsumerMessage, crossbeam_channel::RecvError>,
-) -> Option<Arc<amiquip::Error>> {
+fn close_reason(message: ConsumerMessage) -> Option<Arc<amiquip::Error>> {
     match message {
-        Ok(ConsumerMessage::ServerClosedConnection(err))
-        | Ok(ConsumerMessage::ServerClosedChannel(err)) => Some(Arc::new(err)),
-        Ok(ConsumerMessage::ServerCancelled) => {
+        ConsumerMessage::ServerClosedConnection(err)
+        | ConsumerMessage::ServerClosedChannel(err) => Some(Arc::new(err)),
+        ConsumerMessage::ServerCancelled => {
             log::warn!("fib-rpc client: the broker cancelled the reply consumer");
             None
         }

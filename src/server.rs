@@ -538,25 +538,25 @@ impl Drop for EndedSignal {
     }
 }
 
-/// Joins every worker. Returns `None` if all stopped as asked, otherwise the first connection
-/// failure any of them saw (`Some(None)` when the AMQP client gave no error).
+/// Joins every worker. Returns `None` if all stopped as asked, otherwise `Some` of the first
+/// AMQP error any of them saw (`Some(None)` when none gave one).
 fn join_workers(workers: Vec<JoinHandle<WorkerEnd>>) -> Option<Option<amiquip::Error>> {
-    let mut lost = None;
+    let mut lost = false;
+    let mut first_error = None;
     for worker in workers {
         match worker.join() {
             Ok(WorkerEnd::Stopped) => {}
-            Ok(WorkerEnd::Lost(err)) => match &mut lost {
-                None => lost = Some(err),
-                Some(first @ None) => *first = err,
-                Some(Some(_)) => {}
-            },
+            Ok(WorkerEnd::Lost(err)) => {
+                lost = true;
+                first_error = first_error.or(err);
+            }
             Err(_) => {
                 log::error!("fib-rpc server: a worker thread panicked");
-                lost.get_or_insert(None);
+                lost = true;
             }
         }
     }
-    lost
+    lost.then_some(first_error)
 }
 
 /// Uses the queue if it exists, whatever its kind and arguments; declares it only if absent.
@@ -685,7 +685,7 @@ impl<H: Handler> Worker<H> {
     /// A *redelivered* request is acked first instead: its earlier delivery ended without an
     /// ack, possibly because replying to it broke the channel or connection (a malformed
     /// `reply_to`, say). Acking first gives such a request one more try, never a loop.
-    fn serve_one(&self, consumer: &Consumer<'_>, delivery: Delivery) -> amiquip::Result<()> {
+    fn serve_one(&self, consumer: &Consumer<'_>, mut delivery: Delivery) -> amiquip::Result<()> {
         let Some(reply_to) = delivery.properties.reply_to().clone() else {
             log::warn!(
                 "fib-rpc server: request without reply_to dropped (correlation_id {:?}, body {})",
@@ -695,7 +695,8 @@ impl<H: Handler> Worker<H> {
             return consumer.ack(delivery);
         };
         let correlation_id = delivery.properties.correlation_id().clone();
-        let request = delivery.body.clone();
+        // Taken, not cloned: acking first consumes the delivery.
+        let request = std::mem::take(&mut delivery.body);
         let pending_ack = if delivery.redelivered {
             consumer.ack(delivery)?;
             None
