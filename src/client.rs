@@ -114,7 +114,8 @@ impl ClientOptions {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ClientStats {
-    /// Calls started.
+    /// Calls started. A call given up by dropping its [`PendingReply`] unwaited is counted
+    /// here and in no outcome below.
     pub calls: u64,
     /// Calls that returned a reply.
     pub ok: u64,
@@ -147,13 +148,21 @@ struct Counters {
 
 impl Counters {
     fn record<T>(&self, result: &Result<T>) {
-        let counter = match result {
-            Ok(_) => &self.ok,
-            Err(Error::Remote(_)) => &self.remote_errors,
-            Err(Error::Timeout { .. }) => &self.timeouts,
-            Err(Error::NoServer { .. }) => &self.no_server,
-            Err(Error::ConnectionLost { .. } | Error::Closed) => &self.connection_lost,
-            Err(_) => &self.other_errors,
+        match result {
+            Ok(_) => {
+                self.ok.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(err) => self.record_error(err),
+        }
+    }
+
+    fn record_error(&self, err: &Error) {
+        let counter = match err {
+            Error::Remote(_) => &self.remote_errors,
+            Error::Timeout { .. } => &self.timeouts,
+            Error::NoServer { .. } => &self.no_server,
+            Error::ConnectionLost { .. } | Error::Closed => &self.connection_lost,
+            _ => &self.other_errors,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -384,14 +393,42 @@ impl RpcClient {
     /// deadline, [`Error::NoServer`] at once if no queue has the configured name, or
     /// [`Error::ConnectionLost`] at once if the connection dies meanwhile.
     pub fn call_deadline(&self, body: &[u8], deadline: Instant) -> Result<Vec<u8>> {
-        let counters = &self.shared.counters;
-        counters.calls.fetch_add(1, Ordering::Relaxed);
-        let result = self.call_inner(body, deadline);
-        counters.record(&result);
-        result
+        self.send(body, deadline)?.wait()
     }
 
-    fn call_inner(&self, body: &[u8], deadline: Instant) -> Result<Vec<u8>> {
+    /// Sends `body` without waiting for the reply, so one thread can keep many calls in flight
+    /// (pipelining). [`PendingReply::wait`] collects the reply; it ends as
+    /// [`call_deadline`](Self::call_deadline) describes.
+    ///
+    /// Fails at once, without sending, when the client is closed or the request is too large.
+    ///
+    /// ```no_run
+    /// use fib_rpc::{ClientOptions, RpcClient};
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let client = RpcClient::connect("amqp://guest:guest@localhost:5672/%2f", ClientOptions::default())?;
+    /// let deadline = Instant::now() + Duration::from_secs(5);
+    /// // Send all three before waiting for any: they are computed concurrently.
+    /// let pending: Vec<_> = [b"10", b"20", b"30"]
+    ///     .iter()
+    ///     .map(|body| client.send(*body, deadline))
+    ///     .collect::<Result<_, _>>()?;
+    /// for reply in pending {
+    ///     println!("{}", String::from_utf8_lossy(&reply.wait()?));
+    /// }
+    /// # Ok::<(), fib_rpc::Error>(())
+    /// ```
+    pub fn send(&self, body: &[u8], deadline: Instant) -> Result<PendingReply<'_>> {
+        let counters = &self.shared.counters;
+        counters.calls.fetch_add(1, Ordering::Relaxed);
+        let sent = self.send_inner(body, deadline);
+        if let Err(err) = &sent {
+            counters.record_error(err);
+        }
+        sent
+    }
+
+    fn send_inner(&self, body: &[u8], deadline: Instant) -> Result<PendingReply<'_>> {
         if self.is_closed() {
             return Err(Error::Closed);
         }
@@ -418,25 +455,12 @@ impl RpcClient {
         if self.commands.send(Command::Call(call)).is_err() {
             return Err(self.gone_error());
         }
-        let answer = select! {
-            // `Err` here means the reader dropped our call unanswered: expired, or stopping.
-            recv(reply_rx) -> answer => answer.ok(),
-            // The reader ended without seeing our call; it may have answered just before.
-            recv(self.reader_finished) -> _ => reply_rx.try_recv().ok(),
-            // Closed by its owner: stop waiting, whatever the reader is doing.
-            recv(self.closed) -> _ => Some(reply_rx.try_recv().unwrap_or(Err(Error::Closed))),
-            // A reply that lands exactly at the deadline still counts.
-            default(deadline.saturating_duration_since(started)) => reply_rx.try_recv().ok(),
-        };
-        match answer {
-            Some(result) => result,
-            None => match self.shared.ended() {
-                Some(ended) => Err(ended.error()),
-                None => Err(Error::Timeout {
-                    waited: started.elapsed(),
-                }),
-            },
-        }
+        Ok(PendingReply {
+            client: self,
+            reply: reply_rx,
+            started,
+            deadline,
+        })
     }
 
     /// True once `close()` has started.
@@ -493,6 +517,65 @@ impl RpcClient {
 impl Drop for RpcClient {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// A call sent with [`RpcClient::send`] whose reply has not been collected yet.
+///
+/// Dropping it gives up the call: a reply that still comes is discarded (and counted in
+/// [`ClientStats::discarded_replies`]).
+#[must_use = "the reply is only read by `wait`"]
+pub struct PendingReply<'client> {
+    client: &'client RpcClient,
+    reply: Receiver<Result<Vec<u8>>>,
+    started: Instant,
+    deadline: Instant,
+}
+
+impl std::fmt::Debug for PendingReply<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingReply")
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PendingReply<'_> {
+    /// When this call gives up waiting.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Waits for the reply until the call's deadline; see [`RpcClient::call_deadline`].
+    pub fn wait(self) -> Result<Vec<u8>> {
+        let result = self.wait_inner();
+        self.client.shared.counters.record(&result);
+        result
+    }
+
+    fn wait_inner(&self) -> Result<Vec<u8>> {
+        let client = self.client;
+        let answer = select! {
+            // `Err` here means the reader dropped our call unanswered: expired, or stopping.
+            recv(self.reply) -> answer => answer.ok(),
+            // The reader ended without seeing our call; it may have answered just before.
+            recv(client.reader_finished) -> _ => self.reply.try_recv().ok(),
+            // Closed by its owner: stop waiting, whatever the reader is doing.
+            recv(client.closed) -> _ => Some(self.reply.try_recv().unwrap_or(Err(Error::Closed))),
+            // A reply that lands exactly at the deadline still counts.
+            default(self.deadline.saturating_duration_since(Instant::now())) => {
+                self.reply.try_recv().ok()
+            }
+        };
+        match answer {
+            Some(result) => result,
+            None => match client.shared.ended() {
+                Some(ended) => Err(ended.error()),
+                None => Err(Error::Timeout {
+                    waited: self.started.elapsed(),
+                }),
+            },
+        }
     }
 }
 
@@ -801,8 +884,7 @@ impl FibonacciRpcClient {
 
     /// Returns fib(`n`), waiting until `deadline`.
     pub fn call_deadline(&self, n: u64, deadline: Instant) -> Result<BigUint> {
-        let digits = self.call_decimal_deadline(n, deadline)?;
-        Ok(BigUint::parse_bytes(digits.as_bytes(), 10).expect("checked to be decimal digits"))
+        self.send(n, deadline)?.wait()
     }
 
     /// Returns fib(`n`) in decimal as the server sent it, waiting up to the configured timeout.
@@ -814,14 +896,28 @@ impl FibonacciRpcClient {
     /// Returns fib(`n`) in decimal as the server sent it, checked to be digits only, waiting
     /// until `deadline`.
     pub fn call_decimal_deadline(&self, n: u64, deadline: Instant) -> Result<String> {
-        let reply = self.rpc.call_deadline(n.to_string().as_bytes(), deadline)?;
-        if reply.is_empty() || !reply.iter().all(u8::is_ascii_digit) {
-            return Err(Error::InvalidReply(format!(
-                "expected fib({n}) in decimal, got {}",
-                wire::preview(&reply)
-            )));
-        }
-        Ok(String::from_utf8(reply).expect("ASCII digits are UTF-8"))
+        self.send(n, deadline)?.wait_decimal()
+    }
+
+    /// Asks for fib(`n`) without waiting for the answer, so one thread can keep many calls in
+    /// flight; see [`RpcClient::send`].
+    ///
+    /// ```no_run
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let client = fib_rpc::FibonacciRpcClient::connect("amqp://guest:guest@localhost:5672/%2f")?;
+    /// let deadline = Instant::now() + Duration::from_secs(5);
+    /// let pending = (0..100).map(|n| client.send(n, deadline)).collect::<Result<Vec<_>, _>>()?;
+    /// for (n, answer) in pending.into_iter().enumerate() {
+    ///     println!("fib({n}) = {}", answer.wait_decimal()?);
+    /// }
+    /// # Ok::<(), fib_rpc::Error>(())
+    /// ```
+    pub fn send(&self, n: u64, deadline: Instant) -> Result<PendingFib<'_>> {
+        Ok(PendingFib {
+            n,
+            reply: self.rpc.send(n.to_string().as_bytes(), deadline)?,
+        })
     }
 
     /// The byte-level client underneath, for its stats and options.
@@ -832,5 +928,40 @@ impl FibonacciRpcClient {
     /// Closes the connection; see [`RpcClient::close`].
     pub fn close(&self) {
         self.rpc.close();
+    }
+}
+
+/// A Fibonacci call sent with [`FibonacciRpcClient::send`] whose answer has not been collected
+/// yet.
+#[derive(Debug)]
+#[must_use = "the answer is only read by `wait` or `wait_decimal`"]
+pub struct PendingFib<'client> {
+    n: u64,
+    reply: PendingReply<'client>,
+}
+
+impl PendingFib<'_> {
+    /// The `n` this call asked for.
+    pub fn n(&self) -> u64 {
+        self.n
+    }
+
+    /// Waits for fib(`n`) until the call's deadline.
+    pub fn wait(self) -> Result<BigUint> {
+        let digits = self.wait_decimal()?;
+        Ok(BigUint::parse_bytes(digits.as_bytes(), 10).expect("checked to be decimal digits"))
+    }
+
+    /// Waits for fib(`n`) in decimal as the server sent it, checked to be digits only.
+    pub fn wait_decimal(self) -> Result<String> {
+        let n = self.n;
+        let reply = self.reply.wait()?;
+        if reply.is_empty() || !reply.iter().all(u8::is_ascii_digit) {
+            return Err(Error::InvalidReply(format!(
+                "expected fib({n}) in decimal, got {}",
+                wire::preview(&reply)
+            )));
+        }
+        Ok(String::from_utf8(reply).expect("ASCII digits are UTF-8"))
     }
 }

@@ -47,7 +47,9 @@ pub mod server;
 pub mod wire;
 
 pub use broker::{redact as redact_url, DEFAULT_URL};
-pub use client::{ClientOptions, ClientStats, FibonacciRpcClient, RpcClient};
+pub use client::{
+    ClientOptions, ClientStats, FibonacciRpcClient, PendingFib, PendingReply, RpcClient,
+};
 pub use error::{Error, Result};
 pub use server::{
     FibonacciHandler, Handler, QueueKind, RpcServer, ServerOptions, StopHandle, DEFAULT_MAX_N,

@@ -1,0 +1,202 @@
+//! `fib-rpc call`: fib(N) for each N, printed in order, pipelined through one client.
+//!
+//! Up to `--in-flight` calls are sent before the oldest is waited for; answers are printed
+//! in input order as the oldest completes, so memory stays bounded by the window whatever
+//! the input size. With `-`, a thread reads stdin so that a slow producer (or a person
+//! typing) gets each answer as soon as it is ready.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufWriter, Read, Write};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, TryRecvError};
+use fib_rpc::{ClientOptions, FibonacciRpcClient, PendingFib};
+
+use crate::args::{CallArgs, Global, Numbers};
+use crate::exit::{Class, Failure};
+
+/// Longest stdin line accepted as an N (u64 needs 20 digits; the rest is room for spaces).
+const MAX_LINE_BYTES: u64 = 256;
+/// Connecting waits at most this long, or the call timeout if that is shorter.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Input = Result<u64, Failure>;
+
+pub fn run(global: &Global, args: CallArgs) -> Result<(), Failure> {
+    // N on the command line are all checked before connecting: a typo costs no broker trip.
+    let (inputs, stdin_reader) = match args.numbers {
+        Numbers::Args(numbers) => {
+            let (sender, inputs) = crossbeam_channel::unbounded();
+            for text in &numbers {
+                let n = parse_n(text.as_bytes())
+                    .map_err(|why| Failure::new(Class::BadN, format!("bad N: {why}")))?;
+                let _ = sender.send(Ok(n));
+            }
+            (inputs, None)
+        }
+        Numbers::Stdin => {
+            let (inputs, thread) = spawn_stdin_reader(args.in_flight)?;
+            (inputs, Some(thread))
+        }
+    };
+    let options = ClientOptions::default()
+        .queue(global.queue.as_str())
+        .timeout(args.timeout)
+        .connect_timeout(CONNECT_TIMEOUT.min(args.timeout))
+        .connection_name(format!("fib-rpc call (pid {})", std::process::id()));
+    let client = FibonacciRpcClient::connect_with(&global.url, options)?;
+
+    let result = pipeline(&client, &inputs, args.in_flight, args.timeout);
+    client.close();
+    // The reader has ended if the input did (otherwise it may be blocked on a terminal).
+    if let Some(thread) = stdin_reader.filter(JoinHandle::is_finished) {
+        let _ = thread.join();
+    }
+    result
+}
+
+/// Sends up to `in_flight` calls ahead and prints answers in input order. Stops at the first
+/// failure, after printing every answer that comes before it. If stdout is closed
+/// (`fib-rpc call - | head`), nobody wants more answers: it stops quietly.
+fn pipeline(
+    client: &FibonacciRpcClient,
+    inputs: &Receiver<Input>,
+    in_flight: usize,
+    timeout: Duration,
+) -> Result<(), Failure> {
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    let mut pending: VecDeque<PendingFib<'_>> = VecDeque::with_capacity(in_flight);
+    // A failure met while sending (bad input, client gone): reported after earlier answers.
+    let mut stopped_by: Option<Failure> = None;
+    loop {
+        while stopped_by.is_none() && pending.len() < in_flight {
+            let input = if pending.is_empty() {
+                // Nothing in flight: show what we have, then wait for input.
+                if !written(out.flush())? {
+                    return Ok(());
+                }
+                inputs.recv().ok()
+            } else {
+                match inputs.try_recv() {
+                    Ok(input) => Some(input),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => None,
+                }
+            };
+            match input {
+                None => break,
+                Some(Ok(n)) => match client.send(n, deadline_after(timeout)) {
+                    Ok(call) => pending.push_back(call),
+                    Err(err) => stopped_by = Some(call_failure(n, err)),
+                },
+                Some(Err(failure)) => stopped_by = Some(failure),
+            }
+        }
+        let Some(call) = pending.pop_front() else {
+            break;
+        };
+        let n = call.n();
+        let digits = call.wait_decimal().map_err(|err| call_failure(n, err))?;
+        let line = out
+            .write_all(digits.as_bytes())
+            .and_then(|()| out.write_all(b"\n"));
+        if !written(line)? {
+            return Ok(());
+        }
+    }
+    if !written(out.flush())? {
+        return Ok(());
+    }
+    stopped_by.map_or(Ok(()), Err)
+}
+
+fn call_failure(n: u64, err: fib_rpc::Error) -> Failure {
+    Failure::new(Class::of(&err), format!("fib({n}): {err}"))
+}
+
+/// `Ok(true)` if written, `Ok(false)` if stdout is closed, else the failure.
+fn written(result: std::io::Result<()>) -> Result<bool, Failure> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(err) => Err(Failure::new(
+            Class::Failure,
+            format!("writing stdout: {err}"),
+        )),
+    }
+}
+
+fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or(now + Duration::from_secs(86_400 * 365))
+}
+
+/// N as the server reads it (see [`fib_rpc::wire::parse_n`]), with a message for people.
+fn parse_n(text: &[u8]) -> Result<u64, String> {
+    if text.iter().all(u8::is_ascii_whitespace) {
+        return Err("empty; expected a non-negative whole number".into());
+    }
+    fib_rpc::wire::parse_n(text, u64::MAX).map_err(|err| err.message)
+}
+
+/// Reads one N per line from stdin on its own thread, so the pipeline never blocks on input
+/// while answers are due. Stops after the first bad line, which is passed on as a failure.
+fn spawn_stdin_reader(window: usize) -> std::io::Result<(Receiver<Input>, JoinHandle<()>)> {
+    let (sender, inputs) = crossbeam_channel::bounded(window);
+    let thread = std::thread::Builder::new()
+        .name("fib-rpc-stdin".into())
+        .spawn(move || {
+            let mut stdin = std::io::stdin().lock();
+            let mut line = Vec::new();
+            for line_number in 1u64.. {
+                line.clear();
+                let read = (&mut stdin)
+                    .take(MAX_LINE_BYTES + 1)
+                    .read_until(b'\n', &mut line);
+                let input = match read {
+                    Ok(0) => break,
+                    Ok(_) if line.len() as u64 > MAX_LINE_BYTES && !line.ends_with(b"\n") => {
+                        Err(Failure::new(
+                            Class::BadN,
+                            format!("stdin line {line_number}: longer than {MAX_LINE_BYTES} bytes"),
+                        ))
+                    }
+                    Ok(_) => parse_n(&line).map_err(|why| {
+                        Failure::new(
+                            Class::BadN,
+                            format!("stdin line {line_number}: bad N: {why}"),
+                        )
+                    }),
+                    Err(err) => Err(Failure::new(
+                        Class::Failure,
+                        format!("reading stdin: {err}"),
+                    )),
+                };
+                let last = input.is_err();
+                if sender.send(input).is_err() || last {
+                    break;
+                }
+            }
+        })?;
+    Ok((inputs, thread))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_n;
+
+    #[test]
+    fn n_is_read_like_the_server_reads_it() {
+        assert_eq!(parse_n(b"30"), Ok(30));
+        assert_eq!(parse_n(b" 1000\r\n"), Ok(1000));
+        assert_eq!(parse_n(b"18446744073709551615"), Ok(u64::MAX));
+        assert!(parse_n(b"18446744073709551616").is_err());
+        assert!(parse_n(b"").unwrap_err().starts_with("empty"));
+        assert!(parse_n(b"  \n").unwrap_err().starts_with("empty"));
+        assert!(parse_n(b"-5").unwrap_err().contains("negative"));
+        assert!(parse_n(b"1.5").unwrap_err().contains("whole"));
+        assert!(parse_n(b"abc").is_err());
+    }
+}

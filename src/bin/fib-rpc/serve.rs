@@ -1,0 +1,150 @@
+//! `fib-rpc serve`: the Fibonacci server until a signal, then a graceful drain.
+//!
+//! Three threads matter: the main thread waits for events; `fib-rpc-serve-wait` owns the
+//! server and returns when it has stopped; `fib-rpc-signals` turns SIGINT/SIGTERM into events.
+
+use std::thread::JoinHandle;
+
+use crossbeam_channel::Receiver;
+use fib_rpc::{FibonacciHandler, QueueKind, RpcServer, ServerOptions};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::args::{Global, ServeArgs};
+use crate::exit::{Class, Failure};
+
+/// How long a signalled server may take to answer what it has; the library's stop timeout.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+enum Event {
+    Signal(i32),
+    Stopped(fib_rpc::Result<()>),
+}
+
+pub fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
+    let mut options = ServerOptions::default()
+        .queue(global.queue.as_str())
+        .prefetch(args.prefetch)
+        .stop_timeout(DRAIN_TIMEOUT)
+        .connection_name(format!("fib-rpc serve (pid {})", std::process::id()));
+    if let Some(workers) = args.workers {
+        options = options.workers(workers);
+    }
+    if args.durable_quorum {
+        options = options.declare_as(QueueKind::DurableQuorum);
+    }
+    // Signals are caught only once serving: before that, SIGTERM simply ends the process,
+    // which has nothing to drain yet.
+    let server = RpcServer::start(&global.url, options, FibonacciHandler::new(args.max_n))?;
+    let stop = server.stop_handle();
+    // Catch signals before saying we are ready: a supervisor may send SIGTERM right after.
+    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    eprintln!(
+        "fib-rpc serve: ready: consuming {:?} on {} with {} workers (prefetch {}, max n {})",
+        server.queue(),
+        fib_rpc::redact_url(&global.url),
+        server.workers(),
+        args.prefetch,
+        args.max_n
+    );
+
+    let (events, event_rx) = crossbeam_channel::unbounded();
+    let signal_handle = signals.handle();
+    let signal_events = events.clone();
+    let signal_thread = spawn("fib-rpc-signals", move || {
+        for signal in signals.forever() {
+            if signal_events.send(Event::Signal(signal)).is_err() {
+                break;
+            }
+        }
+    })?;
+    let wait_thread = spawn("fib-rpc-serve-wait", move || {
+        let _ = events.send(Event::Stopped(server.wait()));
+    })?;
+
+    let (outcome, server_ended) = wait_for_end(&event_rx, &stop);
+    signal_handle.close(); // ends `forever()`, so the signal thread can be joined
+    let _ = signal_thread.join();
+    if server_ended {
+        let _ = wait_thread.join();
+    } // else the drain timed out: the process exits without it
+    outcome
+}
+
+/// Waits for the server to stop, and stops it on the first signal. A second signal, or a
+/// drain longer than [`DRAIN_TIMEOUT`], ends the process without waiting further: requests
+/// not acknowledged go back to the queue for another server.
+///
+/// Also says whether the server's thread has ended (so it can be joined).
+fn wait_for_end(
+    events: &Receiver<Event>,
+    stop: &fib_rpc::StopHandle,
+) -> (Result<(), Failure>, bool) {
+    let first_signal = match events.recv() {
+        Ok(Event::Stopped(result)) => return (stopped_on_its_own(result), true),
+        Ok(Event::Signal(signal)) => signal,
+        // Cannot happen while the two threads hold their senders; fail rather than hang.
+        Err(_) => {
+            return (
+                Err(Failure::new(Class::Failure, "serve: threads vanished")),
+                true,
+            )
+        }
+    };
+    log::info!(
+        "fib-rpc serve: {}: finishing in-flight requests, then exiting",
+        signal_name(first_signal)
+    );
+    stop.stop();
+    match events.recv_timeout(DRAIN_TIMEOUT) {
+        Ok(Event::Stopped(Ok(()))) => {
+            log::info!("fib-rpc serve: stopped");
+            (Ok(()), true)
+        }
+        Ok(Event::Stopped(Err(err))) => (Err(Failure::from(err)), true),
+        Ok(Event::Signal(signal)) => {
+            // Conventional: 128 + the signal number.
+            eprintln!(
+                "fib-rpc serve: {} again: exiting without finishing in-flight requests",
+                signal_name(signal)
+            );
+            std::process::exit(128 + signal);
+        }
+        Err(_) => {
+            let message = format!(
+                "serve: in-flight requests not finished within {} s of the signal; exiting \
+                 (unanswered requests go back to the queue)",
+                DRAIN_TIMEOUT.as_secs()
+            );
+            (Err(Failure::new(Class::Failure, message)), false)
+        }
+    }
+}
+
+fn stopped_on_its_own(result: fib_rpc::Result<()>) -> Result<(), Failure> {
+    match result {
+        Ok(()) => Err(Failure::new(
+            Class::Failure,
+            "serve: the server stopped unexpectedly",
+        )),
+        Err(err) => {
+            let failure = Failure::from(err);
+            Err(Failure::new(
+                failure.class,
+                format!("serve: {}", failure.message),
+            ))
+        }
+    }
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        SIGINT => "SIGINT",
+        SIGTERM => "SIGTERM",
+        _ => "signal",
+    }
+}
+
+fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name(name.into()).spawn(body)
+}

@@ -1,0 +1,564 @@
+//! The `fib-rpc` binary run as a script would run it, against the real broker: exact output,
+//! stdin pipelining order, one exit code per failure class, graceful SIGTERM, bench JSON.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::proxy::TcpProxy;
+use common::{amqp_url, eventually, TestQueue};
+use fib_rpc::fib::fib;
+use fib_rpc::{ErrorCode, RemoteError, RpcServer, ServerOptions};
+
+const FIB_1000: &str = "43466557686937456435688527675040625802564660517371780402481729089536555417949051\
+                        89040387984007925516929592259308032263477520968962323987332247116164299644090653\
+                        3187938298969649928516003704476137795166849228875";
+
+/// The exit codes documented in the README and `fib-rpc --help`.
+mod exit {
+    pub const FAILURE: i32 = 1;
+    pub const USAGE: i32 = 2;
+    pub const BAD_N: i32 = 3;
+    pub const REMOTE: i32 = 4;
+    pub const TIMEOUT: i32 = 5;
+    pub const NO_SERVER: i32 = 6;
+    pub const BROKER_UNREACHABLE: i32 = 7;
+    pub const CONNECTION_LOST: i32 = 8;
+}
+
+fn fib_rpc() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fib-rpc"));
+    command.env_remove("RUST_LOG").env_remove("AMQP_URL");
+    command
+}
+
+/// Runs `fib-rpc ARGS --url <test broker>` with `stdin` as input.
+fn run(args: &[&str], stdin: &str) -> Output {
+    run_with_url(&amqp_url(), args, stdin)
+}
+
+fn run_with_url(url: &str, args: &[&str], stdin: &str) -> Output {
+    let mut child = fib_rpc()
+        .args(args)
+        .args(["--url", url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("fib-rpc starts");
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_owned();
+    // Written from a thread so a large input cannot deadlock against unread output.
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(stdin.as_bytes());
+    });
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    output
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8(output.stderr.clone()).unwrap()
+}
+
+/// Asserts the exit code and that stderr is exactly one `fib-rpc: ...` line containing
+/// `reason`.
+fn assert_fails(output: &Output, code: i32, reason: &str) {
+    let err = stderr(output);
+    assert_eq!(output.status.code(), Some(code), "stderr: {err}");
+    assert_eq!(err.lines().count(), 1, "one line of reason, got: {err}");
+    assert!(err.starts_with("fib-rpc: "), "{err}");
+    assert!(err.contains(reason), "expected {reason:?} in: {err}");
+}
+
+/// A `fib-rpc serve` child process, killed if a test fails before stopping it.
+struct ServeProcess {
+    child: Child,
+    stderr_lines: Arc<Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ServeProcess {
+    /// Starts `fib-rpc serve` with `args` and waits for its readiness line.
+    fn start(url: &str, args: &[&str]) -> ServeProcess {
+        let mut child = fib_rpc()
+            .arg("serve")
+            .args(args)
+            .args(["--url", url])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("fib-rpc serve starts");
+        let stderr_lines = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let pipe = child.stderr.take().unwrap();
+        let lines = Arc::clone(&stderr_lines);
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if line.contains(": ready: consuming") {
+                    let _ = ready_tx.send(());
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let mut serve = ServeProcess {
+            child,
+            stderr_lines,
+            reader: Some(reader),
+        };
+        if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            let _ = serve.child.kill();
+            panic!("serve never became ready: {:?}", serve.stderr());
+        }
+        serve
+    }
+
+    fn stderr(&self) -> Vec<String> {
+        self.stderr_lines.lock().unwrap().clone()
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits (bounded) for the process to exit and returns its exit code.
+    fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                if let Some(reader) = self.reader.take() {
+                    reader.join().unwrap();
+                }
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "serve did not exit: {:?}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A fresh queue with `fib-rpc serve` on it.
+fn served_queue(purpose: &str, serve_args: &[&str]) -> (TestQueue, ServeProcess) {
+    let queue = TestQueue::new(purpose);
+    let mut args = vec!["--queue", queue.name.as_str()];
+    args.extend_from_slice(serve_args);
+    let serve = ServeProcess::start(&amqp_url(), &args);
+    (queue, serve)
+}
+
+#[test]
+fn call_1000_prints_exactly_the_decimal() {
+    let (queue, _serve) = served_queue("cli-call", &[]);
+    let output = run(&["call", "--queue", &queue.name, "1000"], "");
+    assert_eq!(stderr(&output), "");
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(stdout(&output), format!("{FIB_1000}\n"));
+
+    // Several N: one line each, in the order given; global options after the command work.
+    let output = run(
+        &["call", "30", "0", "1000", "1", "--queue", &queue.name],
+        "",
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(stdout(&output), format!("832040\n0\n{FIB_1000}\n1\n"));
+}
+
+#[test]
+fn stdin_answers_come_out_in_input_order() {
+    let (queue, _serve) = served_queue("cli-stdin", &["--workers", "2"]);
+    // Big n (slow) among small ones: answers complete out of order and must not print so.
+    let numbers: Vec<u64> = (0..3000u64)
+        .map(|i| if i % 97 == 5 { 150_000 + i } else { i % 500 })
+        .collect();
+    let mut input: String = numbers.iter().map(|n| format!("{n}\n")).collect();
+    input.push_str(" 12 \r\n"); // spaces and CRLF are fine
+    let output = run(&["call", "--queue", &queue.name, "-"], &input);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let printed = stdout(&output);
+    let lines: Vec<&str> = printed.lines().collect();
+    assert_eq!(lines.len(), numbers.len() + 1);
+    for (line, n) in lines.iter().zip(&numbers) {
+        assert_eq!(*line, fib(*n).to_string(), "answer for n = {n}");
+    }
+    assert_eq!(lines[numbers.len()], "144");
+}
+
+#[test]
+fn stdin_stops_at_the_first_bad_line_after_printing_what_came_before() {
+    let (queue, _serve) = served_queue("cli-stdin-bad", &[]);
+    let output = run(&["call", "--queue", &queue.name, "-"], "10\n20\nten\n30\n");
+    assert_fails(&output, exit::BAD_N, "stdin line 3");
+    assert_eq!(stdout(&output), "55\n6765\n");
+
+    let output = run(&["call", "--queue", &queue.name, "-"], "10\n\n30\n");
+    assert_fails(&output, exit::BAD_N, "stdin line 2: bad N: empty");
+    assert_eq!(stdout(&output), "55\n");
+}
+
+#[test]
+fn bad_n_exits_3_before_or_from_the_server() {
+    let (queue, _serve) = served_queue("cli-bad-n", &["--max-n", "100"]);
+    for (arg, reason) in [
+        ("abc", "expected n as a non-negative decimal integer"),
+        ("-5", "must not be negative"),
+        ("1.5", "whole number"),
+        ("18446744073709551616", "does not fit in 64 bits"),
+    ] {
+        let output = run(&["call", "--queue", &queue.name, "7", arg], "");
+        assert_fails(&output, exit::BAD_N, reason);
+        assert_eq!(
+            stdout(&output),
+            "",
+            "nothing is called when an argument is bad"
+        );
+    }
+    let output = run(&["call", "--queue", &queue.name, "100", "101"], "");
+    assert_fails(&output, exit::BAD_N, "above this server's limit of 100");
+    assert_eq!(stdout(&output), format!("{}\n", fib(100)));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        vec!["call", "--frobnicate", "5"],
+        vec!["call"],
+        vec!["call", "5", "-"],
+        vec!["call", "--workers", "2", "5"],
+        vec!["call", "--timeout", "0", "5"],
+        vec!["bench", "--calls", "5", "--seconds", "1"],
+        vec!["launch"],
+        vec![],
+    ] {
+        let output = run(&args, "");
+        assert_eq!(output.status.code(), Some(exit::USAGE), "{args:?}");
+        assert!(stderr(&output).contains("Try 'fib-rpc --help'"), "{args:?}");
+    }
+    let output = run(&["call", "5"], "");
+    let output_bad_url = run_with_url("http://localhost/", &["call", "5"], "");
+    assert_ne!(output.status.code(), Some(exit::USAGE));
+    assert_fails(&output_bad_url, exit::USAGE, "amqp");
+}
+
+#[test]
+fn help_and_version() {
+    let help = run(&["--help"], "");
+    assert_eq!(help.status.code(), Some(0));
+    let text = stdout(&help);
+    for code in 1..=8 {
+        assert!(
+            text.contains(&format!("\n  {code}  ")),
+            "exit code {code} in help"
+        );
+    }
+    let version = run(&["--version"], "");
+    assert_eq!(
+        stdout(&version),
+        format!("fib-rpc {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    for command in ["serve", "call", "bench"] {
+        let help = run(&[command, "--help"], "");
+        assert_eq!(help.status.code(), Some(0));
+        assert!(stdout(&help).starts_with(&format!("Usage: fib-rpc {command}")));
+    }
+}
+
+#[test]
+fn remote_error_exits_4_and_invalid_reply_exits_1() {
+    let queue = TestQueue::new("cli-remote");
+    let server = RpcServer::start(
+        &amqp_url(),
+        ServerOptions::default()
+            .queue(queue.name.as_str())
+            .workers(1),
+        |request: &[u8]| -> Result<Vec<u8>, RemoteError> {
+            match request {
+                b"7" => Err(RemoteError::new(ErrorCode::Internal, "disk on fire")),
+                b"8" => Err(RemoteError::new(
+                    ErrorCode::Other("quota".into()),
+                    "over quota",
+                )),
+                _ => Ok(b"not a number".to_vec()),
+            }
+        },
+    )
+    .unwrap();
+    let output = run(&["call", "--queue", &queue.name, "7"], "");
+    assert_fails(&output, exit::REMOTE, "internal: disk on fire");
+    let output = run(&["call", "--queue", &queue.name, "8"], "");
+    assert_fails(&output, exit::REMOTE, "over quota");
+    let output = run(&["call", "--queue", &queue.name, "9"], "");
+    assert_fails(&output, exit::FAILURE, "invalid reply");
+    server.stop().unwrap();
+}
+
+#[test]
+fn timeout_exits_5_within_its_bound() {
+    let queue = TestQueue::new("cli-timeout");
+    queue.declare_classic(); // a queue nobody consumes
+    let started = Instant::now();
+    let output = run(
+        &["call", "--queue", &queue.name, "--timeout", "0.5", "5"],
+        "",
+    );
+    assert_fails(&output, exit::TIMEOUT, "fib(5): no reply within");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn no_server_exits_6() {
+    let queue = TestQueue::new("cli-no-server"); // never declared
+    let output = run(&["call", "--queue", &queue.name, "5"], "");
+    assert_fails(&output, exit::NO_SERVER, &queue.name);
+}
+
+#[test]
+fn unreachable_broker_exits_7_without_showing_the_password() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    }; // closed again: nothing listens there
+    let url = format!("amqp://guest:hunter2@127.0.0.1:{port}/%2f");
+    let output = run_with_url(&url, &["call", "5"], "");
+    assert_fails(&output, exit::BROKER_UNREACHABLE, "cannot connect");
+    assert!(!stderr(&output).contains("hunter2"));
+
+    // Refused credentials, for call and for serve.
+    let mut wrong = url::Url::parse(&amqp_url()).unwrap();
+    wrong.set_password(Some("hunter2")).unwrap();
+    let output = run_with_url(wrong.as_str(), &["call", "5"], "");
+    assert_fails(&output, exit::BROKER_UNREACHABLE, "cannot connect");
+    assert!(!stderr(&output).contains("hunter2"));
+    let output = run_with_url(wrong.as_str(), &["serve"], "");
+    assert_fails(&output, exit::BROKER_UNREACHABLE, "cannot connect");
+    assert!(!stderr(&output).contains("hunter2"));
+}
+
+#[test]
+fn connection_lost_mid_call_exits_8() {
+    let queue = TestQueue::new("cli-lost");
+    let (server, started) = common::echo_server(
+        ServerOptions::default()
+            .queue(queue.name.as_str())
+            .workers(1),
+        Duration::from_secs(5),
+    );
+    let proxy = TcpProxy::to_broker();
+    let child = fib_rpc()
+        .args(["call", "--queue", &queue.name, "--url", &proxy.url(), "5"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(eventually(Duration::from_secs(10), || {
+        started.load(std::sync::atomic::Ordering::SeqCst) == 1
+    }));
+    let cut_at = Instant::now();
+    proxy.cut();
+    let output = child.wait_with_output().unwrap();
+    assert_fails(&output, exit::CONNECTION_LOST, "outcome unknown");
+    assert!(
+        cut_at.elapsed() < Duration::from_secs(4),
+        "failed at once, not at the reply"
+    );
+    drop(server);
+}
+
+#[test]
+fn serve_drains_on_sigterm_and_exits_0() {
+    let queue = TestQueue::new("cli-sigterm");
+    let mut serve = ServeProcess::start(
+        &amqp_url(),
+        &["--queue", &queue.name, "--workers", "1", "--prefetch", "4"],
+    );
+    let ready = serve.stderr();
+    assert_eq!(ready.len(), 1, "one readiness line: {ready:?}");
+    assert!(!ready[0].contains(":guest@"), "password shown: {ready:?}");
+
+    // Four slow calls, all delivered to the one worker (prefetch 4), then SIGTERM.
+    let n = 400_000;
+    let client = fib_rpc::FibonacciRpcClient::connect_with(
+        &amqp_url(),
+        fib_rpc::ClientOptions::default().queue(queue.name.as_str()),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let calls: Vec<_> = (0..4)
+        .map(|i| client.send(n + i, deadline).unwrap())
+        .collect();
+    let (signalled_at, answered_at) = std::thread::scope(|scope| {
+        // One waiting thread per call, so each answer's arrival time is known.
+        let waiters: Vec<_> = calls
+            .into_iter()
+            .map(|call| {
+                scope.spawn(move || {
+                    let n = call.n();
+                    let answer = call
+                        .wait()
+                        .expect("in-flight call answered during the drain");
+                    assert_eq!(answer, fib(n));
+                    Instant::now()
+                })
+            })
+            .collect();
+        assert!(eventually(Duration::from_secs(10), || queue
+            .message_count()
+            == 0));
+        let signalled_at = Instant::now();
+        serve.signal("TERM");
+        let answered_at: Vec<Instant> = waiters.into_iter().map(|w| w.join().unwrap()).collect();
+        (signalled_at, answered_at)
+    });
+    assert!(
+        answered_at.iter().any(|at| *at > signalled_at),
+        "the test needs a call still being computed when the signal arrives"
+    );
+    assert_eq!(
+        serve.wait_exit(Duration::from_secs(30)),
+        Some(0),
+        "{:?}",
+        serve.stderr()
+    );
+
+    // Stopped means stopped: a new call finds no consumer.
+    let late = client.call_deadline(5, Instant::now() + Duration::from_millis(500));
+    assert!(
+        matches!(late, Err(fib_rpc::Error::Timeout { .. })),
+        "{late:?}"
+    );
+}
+
+#[test]
+fn bench_json_counts_add_up() {
+    let (queue, _serve) = served_queue("cli-bench", &[]);
+    let output = run(
+        &[
+            "bench",
+            "--queue",
+            &queue.name,
+            "--callers",
+            "4",
+            "--calls",
+            "400",
+            "--json",
+        ],
+        "",
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let printed = stdout(&output);
+    assert!(printed.contains("calls/s"), "a table first: {printed}");
+    let report = last_json_line(&printed);
+    assert_eq!(report["calls"], 400);
+    assert_eq!(report["ok"], 400);
+    assert_eq!(report["errors"], serde_json::json!({}));
+    let latencies: Vec<u64> = ["p50_us", "p90_us", "p99_us", "max_us"]
+        .iter()
+        .map(|key| report[key].as_u64().unwrap())
+        .collect();
+    assert!(
+        latencies.windows(2).all(|pair| pair[0] <= pair[1]),
+        "{latencies:?}"
+    );
+    assert!(report["calls_per_s"].as_f64().unwrap() > 0.0);
+
+    // A time-bound run.
+    let output = run(
+        &[
+            "bench",
+            "--queue",
+            &queue.name,
+            "--seconds",
+            "1",
+            "--n",
+            "1000",
+            "--json",
+        ],
+        "",
+    );
+    let report = last_json_line(&stdout(&output));
+    let calls = report["calls"].as_u64().unwrap();
+    assert!(calls > 0);
+    assert_eq!(report["ok"].as_u64().unwrap() + error_total(&report), calls);
+}
+
+#[test]
+fn bench_counts_failed_calls_by_kind() {
+    let queue = TestQueue::new("cli-bench-fail"); // no queue: every call is no_server
+    let output = run(
+        &[
+            "bench",
+            "--queue",
+            &queue.name,
+            "--callers",
+            "2",
+            "--calls",
+            "50",
+            "--json",
+        ],
+        "",
+    );
+    assert_eq!(output.status.code(), Some(0), "failed calls are not fatal");
+    let report = last_json_line(&stdout(&output));
+    assert_eq!(report["calls"], 50);
+    assert_eq!(report["ok"], 0);
+    assert_eq!(report["errors"], serde_json::json!({"no_server": 50}));
+    assert!(report["p50_us"].is_null());
+
+    // Server refuses n: counted as bad_n.
+    let (queue, _serve) = served_queue("cli-bench-bad-n", &["--max-n", "5"]);
+    let output = run(
+        &[
+            "bench",
+            "--queue",
+            &queue.name,
+            "--calls",
+            "20",
+            "--n",
+            "6",
+            "--json",
+        ],
+        "",
+    );
+    let report = last_json_line(&stdout(&output));
+    assert_eq!(report["errors"], serde_json::json!({"bad_n": 20}));
+}
+
+fn last_json_line(printed: &str) -> serde_json::Value {
+    let line = printed.lines().last().expect("output");
+    serde_json::from_str(line).unwrap_or_else(|err| panic!("{err}: {line}"))
+}
+
+fn error_total(report: &serde_json::Value) -> u64 {
+    report["errors"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|count| count.as_u64().unwrap())
+        .sum()
+}
