@@ -207,6 +207,22 @@ fn stdin_answers_come_out_in_input_order() {
 }
 
 #[test]
+fn stdin_takes_100_000_numbers_in_one_process() {
+    let (queue, _serve) = served_queue("cli-100k", &[]);
+    let table: Vec<String> = (0..1000u64).map(|n| fib(n).to_string()).collect();
+    let input: String = (0..100_000).map(|i| format!("{}\n", i % 1000)).collect();
+    let output = run(&["call", "--queue", &queue.name, "-"], &input);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let printed = stdout(&output);
+    let mut count = 0;
+    for (i, line) in printed.lines().enumerate() {
+        assert_eq!(line, table[i % 1000], "line {}", i + 1);
+        count += 1;
+    }
+    assert_eq!(count, 100_000);
+}
+
+#[test]
 fn stdin_stops_at_the_first_bad_line_after_printing_what_came_before() {
     let (queue, _serve) = served_queue("cli-stdin-bad", &[]);
     let output = run(&["call", "--queue", &queue.name, "-"], "10\n20\nten\n30\n");
