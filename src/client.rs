@@ -314,11 +314,7 @@ impl RpcClient {
                 "call timeout must be above zero".into(),
             ));
         }
-        if options.queue.is_empty() {
-            return Err(Error::InvalidArgument(
-                "queue name must not be empty".into(),
-            ));
-        }
+        wire::check_queue_name(&options.queue)?;
         let shared = Arc::new(Shared {
             counters: Counters::default(),
             ended: Mutex::new(None),
@@ -548,7 +544,13 @@ impl PendingReply<'_> {
 
     /// Waits for the reply until the call's deadline; see [`RpcClient::call_deadline`].
     pub fn wait(self) -> Result<Vec<u8>> {
-        let result = self.wait_inner();
+        self.wait_and_check(Ok)
+    }
+
+    /// Waits for the reply and passes it through `check` before the call is counted, so a
+    /// reply the typed client rejects counts as an error, not as ok.
+    pub(crate) fn wait_and_check<T>(self, check: impl FnOnce(Vec<u8>) -> Result<T>) -> Result<T> {
+        let result = self.wait_inner().and_then(check);
         self.client.shared.counters.record(&result);
         result
     }
@@ -955,13 +957,14 @@ impl PendingFib<'_> {
     /// Waits for fib(`n`) in decimal as the server sent it, checked to be digits only.
     pub fn wait_decimal(self) -> Result<String> {
         let n = self.n;
-        let reply = self.reply.wait()?;
-        if reply.is_empty() || !reply.iter().all(u8::is_ascii_digit) {
-            return Err(Error::InvalidReply(format!(
-                "expected fib({n}) in decimal, got {}",
-                wire::preview(&reply)
-            )));
-        }
-        Ok(String::from_utf8(reply).expect("ASCII digits are UTF-8"))
+        self.reply.wait_and_check(|reply| {
+            if reply.is_empty() || !reply.iter().all(u8::is_ascii_digit) {
+                return Err(Error::InvalidReply(format!(
+                    "expected fib({n}) in decimal, got {}",
+                    wire::preview(&reply)
+                )));
+            }
+            Ok(String::from_utf8(reply).expect("ASCII digits are UTF-8"))
+        })
     }
 }

@@ -282,11 +282,7 @@ impl RpcServer {
         let url = BrokerUrl::parse(url)?;
         let settings = options.connect.clone();
         check_settings(&settings)?;
-        if options.queue.is_empty() {
-            return Err(Error::InvalidArgument(
-                "queue name must not be empty".into(),
-            ));
-        }
+        wire::check_queue_name(&options.queue)?;
         if options.workers == 0 {
             return Err(Error::InvalidArgument("workers must be at least 1".into()));
         }

@@ -102,6 +102,26 @@ impl fmt::Display for RemoteError {
 
 impl std::error::Error for RemoteError {}
 
+/// Longest queue name AMQP 0-9-1 can carry (a `shortstr`).
+const MAX_QUEUE_NAME_BYTES: usize = 255;
+
+/// Refuses queue names the broker would refuse (by closing the connection): empty, or longer
+/// than 255 bytes.
+pub(crate) fn check_queue_name(queue: &str) -> Result<(), crate::Error> {
+    if queue.is_empty() {
+        return Err(crate::Error::InvalidArgument(
+            "queue name must not be empty".into(),
+        ));
+    }
+    if queue.len() > MAX_QUEUE_NAME_BYTES {
+        return Err(crate::Error::InvalidArgument(format!(
+            "queue name is {} bytes long; AMQP allows at most {MAX_QUEUE_NAME_BYTES}",
+            queue.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Reads the Fibonacci request body: `n` in ASCII decimal, surrounding ASCII whitespace
 /// allowed (so `"30\n"` from a shell works), nothing else.
 ///

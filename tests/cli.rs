@@ -103,10 +103,11 @@ impl ServeProcess {
         let lines = Arc::clone(&stderr_lines);
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                if line.contains(": ready: consuming") {
+                let ready = line.contains(": ready: consuming");
+                lines.lock().unwrap().push(line);
+                if ready {
                     let _ = ready_tx.send(());
                 }
-                lines.lock().unwrap().push(line);
             }
         });
         let mut serve = ServeProcess {
@@ -272,10 +273,11 @@ fn usage_errors_exit_2() {
         assert_eq!(output.status.code(), Some(exit::USAGE), "{args:?}");
         assert!(stderr(&output).contains("Try 'fib-rpc --help'"), "{args:?}");
     }
-    let output = run(&["call", "5"], "");
-    let output_bad_url = run_with_url("http://localhost/", &["call", "5"], "");
-    assert_ne!(output.status.code(), Some(exit::USAGE));
-    assert_fails(&output_bad_url, exit::USAGE, "amqp");
+    let output = run_with_url("http://localhost/", &["call", "5"], "");
+    assert_fails(&output, exit::USAGE, "amqp");
+    let long_queue = "q".repeat(256);
+    let output = run(&["call", "--queue", &long_queue, "5"], "");
+    assert_fails(&output, exit::USAGE, "at most 255");
 }
 
 #[test]
@@ -371,6 +373,14 @@ fn unreachable_broker_exits_7_without_showing_the_password() {
     let output = run_with_url(wrong.as_str(), &["call", "5"], "");
     assert_fails(&output, exit::BROKER_UNREACHABLE, "cannot connect");
     assert!(!stderr(&output).contains("hunter2"));
+    // Not even in the most verbose logs (amiquip logs the handshake at debug level).
+    let output = run_with_url(wrong.as_str(), &["call", "-vvv", "5"], "");
+    assert_eq!(output.status.code(), Some(exit::BROKER_UNREACHABLE));
+    assert!(stderr(&output).contains("TRACE") || stderr(&output).contains("DEBUG"));
+    assert!(!stderr(&output).contains("hunter2"), "{}", stderr(&output));
+    // Empty input asks nothing, so it needs no broker.
+    let output = run_with_url(&url, &["call", "-"], "");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let output = run_with_url(wrong.as_str(), &["serve"], "");
     assert_fails(&output, exit::BROKER_UNREACHABLE, "cannot connect");
     assert!(!stderr(&output).contains("hunter2"));
@@ -418,7 +428,7 @@ fn serve_drains_on_sigterm_and_exits_0() {
     assert!(!ready[0].contains(":guest@"), "password shown: {ready:?}");
 
     // Four slow calls, all delivered to the one worker (prefetch 4), then SIGTERM.
-    let n = 400_000;
+    let n = 900_000;
     let client = fib_rpc::FibonacciRpcClient::connect_with(
         &amqp_url(),
         fib_rpc::ClientOptions::default().queue(queue.name.as_str()),
@@ -443,9 +453,9 @@ fn serve_drains_on_sigterm_and_exits_0() {
                 })
             })
             .collect();
-        assert!(eventually(Duration::from_secs(10), || queue
-            .message_count()
-            == 0));
+        assert!(eventually(Duration::from_secs(20), || {
+            common::unacknowledged_count(&queue.name) == 4
+        }));
         let signalled_at = Instant::now();
         serve.signal("TERM");
         let answered_at: Vec<Instant> = waiters.into_iter().map(|w| w.join().unwrap()).collect();
@@ -520,6 +530,69 @@ fn bench_json_counts_add_up() {
     let report = last_json_line(&stdout(&output));
     let calls = report["calls"].as_u64().unwrap();
     assert!(calls > 0);
+    assert_eq!(report["ok"].as_u64().unwrap() + error_total(&report), calls);
+}
+
+#[test]
+fn bench_seconds_is_a_bound_even_when_nobody_answers() {
+    let queue = TestQueue::new("cli-bench-silent");
+    queue.declare_classic(); // exists, nobody consumes: every call would wait 30 s
+    let started = Instant::now();
+    let output = run(
+        &[
+            "bench",
+            "--queue",
+            &queue.name,
+            "--callers",
+            "2",
+            "--seconds",
+            "1",
+            "--json",
+        ],
+        "",
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    let report = last_json_line(&stdout(&output));
+    assert_eq!(report["ok"], 0);
+    assert_eq!(report["errors"]["timeout"], report["calls"]);
+}
+
+#[test]
+fn bench_stops_early_when_its_connection_is_lost() {
+    let (queue, _serve) = served_queue("cli-bench-lost", &[]);
+    let proxy = TcpProxy::to_broker();
+    let child = fib_rpc()
+        .args(["bench", "--queue", &queue.name, "--seconds", "60", "--json"])
+        .args(["--url", &proxy.url()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let cut_at = Instant::now();
+    proxy.cut();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        cut_at.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        cut_at.elapsed()
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(exit::CONNECTION_LOST),
+        "{}",
+        stderr(&output)
+    );
+    assert!(stderr(&output).contains("stopped early"));
+    let report = last_json_line(&stdout(&output));
+    let calls = report["calls"].as_u64().unwrap();
+    assert!(report["ok"].as_u64().unwrap() > 0);
+    assert!(report["errors"]["connection_lost"].as_u64().unwrap() >= 1);
     assert_eq!(report["ok"].as_u64().unwrap() + error_total(&report), calls);
 }
 

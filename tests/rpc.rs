@@ -844,3 +844,116 @@ fn server_reports_connection_loss() {
         cut.elapsed()
     );
 }
+
+#[test]
+fn send_keeps_many_calls_in_flight_from_one_thread() {
+    let queue = TestQueue::new("send-pipelined");
+    let (server, _) = common::echo_server(
+        ServerOptions::default()
+            .queue(queue.name.as_str())
+            .workers(4),
+        Duration::from_millis(300),
+    );
+    let client = common::raw_client(&queue.name);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(10);
+    let pending: Vec<_> = (0..4)
+        .map(|i| {
+            client
+                .send(format!("req-{i}").as_bytes(), deadline)
+                .unwrap()
+        })
+        .collect();
+    for (i, call) in pending.into_iter().enumerate() {
+        assert_eq!(call.wait().unwrap(), format!("req-{i}").into_bytes());
+    }
+    // Four 300 ms requests on four workers: concurrent, not one after another (1.2 s).
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        started.elapsed()
+    );
+    let stats = client.stats();
+    assert_eq!((stats.calls, stats.ok), (4, 4));
+    server.stop().unwrap();
+}
+
+#[test]
+fn a_reply_that_came_in_time_is_returned_even_if_collected_late() {
+    let queue = TestQueue::new("send-collect-late");
+    let server = fib_server(&queue.name);
+    let client = fib_client(&queue.name);
+    let call = client
+        .send(20, Instant::now() + Duration::from_millis(300))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800)); // the answer came long before
+    assert_eq!(call.wait().unwrap(), BigUint::from(6765u32));
+    server.stop().unwrap();
+}
+
+#[test]
+fn a_dropped_pending_reply_is_discarded_and_counted() {
+    let queue = TestQueue::new("send-dropped");
+    let (server, handled) = common::echo_server(
+        ServerOptions::default()
+            .queue(queue.name.as_str())
+            .workers(1),
+        Duration::from_millis(100),
+    );
+    let client = common::raw_client(&queue.name);
+    drop(
+        client
+            .send(b"x", Instant::now() + Duration::from_secs(10))
+            .unwrap(),
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || client.stats().discarded_replies
+            == 1),
+        "{:?}",
+        client.stats()
+    );
+    assert_eq!(handled.load(Ordering::SeqCst), 1);
+    let stats = client.stats();
+    assert_eq!((stats.calls, stats.ok), (1, 0));
+    server.stop().unwrap();
+}
+
+#[test]
+fn a_reply_that_is_not_decimal_counts_as_an_error_not_ok() {
+    let queue = TestQueue::new("invalid-reply-stats");
+    let server = RpcServer::start(
+        &amqp_url(),
+        ServerOptions::default()
+            .queue(queue.name.as_str())
+            .workers(1),
+        |_: &[u8]| -> Result<Vec<u8>, RemoteError> { Ok(b"twelve".to_vec()) },
+    )
+    .unwrap();
+    let client = fib_client(&queue.name);
+    let err = client.call(5).unwrap_err();
+    assert!(matches!(err, Error::InvalidReply(_)), "{err:?}");
+    let stats = client.rpc().stats();
+    assert_eq!((stats.calls, stats.ok, stats.other_errors), (1, 0, 1));
+    server.stop().unwrap();
+}
+
+#[test]
+fn queue_names_the_broker_would_refuse_are_refused_up_front() {
+    let long = "q".repeat(256);
+    for queue in ["", long.as_str()] {
+        let client = RpcClient::connect(&amqp_url(), ClientOptions::default().queue(queue));
+        assert!(
+            matches!(client, Err(Error::InvalidArgument(_))),
+            "{client:?}"
+        );
+        let server = RpcServer::start(
+            &amqp_url(),
+            ServerOptions::default().queue(queue),
+            fib_rpc::FibonacciHandler::default(),
+        );
+        assert!(
+            matches!(server, Err(Error::InvalidArgument(_))),
+            "{server:?}"
+        );
+    }
+}

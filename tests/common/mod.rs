@@ -221,3 +221,18 @@ pub fn echo_server(
     .expect("server starts");
     (server, started)
 }
+
+/// Messages delivered to consumers of `queue` and not yet acknowledged, as the broker counts
+/// them (`rabbitmqctl list_queues`).
+pub fn unacknowledged_count(queue: &str) -> u32 {
+    let listed = Command::new("rabbitmqctl")
+        .args(["-q", "list_queues", "name", "messages_unacknowledged"])
+        .output()
+        .expect("rabbitmqctl runs");
+    String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .filter_map(|line| line.split_once('\t'))
+        .find(|(name, _)| *name == queue)
+        .and_then(|(_, count)| count.trim().parse().ok())
+        .unwrap_or(0)
+}

@@ -84,6 +84,13 @@ pub const DEFAULT_IN_FLIGHT: usize = 64;
 /// Default for `bench --calls` when neither `--calls` nor `--seconds` is given.
 pub const DEFAULT_BENCH_CALLS: u64 = 10_000;
 
+/// Upper bounds that keep a typo from asking for millions of threads or slots.
+const MAX_WORKERS: usize = 1024;
+const MAX_CALLERS: usize = 4096;
+const MAX_IN_FLIGHT: usize = 65_536;
+/// Longest `--timeout` or `--seconds`: a year.
+const MAX_SECONDS: f64 = 365.0 * 86_400.0;
+
 /// A command line we cannot run; printed with a hint to `--help`, exit code 2.
 #[derive(Debug)]
 pub struct UsageError(pub String);
@@ -143,11 +150,11 @@ pub fn parse(
 
             Long("workers") => {
                 seen.push(("--workers", &[CommandName::Serve]));
-                serve.workers = Some(positive(&mut parser, "--workers")?);
+                serve.workers = Some(whole_number(&mut parser, "--workers", MAX_WORKERS)?);
             }
             Long("prefetch") => {
                 seen.push(("--prefetch", &[CommandName::Serve]));
-                serve.prefetch = positive(&mut parser, "--prefetch")?;
+                serve.prefetch = whole_number(&mut parser, "--prefetch", u16::MAX)?;
             }
             Long("max-n") => {
                 seen.push(("--max-n", &[CommandName::Serve]));
@@ -164,16 +171,16 @@ pub fn parse(
             }
             Long("in-flight") => {
                 seen.push(("--in-flight", &[CommandName::Call]));
-                in_flight = positive(&mut parser, "--in-flight")?;
+                in_flight = whole_number(&mut parser, "--in-flight", MAX_IN_FLIGHT)?;
             }
 
             Long("callers") => {
                 seen.push(("--callers", &[CommandName::Bench]));
-                callers = positive(&mut parser, "--callers")?;
+                callers = whole_number(&mut parser, "--callers", MAX_CALLERS)?;
             }
             Long("calls") => {
                 seen.push(("--calls", &[CommandName::Bench]));
-                calls = Some(positive(&mut parser, "--calls")?);
+                calls = Some(whole_number(&mut parser, "--calls", u64::MAX)?);
             }
             Long("seconds") => {
                 seen.push(("--seconds", &[CommandName::Bench]));
@@ -222,9 +229,6 @@ pub fn parse(
             "{option} is not an option of `{}`",
             command.as_str()
         )));
-    }
-    if global.queue.is_empty() {
-        return Err(UsageError("--queue must not be empty".into()));
     }
 
     let command = match command {
@@ -287,30 +291,30 @@ fn take_dash_number(parser: &mut lexopt::Parser) -> Option<String> {
     Some(arg)
 }
 
-/// A whole number of at least 1.
-fn positive<T>(parser: &mut lexopt::Parser, option: &str) -> Result<T, UsageError>
+/// A whole number from 1 to `max`.
+fn whole_number<T>(parser: &mut lexopt::Parser, option: &str, max: T) -> Result<T, UsageError>
 where
-    T: std::str::FromStr + PartialOrd + From<u8>,
+    T: std::str::FromStr + PartialOrd + From<u8> + std::fmt::Display,
 {
     let text = parser.value()?.string()?;
     match text.parse::<T>() {
-        Ok(value) if value >= T::from(1) => Ok(value),
+        Ok(value) if value >= T::from(1) && value <= max => Ok(value),
         _ => Err(UsageError(format!(
-            "{option} needs a whole number of at least 1, got {text:?}"
+            "{option} needs a whole number from 1 to {max}, got {text:?}"
         ))),
     }
 }
 
-/// A number of seconds above zero, fractions allowed (`0.5`).
+/// A number of seconds above zero and at most [`MAX_SECONDS`], fractions allowed (`0.5`).
 fn seconds_value(parser: &mut lexopt::Parser, option: &str) -> Result<Duration, UsageError> {
     let text = parser.value()?.string()?;
     text.parse::<f64>()
         .ok()
-        .filter(|secs| *secs > 0.0)
-        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .filter(|secs| *secs > 0.0 && *secs <= MAX_SECONDS)
+        .map(Duration::from_secs_f64)
         .ok_or_else(|| {
             UsageError(format!(
-                "{option} needs a number of seconds above 0, got {text:?}"
+                "{option} needs a number of seconds above 0 and at most {MAX_SECONDS}, got {text:?}"
             ))
         })
 }

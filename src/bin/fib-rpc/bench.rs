@@ -6,17 +6,37 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use fib_rpc::{ClientOptions, FibonacciRpcClient};
+use fib_rpc::{ClientOptions, Error, FibonacciRpcClient};
 
 use crate::args::{BenchArgs, BenchLength, Global};
 use crate::exit::{Class, Failure};
 
 /// Progress appears on a terminal only for runs longer than this.
 const PROGRESS_AFTER: Duration = Duration::from_secs(2);
+/// With `--seconds S`, calls still unanswered this long after S end as timeouts, so the run
+/// ends by S plus this, whatever `--timeout` is.
+const END_GRACE: Duration = Duration::from_secs(2);
+
+/// What the caller threads share.
+struct Shared<'a> {
+    client: &'a FibonacciRpcClient,
+    n: u64,
+    expected: &'a str,
+    length: BenchLength,
+    timeout: Duration,
+    started: Instant,
+    /// Calls claimed so far (for `--calls`).
+    claimed: AtomicU64,
+    /// Calls finished so far (for the progress line).
+    finished: AtomicU64,
+    /// Set when the client's connection is gone: it does not reconnect, so every further
+    /// call would fail at once and the run would only count failures.
+    connection_gone: AtomicBool,
+}
 
 /// What one caller thread saw.
 #[derive(Default)]
@@ -29,6 +49,7 @@ struct Tally {
 /// The whole run's figures, as printed.
 struct Report {
     callers: usize,
+    /// Calls the client counted as started: counted apart from the outcomes below.
     n: u64,
     calls: u64,
     ok: u64,
@@ -47,35 +68,36 @@ pub fn run(global: &Global, args: BenchArgs) -> Result<(), Failure> {
     let client = FibonacciRpcClient::connect_with(&global.url, options)?;
     let expected = fib_rpc::fib::fib(args.n).to_string();
 
-    let claimed = AtomicU64::new(0);
-    let finished = AtomicU64::new(0);
-    let started = Instant::now();
+    let shared = Shared {
+        client: &client,
+        n: args.n,
+        expected: &expected,
+        length: args.length,
+        timeout: args.timeout,
+        started: Instant::now(),
+        claimed: AtomicU64::new(0),
+        finished: AtomicU64::new(0),
+        connection_gone: AtomicBool::new(false),
+    };
     let tallies = std::thread::scope(|scope| -> std::io::Result<Vec<Tally>> {
         let (stop_progress, progress_stop_rx) = crossbeam_channel::bounded::<()>(0);
         let progress = if std::io::stderr().is_terminal() {
-            let finished = &finished;
+            let shared = &shared;
             Some(
                 std::thread::Builder::new()
                     .name("fib-rpc-progress".into())
-                    .spawn_scoped(scope, move || {
-                        show_progress(&progress_stop_rx, finished, started)
-                    })?,
+                    .spawn_scoped(scope, move || show_progress(&progress_stop_rx, shared))?,
             )
         } else {
             None
         };
         let mut callers = Vec::with_capacity(args.callers);
         for index in 0..args.callers {
-            let (client, expected) = (&client, expected.as_str());
-            let (claimed, finished) = (&claimed, &finished);
-            let length = args.length;
-            let n = args.n;
+            let shared = &shared;
             callers.push(
                 std::thread::Builder::new()
                     .name(format!("fib-rpc-bench-{index}"))
-                    .spawn_scoped(scope, move || {
-                        call_repeatedly(client, n, expected, length, started, claimed, finished)
-                    })?,
+                    .spawn_scoped(scope, move || call_repeatedly(shared))?,
             );
         }
         let tallies = callers
@@ -88,58 +110,78 @@ pub fn run(global: &Global, args: BenchArgs) -> Result<(), Failure> {
         }
         Ok(tallies)
     })?;
-    let elapsed = started.elapsed();
-    let discarded_replies = client.rpc().stats().discarded_replies;
+    let elapsed = shared.started.elapsed();
+    let stats = client.rpc().stats();
     client.close();
 
-    let report = Report::new(&args, tallies, elapsed, discarded_replies);
+    let report = Report::new(
+        &args,
+        tallies,
+        elapsed,
+        stats.calls,
+        stats.discarded_replies,
+    );
     print!("{}", report.table(&global.queue));
     if args.json {
         println!("{}", report.json());
+    }
+    if shared.connection_gone.load(Ordering::Relaxed) {
+        return Err(Failure::new(
+            Class::ConnectionLost,
+            "bench: stopped early: the connection to the broker was lost",
+        ));
     }
     Ok(())
 }
 
 /// One caller's loop: claim a call (or check the clock), call, record.
-fn call_repeatedly(
-    client: &FibonacciRpcClient,
-    n: u64,
-    expected: &str,
-    length: BenchLength,
-    started: Instant,
-    claimed: &AtomicU64,
-    finished: &AtomicU64,
-) -> Tally {
+fn call_repeatedly(shared: &Shared<'_>) -> Tally {
     let mut tally = Tally::default();
+    let run_end = match shared.length {
+        BenchLength::Time(duration) => Some(shared.started + duration),
+        BenchLength::Calls(_) => None,
+    };
     loop {
-        let more = match length {
-            BenchLength::Calls(total) => claimed.fetch_add(1, Ordering::Relaxed) < total,
-            BenchLength::Time(duration) => started.elapsed() < duration,
+        let more = match (shared.length, run_end) {
+            (BenchLength::Calls(total), _) => {
+                shared.claimed.fetch_add(1, Ordering::Relaxed) < total
+            }
+            (_, Some(end)) => Instant::now() < end,
+            (_, None) => false,
         };
-        if !more {
+        if !more || shared.connection_gone.load(Ordering::Relaxed) {
             return tally;
         }
         let call_started = Instant::now();
-        let outcome = client.call_decimal(n);
+        let mut deadline = call_started + shared.timeout;
+        if let Some(end) = run_end {
+            deadline = deadline.min(end + END_GRACE);
+        }
+        let outcome = shared.client.call_decimal_deadline(shared.n, deadline);
         let latency_us = call_started.elapsed().as_micros() as u64;
         match outcome {
-            Ok(digits) if digits == expected => tally.ok_latencies_us.push(latency_us),
+            Ok(digits) if digits == shared.expected => tally.ok_latencies_us.push(latency_us),
             Ok(_) => *tally.errors.entry("wrong_answer").or_default() += 1,
-            Err(err) => *tally.errors.entry(Class::of(&err).name()).or_default() += 1,
+            Err(err) => {
+                if matches!(err, Error::ConnectionLost { .. } | Error::Closed) {
+                    shared.connection_gone.store(true, Ordering::Relaxed);
+                }
+                *tally.errors.entry(Class::of(&err).name()).or_default() += 1;
+            }
         }
-        finished.fetch_add(1, Ordering::Relaxed);
+        shared.finished.fetch_add(1, Ordering::Relaxed);
     }
 }
 
 /// Once a second after the first [`PROGRESS_AFTER`], rewrites one stderr line with the calls
 /// so far; clears it when the run ends.
-fn show_progress(stop: &Receiver<()>, finished: &AtomicU64, started: Instant) {
+fn show_progress(stop: &Receiver<()>, shared: &Shared<'_>) {
     let mut shown = false;
     let mut wait = PROGRESS_AFTER;
     while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(wait) {
         wait = Duration::from_secs(1);
-        let calls = finished.load(Ordering::Relaxed);
-        let secs = started.elapsed().as_secs_f64();
+        let calls = shared.finished.load(Ordering::Relaxed);
+        let secs = shared.started.elapsed().as_secs_f64();
         eprint!(
             "\r\x1b[K{secs:6.1} s  {calls} calls  {:.0} calls/s",
             calls as f64 / secs
@@ -152,7 +194,13 @@ fn show_progress(stop: &Receiver<()>, finished: &AtomicU64, started: Instant) {
 }
 
 impl Report {
-    fn new(args: &BenchArgs, tallies: Vec<Tally>, elapsed: Duration, discarded: u64) -> Report {
+    fn new(
+        args: &BenchArgs,
+        tallies: Vec<Tally>,
+        elapsed: Duration,
+        calls: u64,
+        discarded: u64,
+    ) -> Report {
         let mut latencies = Vec::new();
         let mut errors = BTreeMap::new();
         for tally in tallies {
@@ -163,7 +211,6 @@ impl Report {
         }
         latencies.sort_unstable();
         let ok = latencies.len() as u64;
-        let failed: u64 = errors.values().sum();
         let latency_us = (!latencies.is_empty()).then(|| {
             [
                 percentile(&latencies, 50.0),
@@ -175,7 +222,7 @@ impl Report {
         Report {
             callers: args.callers,
             n: args.n,
-            calls: ok + failed,
+            calls,
             ok,
             errors,
             elapsed,
@@ -188,6 +235,14 @@ impl Report {
         self.calls as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
+    fn ok_per_s(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    fn failed(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
     fn table(&self, queue: &str) -> String {
         let mut text = format!(
             "fib-rpc bench: fib({}), {} caller{} sharing one client, queue {queue:?}\n",
@@ -196,15 +251,16 @@ impl Report {
             if self.callers == 1 { "" } else { "s" }
         );
         let mut row =
-            |label: &str, value: String| text.push_str(&format!("  {label:<16}{value}\n"));
+            |label: &str, value: String| text.push_str(&format!("  {label:<22}{value}\n"));
         row("calls", self.calls.to_string());
         row("ok", self.ok.to_string());
-        row("errors", (self.calls - self.ok).to_string());
+        row("errors", self.failed().to_string());
         for (kind, count) in &self.errors {
             row(&format!("  {kind}"), count.to_string());
         }
         row("elapsed", format!("{:.3} s", self.elapsed.as_secs_f64()));
         row("calls/s", format!("{:.0}", self.calls_per_s()));
+        row("ok/s", format!("{:.0}", self.ok_per_s()));
         row(
             "latency (ok)",
             match self.latency_us {
@@ -236,13 +292,15 @@ impl Report {
             None => std::array::from_fn(|_| "null".to_owned()),
         };
         format!(
-            "{{\"calls\":{},\"ok\":{},\"errors\":{{{}}},\"calls_per_s\":{:.1},\"p50_us\":{p50},\
+            "{{\"calls\":{},\"ok\":{},\"errors\":{{{}}},\"calls_per_s\":{:.1},\"ok_per_s\":{:.1},\
+             \"p50_us\":{p50},\
              \"p90_us\":{p90},\"p99_us\":{p99},\"max_us\":{max},\"callers\":{},\"n\":{},\
              \"elapsed_s\":{:.3},\"discarded_replies\":{}}}",
             self.calls,
             self.ok,
             errors.join(","),
             self.calls_per_s(),
+            self.ok_per_s(),
             self.callers,
             self.n,
             self.elapsed.as_secs_f64(),

@@ -18,14 +18,17 @@ use crate::exit::{Class, Failure};
 
 /// Longest stdin line accepted as an N (u64 needs 20 digits; the rest is room for spaces).
 const MAX_LINE_BYTES: u64 = 256;
-/// Connecting waits at most this long, or the call timeout if that is shorter.
+/// How long connecting may take. Kept apart from `--timeout`, so that a short call timeout
+/// never turns a slow but reachable broker into "unreachable".
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long to wait for the stdin thread to notice that nobody reads its lines any more.
+const STDIN_READER_GRACE: Duration = Duration::from_millis(100);
 
 type Input = Result<u64, Failure>;
 
 pub fn run(global: &Global, args: CallArgs) -> Result<(), Failure> {
     // N on the command line are all checked before connecting: a typo costs no broker trip.
-    let (inputs, stdin_reader) = match args.numbers {
+    let (mut inputs, stdin_reader) = match args.numbers {
         Numbers::Args(numbers) => {
             let (sender, inputs) = crossbeam_channel::unbounded();
             for text in &numbers {
@@ -33,27 +36,89 @@ pub fn run(global: &Global, args: CallArgs) -> Result<(), Failure> {
                     .map_err(|why| Failure::new(Class::BadN, format!("bad N: {why}")))?;
                 let _ = sender.send(Ok(n));
             }
-            (inputs, None)
+            (Inputs::new(inputs), None)
         }
         Numbers::Stdin => {
             let (inputs, thread) = spawn_stdin_reader(args.in_flight)?;
-            (inputs, Some(thread))
+            (Inputs::new(inputs), Some(thread))
         }
     };
-    let options = ClientOptions::default()
-        .queue(global.queue.as_str())
-        .timeout(args.timeout)
-        .connect_timeout(CONNECT_TIMEOUT.min(args.timeout))
-        .connection_name(format!("fib-rpc call (pid {})", std::process::id()));
-    let client = FibonacciRpcClient::connect_with(&global.url, options)?;
-
-    let result = pipeline(&client, &inputs, args.in_flight, args.timeout);
-    client.close();
-    // The reader has ended if the input did (otherwise it may be blocked on a terminal).
-    if let Some(thread) = stdin_reader.filter(JoinHandle::is_finished) {
-        let _ = thread.join();
+    // Connect only once there is something to ask: empty input needs no broker.
+    let result = if inputs.has_more() {
+        let options = ClientOptions::default()
+            .queue(global.queue.as_str())
+            .timeout(args.timeout)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .connection_name(format!("fib-rpc call (pid {})", std::process::id()));
+        FibonacciRpcClient::connect_with(&global.url, options)
+            .map_err(Failure::from)
+            .and_then(|client| {
+                let result = pipeline(&client, &mut inputs, args.in_flight, args.timeout);
+                client.close();
+                result
+            })
+    } else {
+        Ok(())
+    };
+    drop(inputs); // a reader blocked on handing over a line now stops
+    if let Some(thread) = stdin_reader {
+        // It may instead be blocked reading a terminal; then the process exit ends it.
+        let deadline = Instant::now() + STDIN_READER_GRACE;
+        while !thread.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if thread.is_finished() {
+            let _ = thread.join();
+        }
     }
     result
+}
+
+/// The N still to call, in order, with room to look one ahead.
+struct Inputs {
+    peeked: Option<Input>,
+    receiver: Receiver<Input>,
+}
+
+/// What [`Inputs::next_ready`] found.
+enum Next {
+    Ready(Input),
+    NotYet,
+    End,
+}
+
+impl Inputs {
+    fn new(receiver: Receiver<Input>) -> Inputs {
+        Inputs {
+            peeked: None,
+            receiver,
+        }
+    }
+
+    /// Waits until the next input is known; false at the end of the input.
+    fn has_more(&mut self) -> bool {
+        if self.peeked.is_none() {
+            self.peeked = self.receiver.recv().ok();
+        }
+        self.peeked.is_some()
+    }
+
+    /// Waits for the next input; `None` at the end.
+    fn next_blocking(&mut self) -> Option<Input> {
+        self.peeked.take().or_else(|| self.receiver.recv().ok())
+    }
+
+    /// The next input if it is already here.
+    fn next_ready(&mut self) -> Next {
+        if let Some(input) = self.peeked.take() {
+            return Next::Ready(input);
+        }
+        match self.receiver.try_recv() {
+            Ok(input) => Next::Ready(input),
+            Err(TryRecvError::Empty) => Next::NotYet,
+            Err(TryRecvError::Disconnected) => Next::End,
+        }
+    }
 }
 
 /// Sends up to `in_flight` calls ahead and prints answers in input order. Stops at the first
@@ -61,7 +126,7 @@ pub fn run(global: &Global, args: CallArgs) -> Result<(), Failure> {
 /// (`fib-rpc call - | head`), nobody wants more answers: it stops quietly.
 fn pipeline(
     client: &FibonacciRpcClient,
-    inputs: &Receiver<Input>,
+    inputs: &mut Inputs,
     in_flight: usize,
     timeout: Duration,
 ) -> Result<(), Failure> {
@@ -76,12 +141,12 @@ fn pipeline(
                 if !written(out.flush())? {
                     return Ok(());
                 }
-                inputs.recv().ok()
+                inputs.next_blocking()
             } else {
-                match inputs.try_recv() {
-                    Ok(input) => Some(input),
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => None,
+                match inputs.next_ready() {
+                    Next::Ready(input) => Some(input),
+                    Next::NotYet => break,
+                    Next::End => None,
                 }
             };
             match input {

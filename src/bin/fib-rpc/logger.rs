@@ -18,15 +18,24 @@ struct StderrLogger {
     journald: bool,
 }
 
+/// amiquip logs the AMQP handshake at debug level, password included, so nothing below info
+/// from it is ever shown, whatever `-v` or `RUST_LOG` ask.
+const AMIQUIP_MAX: LevelFilter = LevelFilter::Info;
+
 impl StderrLogger {
     fn level_for(&self, target: &str) -> LevelFilter {
+        let level = self.configured_level(target);
+        if is_below(target, "amiquip") {
+            level.min(AMIQUIP_MAX)
+        } else {
+            level
+        }
+    }
+
+    fn configured_level(&self, target: &str) -> LevelFilter {
         self.targets
             .iter()
-            .find(|(prefix, _)| {
-                target == prefix
-                    || (target.starts_with(prefix.as_str())
-                        && target[prefix.len()..].starts_with("::"))
-            })
+            .find(|(prefix, _)| is_below(target, prefix))
             .map_or(self.default, |(_, level)| *level)
     }
 }
@@ -64,9 +73,16 @@ impl Log for StderrLogger {
     fn flush(&self) {}
 }
 
+/// True if `target` is the module `prefix` or inside it.
+fn is_below(target: &str, prefix: &str) -> bool {
+    target
+        .strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+}
+
 /// Installs the logger. `verbosity` is the number of `-v` flags: none shows `quiet` and up
-/// (warnings for `serve`, nothing for `call`, whose one-line reason says it all), `-v` info, `-vv` debug (and amiquip's own warnings), `-vvv` trace.
-/// `RUST_LOG` refines it.
+/// (warnings for `serve`, nothing for `call`, whose one-line reason says it all), `-v` info,
+/// `-vv` debug (and amiquip's own messages, up to info), `-vvv` trace. `RUST_LOG` refines it.
 pub fn init(verbosity: u8, rust_log: Option<&str>, quiet: LevelFilter) {
     let mut default = match verbosity {
         0 => quiet,
@@ -179,5 +195,18 @@ mod tests {
         assert_eq!(logger.level_for("fib_rpc::client"), LevelFilter::Debug);
         assert_eq!(logger.level_for("fib_rpc_other"), LevelFilter::Warn);
         assert_eq!(logger.level_for("amiquip::io_loop"), LevelFilter::Warn);
+    }
+
+    #[test]
+    fn amiquip_debug_is_never_shown_because_it_logs_the_password() {
+        let logger = StderrLogger {
+            default: LevelFilter::Trace,
+            targets: vec![("amiquip".into(), LevelFilter::Trace)],
+            journald: false,
+        };
+        let handshake = "amiquip::io_loop::handshake_state";
+        assert_eq!(logger.level_for(handshake), LevelFilter::Info);
+        assert_eq!(logger.level_for("amiquipx"), LevelFilter::Trace);
+        assert_eq!(logger.level_for("fib_rpc::client"), LevelFilter::Trace);
     }
 }

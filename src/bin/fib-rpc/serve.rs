@@ -33,12 +33,12 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
     if args.durable_quorum {
         options = options.declare_as(QueueKind::DurableQuorum);
     }
-    // Signals are caught only once serving: before that, SIGTERM simply ends the process,
-    // which has nothing to drain yet.
+    // Catch signals before the workers consume: from then on a SIGTERM must drain, not kill.
+    // One that arrives while starting (bounded by the connect timeout) is acted on once
+    // started.
+    let mut signals = Signals::new([SIGINT, SIGTERM])?;
     let server = RpcServer::start(&global.url, options, FibonacciHandler::new(args.max_n))?;
     let stop = server.stop_handle();
-    // Catch signals before saying we are ready: a supervisor may send SIGTERM right after.
-    let mut signals = Signals::new([SIGINT, SIGTERM])?;
     eprintln!(
         "fib-rpc serve: ready: consuming {:?} on {} with {} workers (prefetch {}, max n {})",
         server.queue(),
