@@ -40,15 +40,20 @@ fn run(args: &[&str], stdin: &str) -> Output {
     run_with_url(&amqp_url(), args, stdin)
 }
 
-fn run_with_url(url: &str, args: &[&str], stdin: &str) -> Output {
-    let mut child = fib_rpc()
+/// Starts `fib-rpc ARGS --url URL` with all three standard streams piped.
+fn spawn(url: &str, args: &[&str]) -> Child {
+    fib_rpc()
         .args(args)
         .args(["--url", url])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("fib-rpc starts");
+        .expect("fib-rpc starts")
+}
+
+fn run_with_url(url: &str, args: &[&str], stdin: &str) -> Output {
+    let mut child = spawn(url, args);
     let mut input = child.stdin.take().unwrap();
     let stdin = stdin.to_owned();
     // Written from a thread so a large input cannot deadlock against unread output.
@@ -205,6 +210,35 @@ fn stdin_answers_come_out_in_input_order() {
         assert_eq!(*line, fib(*n).to_string(), "answer for n = {n}");
     }
     assert_eq!(lines[numbers.len()], "144");
+}
+
+#[test]
+fn stdin_answers_each_line_as_it_comes() {
+    let (queue, _serve) = served_queue("cli-interactive", &[]);
+    let mut child = spawn(&amqp_url(), &["call", "--queue", &queue.name, "-"]);
+    let mut input = child.stdin.take().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    // Like a person or a coprocess: one line, wait for its answer, then the next.
+    for (n, expected) in [(10, "55"), (20, "6765"), (30, "832040")] {
+        writeln!(input, "{n}").unwrap();
+        input.flush().unwrap();
+        let answer = lines.recv_timeout(Duration::from_secs(10));
+        assert_eq!(
+            answer.as_deref(),
+            Ok(expected),
+            "answer to {n} while stdin stays open"
+        );
+    }
+    drop(input);
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    assert_eq!(status.code(), Some(0));
 }
 
 #[test]
@@ -396,12 +430,7 @@ fn connection_lost_mid_call_exits_8() {
         Duration::from_secs(5),
     );
     let proxy = TcpProxy::to_broker();
-    let child = fib_rpc()
-        .args(["call", "--queue", &queue.name, "--url", &proxy.url(), "5"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn(&proxy.url(), &["call", "--queue", &queue.name, "5"]);
     assert!(eventually(Duration::from_secs(10), || {
         started.load(std::sync::atomic::Ordering::SeqCst) == 1
     }));
@@ -566,13 +595,10 @@ fn bench_seconds_is_a_bound_even_when_nobody_answers() {
 fn bench_stops_early_when_its_connection_is_lost() {
     let (queue, _serve) = served_queue("cli-bench-lost", &[]);
     let proxy = TcpProxy::to_broker();
-    let child = fib_rpc()
-        .args(["bench", "--queue", &queue.name, "--seconds", "60", "--json"])
-        .args(["--url", &proxy.url()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn(
+        &proxy.url(),
+        &["bench", "--queue", &queue.name, "--seconds", "60", "--json"],
+    );
     std::thread::sleep(Duration::from_millis(1500));
     let cut_at = Instant::now();
     proxy.cut();
