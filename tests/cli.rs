@@ -267,6 +267,14 @@ fn stdin_stops_at_the_first_bad_line_after_printing_what_came_before() {
     let output = run(&["call", "--queue", &queue.name, "-"], "10\n\n30\n");
     assert_fails(&output, exit::BAD_N, "stdin line 2: bad N: empty");
     assert_eq!(stdout(&output), "55\n");
+
+    // A bad first line is a bad N even with no broker to ask.
+    let output = run_with_url(
+        "amqp://guest:guest@127.0.0.1:1/%2f",
+        &["call", "-"],
+        "abc\n",
+    );
+    assert_fails(&output, exit::BAD_N, "stdin line 1");
 }
 
 #[test]
@@ -450,14 +458,29 @@ fn serve_drains_on_sigterm_and_exits_0() {
     let queue = TestQueue::new("cli-sigterm");
     let mut serve = ServeProcess::start(
         &amqp_url(),
-        &["--queue", &queue.name, "--workers", "1", "--prefetch", "4"],
+        &[
+            "--queue",
+            &queue.name,
+            "--workers",
+            "1",
+            "--prefetch",
+            "4",
+            "--max-n",
+            "10000000",
+        ],
     );
     let ready = serve.stderr();
     assert_eq!(ready.len(), 1, "one readiness line: {ready:?}");
     assert!(!ready[0].contains(":guest@"), "password shown: {ready:?}");
 
-    // Four slow calls, all delivered to the one worker (prefetch 4), then SIGTERM.
-    let n = 900_000;
+    // Four slow calls, all delivered to the one worker (prefetch 4), then SIGTERM. Slow means
+    // seconds in all, longer than `rabbitmqctl` takes to see them delivered: the binary is
+    // built with the tests' profile, and a release build computes far faster.
+    let n = if cfg!(debug_assertions) {
+        900_000
+    } else {
+        6_000_000
+    };
     let client = fib_rpc::FibonacciRpcClient::connect_with(
         &amqp_url(),
         fib_rpc::ClientOptions::default().queue(queue.name.as_str()),
@@ -507,6 +530,30 @@ fn serve_drains_on_sigterm_and_exits_0() {
         matches!(late, Err(fib_rpc::Error::Timeout { .. })),
         "{late:?}"
     );
+}
+
+#[test]
+fn a_signal_while_serve_is_starting_exits_at_once() {
+    // A "broker" that accepts the TCP connection and never answers: start-up hangs until the
+    // 10 s connect timeout unless the signal ends it.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("amqp://guest:guest@{}/%2f", silent.local_addr().unwrap());
+    let child = spawn(&url, &["serve"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let signalled_at = Instant::now();
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        signalled_at.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        signalled_at.elapsed()
+    );
+    assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
+    assert!(stderr(&output).contains("SIGINT while starting"));
 }
 
 #[test]

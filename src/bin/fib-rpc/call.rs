@@ -43,8 +43,12 @@ pub fn run(global: &Global, args: CallArgs) -> Result<(), Failure> {
             (Inputs::new(inputs), Some(thread))
         }
     };
-    // Connect only once there is something to ask: empty input needs no broker.
-    let result = if inputs.has_more() {
+    // Connect only once there is something to ask: empty input needs no broker, and a bad
+    // first line is reported as such, not as whatever connecting might say.
+    let more = inputs.has_more();
+    let result = if let Some(Err(failure)) = inputs.peeked.take_if(|input| input.is_err()) {
+        Err(failure)
+    } else if more {
         let options = ClientOptions::default()
             .queue(global.queue.as_str())
             .timeout(args.timeout)

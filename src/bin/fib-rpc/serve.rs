@@ -3,6 +3,8 @@
 //! Three threads matter: the main thread waits for events; `fib-rpc-serve-wait` owns the
 //! server and returns when it has stopped; `fib-rpc-signals` turns SIGINT/SIGTERM into events.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::Receiver;
@@ -34,10 +36,40 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
         options = options.declare_as(QueueKind::DurableQuorum);
     }
     // Catch signals before the workers consume: from then on a SIGTERM must drain, not kill.
-    // One that arrives while starting (bounded by the connect timeout) is acted on once
-    // started.
+    // While still starting there is nothing to drain, so a signal ends the process at once
+    // (anything a worker already received goes back to the queue).
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
-    let server = RpcServer::start(&global.url, options, FibonacciHandler::new(args.max_n))?;
+    let signal_handle = signals.handle();
+    let serving = Arc::new(AtomicBool::new(false));
+    let (events, event_rx) = crossbeam_channel::unbounded();
+    let signal_thread = {
+        let serving = Arc::clone(&serving);
+        let events = events.clone();
+        spawn("fib-rpc-signals", move || {
+            for signal in signals.forever() {
+                if !serving.load(Ordering::SeqCst) {
+                    eprintln!(
+                        "fib-rpc serve: {} while starting: exiting",
+                        signal_name(signal)
+                    );
+                    std::process::exit(128 + signal);
+                }
+                if events.send(Event::Signal(signal)).is_err() {
+                    break;
+                }
+            }
+        })?
+    };
+    let started = RpcServer::start(&global.url, options, FibonacciHandler::new(args.max_n));
+    let server = match started {
+        Ok(server) => server,
+        Err(err) => {
+            signal_handle.close();
+            let _ = signal_thread.join();
+            return Err(err.into());
+        }
+    };
+    serving.store(true, Ordering::SeqCst);
     let stop = server.stop_handle();
     eprintln!(
         "fib-rpc serve: ready: consuming {:?} on {} with {} workers (prefetch {}, max n {})",
@@ -48,16 +80,6 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
         args.max_n
     );
 
-    let (events, event_rx) = crossbeam_channel::unbounded();
-    let signal_handle = signals.handle();
-    let signal_events = events.clone();
-    let signal_thread = spawn("fib-rpc-signals", move || {
-        for signal in signals.forever() {
-            if signal_events.send(Event::Signal(signal)).is_err() {
-                break;
-            }
-        }
-    })?;
     let wait_thread = spawn("fib-rpc-serve-wait", move || {
         let _ = events.send(Event::Stopped(server.wait()));
     })?;
