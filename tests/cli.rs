@@ -559,23 +559,10 @@ fn a_signal_while_serve_is_starting_exits_at_once() {
 #[test]
 fn bench_json_counts_add_up() {
     let (queue, _serve) = served_queue("cli-bench", &[]);
-    let output = run(
-        &[
-            "bench",
-            "--queue",
-            &queue.name,
-            "--callers",
-            "4",
-            "--calls",
-            "400",
-            "--json",
-        ],
-        "",
-    );
+    let (output, report) = bench_json(&queue.name, &["--callers", "4", "--calls", "400"]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let printed = stdout(&output);
     assert!(printed.contains("calls/s"), "a table first: {printed}");
-    let report = last_json_line(&printed);
     assert_eq!(report["calls"], 400);
     assert_eq!(report["ok"], 400);
     assert_eq!(report["errors"], serde_json::json!({}));
@@ -590,20 +577,8 @@ fn bench_json_counts_add_up() {
     assert!(report["calls_per_s"].as_f64().unwrap() > 0.0);
 
     // A time-bound run.
-    let output = run(
-        &[
-            "bench",
-            "--queue",
-            &queue.name,
-            "--seconds",
-            "1",
-            "--n",
-            "1000",
-            "--json",
-        ],
-        "",
-    );
-    let report = last_json_line(&stdout(&output));
+    let (output, report) = bench_json(&queue.name, &["--seconds", "1", "--n", "1000"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let calls = report["calls"].as_u64().unwrap();
     assert!(calls > 0);
     assert_eq!(report["ok"].as_u64().unwrap() + error_total(&report), calls);
@@ -614,26 +589,13 @@ fn bench_seconds_is_a_bound_even_when_nobody_answers() {
     let queue = TestQueue::new("cli-bench-silent");
     queue.declare_classic(); // exists, nobody consumes: every call would wait 30 s
     let started = Instant::now();
-    let output = run(
-        &[
-            "bench",
-            "--queue",
-            &queue.name,
-            "--callers",
-            "2",
-            "--seconds",
-            "1",
-            "--json",
-        ],
-        "",
-    );
+    let (output, report) = bench_json(&queue.name, &["--callers", "2", "--seconds", "1"]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert!(
         started.elapsed() < Duration::from_secs(8),
         "{:?}",
         started.elapsed()
     );
-    let report = last_json_line(&stdout(&output));
     assert_eq!(report["ok"], 0);
     assert_eq!(report["errors"]["timeout"], report["calls"]);
 }
@@ -672,21 +634,8 @@ fn bench_stops_early_when_its_connection_is_lost() {
 #[test]
 fn bench_counts_failed_calls_by_kind() {
     let queue = TestQueue::new("cli-bench-fail"); // no queue: every call is no_server
-    let output = run(
-        &[
-            "bench",
-            "--queue",
-            &queue.name,
-            "--callers",
-            "2",
-            "--calls",
-            "50",
-            "--json",
-        ],
-        "",
-    );
+    let (output, report) = bench_json(&queue.name, &["--callers", "2", "--calls", "50"]);
     assert_eq!(output.status.code(), Some(0), "failed calls are not fatal");
-    let report = last_json_line(&stdout(&output));
     assert_eq!(report["calls"], 50);
     assert_eq!(report["ok"], 0);
     assert_eq!(report["errors"], serde_json::json!({"no_server": 50}));
@@ -694,21 +643,18 @@ fn bench_counts_failed_calls_by_kind() {
 
     // Server refuses n: counted as bad_n.
     let (queue, _serve) = served_queue("cli-bench-bad-n", &["--max-n", "5"]);
-    let output = run(
-        &[
-            "bench",
-            "--queue",
-            &queue.name,
-            "--calls",
-            "20",
-            "--n",
-            "6",
-            "--json",
-        ],
-        "",
-    );
-    let report = last_json_line(&stdout(&output));
+    let (output, report) = bench_json(&queue.name, &["--calls", "20", "--n", "6"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert_eq!(report["errors"], serde_json::json!({"bad_n": 20}));
+}
+
+/// Runs `fib-rpc bench --queue QUEUE --json ARGS`: its output and the JSON of its last line.
+fn bench_json(queue: &str, args: &[&str]) -> (Output, serde_json::Value) {
+    let mut all = vec!["bench", "--queue", queue, "--json"];
+    all.extend_from_slice(args);
+    let output = run(&all, "");
+    let report = last_json_line(&stdout(&output));
+    (output, report)
 }
 
 fn last_json_line(printed: &str) -> serde_json::Value {

@@ -137,26 +137,21 @@ pub fn run(global: &Global, args: BenchArgs) -> Result<(), Failure> {
 /// One caller's loop: claim a call (or check the clock), call, record.
 fn call_repeatedly(shared: &Shared<'_>) -> Tally {
     let mut tally = Tally::default();
-    let run_end = match shared.length {
-        BenchLength::Time(duration) => Some(shared.started + duration),
-        BenchLength::Calls(_) => None,
-    };
     loop {
-        let more = match (shared.length, run_end) {
-            (BenchLength::Calls(total), _) => {
-                shared.claimed.fetch_add(1, Ordering::Relaxed) < total
-            }
-            (_, Some(end)) => Instant::now() < end,
-            (_, None) => false,
+        let more = match shared.length {
+            BenchLength::Calls(total) => shared.claimed.fetch_add(1, Ordering::Relaxed) < total,
+            BenchLength::Time(duration) => shared.started.elapsed() < duration,
         };
         if !more || shared.connection_gone.load(Ordering::Relaxed) {
             return tally;
         }
         let call_started = Instant::now();
-        let mut deadline = call_started + shared.timeout;
-        if let Some(end) = run_end {
-            deadline = deadline.min(end + END_GRACE);
-        }
+        let deadline = match shared.length {
+            BenchLength::Calls(_) => call_started + shared.timeout,
+            BenchLength::Time(duration) => {
+                (call_started + shared.timeout).min(shared.started + duration + END_GRACE)
+            }
+        };
         let outcome = shared.client.call_decimal_deadline(shared.n, deadline);
         let latency_us = call_started.elapsed().as_micros() as u64;
         match outcome {

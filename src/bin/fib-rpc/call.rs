@@ -155,7 +155,7 @@ fn pipeline(
             };
             match input {
                 None => break,
-                Some(Ok(n)) => match client.send(n, deadline_after(timeout)) {
+                Some(Ok(n)) => match client.send(n, Instant::now() + timeout) {
                     Ok(call) => pending.push_back(call),
                     Err(err) => stopped_by = Some(call_failure(n, err)),
                 },
@@ -194,12 +194,6 @@ fn written(result: std::io::Result<()>) -> Result<bool, Failure> {
             format!("writing stdout: {err}"),
         )),
     }
-}
-
-fn deadline_after(timeout: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(timeout)
-        .unwrap_or(now + Duration::from_secs(86_400 * 365))
 }
 
 /// N as the server reads it (see [`fib_rpc::wire::parse_n`]), with a message for people.

@@ -115,3 +115,9 @@ impl From<Error> for Failure {
         Failure::new(Class::of(&err), err.to_string())
     }
 }
+
+impl From<std::io::Error> for Failure {
+    fn from(err: std::io::Error) -> Self {
+        Failure::new(Class::Failure, format!("I/O error: {err}"))
+    }
+}

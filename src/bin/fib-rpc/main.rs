@@ -16,7 +16,7 @@ mod serve;
 use std::process::ExitCode;
 
 use args::{Command, CommandName};
-use exit::{Class, Failure};
+use exit::Class;
 
 fn main() -> ExitCode {
     let (global, command) = match args::parse(std::env::args_os().skip(1), amqp_url_env()) {
@@ -153,10 +153,4 @@ Exit codes:
         text.push_str(&format!("  {}  {}\n", class.code(), class.meaning()));
     }
     text
-}
-
-impl From<std::io::Error> for Failure {
-    fn from(err: std::io::Error) -> Self {
-        Failure::new(Class::Failure, format!("I/O error: {err}"))
-    }
 }
