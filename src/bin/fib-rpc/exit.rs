@@ -4,7 +4,7 @@
 use fib_rpc::{Error, ErrorCode};
 
 /// Why `fib-rpc` failed, as its exit code says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
     /// Anything not below: an invalid reply, an unexpected AMQP or I/O error.
     Failure,

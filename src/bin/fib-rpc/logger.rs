@@ -91,13 +91,13 @@ pub fn init(verbosity: u8, rust_log: Option<&str>, quiet: LevelFilter) {
         _ => LevelFilter::Trace,
     };
     let mut targets = Vec::new();
-    if verbosity < 2 {
-        // amiquip warns about things we expect and handle (the broker closing the channel of
-        // our passive queue probe); our own messages report real failures with their cause.
-        targets.push((
-            "amiquip".to_owned(),
-            [LevelFilter::Off, LevelFilter::Error][usize::from(verbosity)],
-        ));
+    // amiquip warns about things we expect and handle (the broker closing the channel of our
+    // passive queue probe); our own messages report real failures with their cause. So its
+    // messages appear only with -v (errors) or -vv (up to info, see `AMIQUIP_MAX`).
+    match verbosity {
+        0 => targets.push(("amiquip".to_owned(), LevelFilter::Off)),
+        1 => targets.push(("amiquip".to_owned(), LevelFilter::Error)),
+        _ => {}
     }
     for directive in rust_log.unwrap_or("").split(',').map(str::trim) {
         if directive.is_empty() {
