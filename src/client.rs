@@ -23,8 +23,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use amiquip::{
-    AmqpProperties, AmqpValue, Channel, Connection, Consumer, ConsumerMessage, ConsumerOptions,
-    Delivery, Publish, QueueDeclareOptions, Return,
+    AmqpProperties, Channel, Connection, Consumer, ConsumerMessage, ConsumerOptions, Delivery,
+    Publish, QueueDeclareOptions, Return,
 };
 use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use num_bigint::BigUint;
@@ -32,7 +32,7 @@ use uuid::Uuid;
 
 use crate::broker::{check_settings, deadline_after, is_generic, BrokerUrl, ConnectSettings};
 use crate::error::{Error, Result};
-use crate::wire::{self, ErrorCode, RemoteError, DEFAULT_QUEUE, ERROR_HEADER};
+use crate::wire::{self, DEFAULT_QUEUE};
 
 /// How often the reader thread forgets calls whose callers have stopped waiting.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
@@ -755,7 +755,11 @@ impl Reader {
             .and_then(|id| self.pending.remove(id));
         let delivered = match caller {
             // Fails only if the caller stopped waiting (timed out) meanwhile.
-            Some(caller) => caller.reply.send(decode_reply(delivery)).is_ok(),
+            Some(caller) => {
+                let reply =
+                    wire::decode_reply(delivery.properties.headers().as_ref(), delivery.body);
+                caller.reply.send(reply).is_ok()
+            }
             None => false,
         };
         if !delivered {
@@ -823,30 +827,6 @@ fn close_reason(message: ConsumerMessage) -> Option<Arc<amiquip::Error>> {
             None
         }
         _ => None,
-    }
-}
-
-/// Turns a reply into the call's result: an error reply (with [`ERROR_HEADER`]) becomes
-/// [`Error::Remote`], anything else is the answer.
-fn decode_reply(delivery: Delivery) -> Result<Vec<u8>> {
-    let code = delivery
-        .properties
-        .headers()
-        .as_ref()
-        .and_then(|headers| headers.get(ERROR_HEADER));
-    match code {
-        None => Ok(delivery.body),
-        Some(code) => {
-            let code = match code {
-                AmqpValue::LongString(text) => ErrorCode::parse(text),
-                AmqpValue::ByteArray(bytes) => ErrorCode::parse(&String::from_utf8_lossy(bytes)),
-                other => ErrorCode::Other(format!("{other:?}")),
-            };
-            Err(Error::Remote(RemoteError::new(
-                code,
-                String::from_utf8_lossy(&delivery.body),
-            )))
-        }
     }
 }
 
@@ -957,14 +937,7 @@ impl PendingFib<'_> {
     /// Waits for fib(`n`) in decimal as the server sent it, checked to be digits only.
     pub fn wait_decimal(self) -> Result<String> {
         let n = self.n;
-        self.reply.wait_and_check(|reply| {
-            if reply.is_empty() || !reply.iter().all(u8::is_ascii_digit) {
-                return Err(Error::InvalidReply(format!(
-                    "expected fib({n}) in decimal, got {}",
-                    wire::preview(&reply)
-                )));
-            }
-            Ok(String::from_utf8(reply).expect("ASCII digits are UTF-8"))
-        })
+        self.reply
+            .wait_and_check(|reply| wire::check_decimal_reply(n, reply))
     }
 }

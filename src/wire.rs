@@ -15,6 +15,8 @@
 
 use std::fmt;
 
+use amiquip::{AmqpValue, FieldTable};
+
 /// Name of the reply header that marks an error reply. Its value is an [`ErrorCode`] string.
 pub const ERROR_HEADER: &str = "x-rpc-error";
 
@@ -182,6 +184,38 @@ fn is_number_like(text: &str) -> bool {
         && text
             .bytes()
             .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'))
+}
+
+/// Turns a reply into the call's result: an error reply (with [`ERROR_HEADER`]) becomes
+/// [`Error::Remote`](crate::Error::Remote), anything else is the answer. Replies come from
+/// whatever is on the other end of the queue, so nothing here may panic on odd input.
+pub(crate) fn decode_reply(
+    headers: Option<&FieldTable>,
+    body: Vec<u8>,
+) -> Result<Vec<u8>, crate::Error> {
+    let Some(code) = headers.and_then(|headers| headers.get(ERROR_HEADER)) else {
+        return Ok(body);
+    };
+    let code = match code {
+        AmqpValue::LongString(text) => ErrorCode::parse(text),
+        AmqpValue::ByteArray(bytes) => ErrorCode::parse(&String::from_utf8_lossy(bytes)),
+        other => ErrorCode::Other(format!("{other:?}")),
+    };
+    Err(crate::Error::Remote(RemoteError::new(
+        code,
+        String::from_utf8_lossy(&body),
+    )))
+}
+
+/// Checks a Fibonacci reply: fib(`n`) in ASCII decimal and nothing else.
+pub(crate) fn check_decimal_reply(n: u64, reply: Vec<u8>) -> Result<String, crate::Error> {
+    if reply.is_empty() || !reply.iter().all(u8::is_ascii_digit) {
+        return Err(crate::Error::InvalidReply(format!(
+            "expected fib({n}) in decimal, got {}",
+            preview(&reply)
+        )));
+    }
+    Ok(String::from_utf8(reply).expect("ASCII digits are UTF-8"))
 }
 
 /// A short, printable rendering of untrusted bytes for error messages and logs.
