@@ -13,26 +13,35 @@
 //!
 //! The reader matches each reply by `correlation_id` and hands it to exactly that caller.
 //! Replies nobody waits for (unknown ids, duplicates, answers after a timeout) are dropped and
-//! counted in [`ClientStats::discarded_replies`]. If the connection dies, every pending caller
-//! is told at once with [`Error::ConnectionLost`].
+//! counted in [`ClientStats::discarded_replies`].
+//!
+//! # When the connection drops
+//!
+//! Calls already published fail at once with [`Error::ConnectionLost`]: the server may or may
+//! not have run them. The reader then reconnects, trying each broker URL in turn with capped,
+//! jittered exponential backoff between rounds, and declares a new reply queue and consumer
+//! **before** it publishes anything on the new connection. Calls made meanwhile wait for it
+//! within their own deadlines; one whose deadline passes first fails with
+//! [`Error::NotConnected`] and was never sent.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use amiquip::{
-    AmqpProperties, Channel, Connection, Consumer, ConsumerMessage, ConsumerOptions, Delivery,
-    Publish, QueueDeclareOptions, Return,
+    AmqpProperties, AmqpValue, Channel, Connection, Consumer, ConsumerMessage, ConsumerOptions,
+    Delivery, FieldTable, Publish, QueueDeclareOptions, Return,
 };
 use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use num_bigint::BigUint;
 use uuid::Uuid;
 
-use crate::broker::{check_settings, deadline_after, is_generic, BrokerUrl, ConnectSettings};
+use crate::broker::{check_settings, deadline_after, is_generic, ConnectSettings};
 use crate::error::{Error, Result};
-use crate::wire::{self, DEFAULT_QUEUE};
+use crate::reconnect::{Backoff, BackoffSettings, Brokers};
+use crate::wire::{self, DEADLINE_HEADER, DEFAULT_QUEUE};
 
 /// How often the reader thread forgets calls whose callers have stopped waiting.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
@@ -45,24 +54,31 @@ const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
 ///
 /// let options = ClientOptions::default()
 ///     .queue("fib_requests")
-///     .timeout(Duration::from_secs(5));
+///     .timeout(Duration::from_secs(5))
+///     .heartbeat(5)
+///     .reconnect_backoff(Duration::from_millis(50), Duration::from_secs(2));
 /// ```
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
     queue: String,
     timeout: Duration,
     connect: ConnectSettings,
+    backoff: BackoffSettings,
+    lazy_connect: bool,
     max_request_bytes: usize,
 }
 
 impl Default for ClientOptions {
     /// The tutorial's queue (`rpc_queue`), a 30 s call timeout, a 10 s connect timeout, 15 s
-    /// heartbeats and requests of at most 16 MiB.
+    /// heartbeats, reconnection backoff from 100 ms doubling up to 5 s, connecting before
+    /// `connect` returns, and requests of at most 16 MiB.
     fn default() -> Self {
         ClientOptions {
             queue: DEFAULT_QUEUE.to_owned(),
             timeout: Duration::from_secs(30),
             connect: ConnectSettings::named("fib-rpc client"),
+            backoff: BackoffSettings::default(),
+            lazy_connect: false,
             max_request_bytes: 16 << 20,
         }
     }
@@ -82,16 +98,35 @@ impl ClientOptions {
         self
     }
 
-    /// Bound on connecting (TCP and AMQP handshake) and on closing (default 10 s).
+    /// Bound on each connection attempt (TCP and AMQP handshake) and on closing (default
+    /// 10 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect.timeout = timeout;
         self
     }
 
     /// AMQP heartbeat interval in seconds (default 15, at least 1). A silently dead TCP path
-    /// is noticed after about two intervals.
+    /// is noticed after about two intervals; the client then reconnects.
     pub fn heartbeat(mut self, seconds: u16) -> Self {
         self.connect.heartbeat_secs = seconds;
+        self
+    }
+
+    /// Wait between reconnection rounds: `initial` after the first failure, doubling up to
+    /// `max`, each wait jittered between half and all of its step (default 100 ms to 5 s).
+    /// A round tries every broker URL once.
+    pub fn reconnect_backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.backoff = BackoffSettings { initial, max };
+        self
+    }
+
+    /// When `true`, [`RpcClient::connect`] returns at once and the client connects in the
+    /// background, retrying with backoff; calls wait for the connection within their
+    /// deadlines. For services that may start before the broker. Default `false`: `connect`
+    /// returns [`Error::Connect`] when no broker can be reached on the first round, which
+    /// is what a script or a misconfigured URL wants to hear.
+    pub fn lazy_connect(mut self, lazy: bool) -> Self {
+        self.lazy_connect = lazy;
         self
     }
 
@@ -110,7 +145,7 @@ impl ClientOptions {
     }
 }
 
-/// A snapshot of a client's counters, from [`RpcClient::stats`].
+/// A snapshot of a client's counters, from [`RpcClient::stats`]. Every counter only grows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ClientStats {
@@ -121,17 +156,25 @@ pub struct ClientStats {
     pub ok: u64,
     /// Calls answered with an error reply.
     pub remote_errors: u64,
-    /// Calls that timed out.
+    /// Calls that were sent but got no reply by their deadline.
     pub timeouts: u64,
     /// Calls the broker returned as unroutable (no server queue).
     pub no_server: u64,
-    /// Calls that failed because the connection was lost or the client was closed.
+    /// Calls that failed because the connection dropped while they were pending (outcome
+    /// unknown) or because the client was closed.
     pub connection_lost: u64,
+    /// Calls never sent because the client was reconnecting until their deadline.
+    pub not_connected: u64,
     /// Calls that failed otherwise (invalid reply, invalid argument).
     pub other_errors: u64,
-    /// Replies that matched no waiting call (unknown id, duplicate, or after a timeout) and
-    /// were dropped.
+    /// Replies that matched no waiting call (late after a timeout, unknown id, or a
+    /// duplicate) and were dropped.
     pub discarded_replies: u64,
+    /// Requests the broker returned as unroutable (`basic.return`), whether or not their
+    /// caller still waited.
+    pub returns: u64,
+    /// Times the client connected again after losing its connection.
+    pub reconnects: u64,
 }
 
 #[derive(Default)]
@@ -142,29 +185,34 @@ struct Counters {
     timeouts: AtomicU64,
     no_server: AtomicU64,
     connection_lost: AtomicU64,
+    not_connected: AtomicU64,
     other_errors: AtomicU64,
     discarded_replies: AtomicU64,
+    returns: AtomicU64,
+    reconnects: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 impl Counters {
     fn record<T>(&self, result: &Result<T>) {
         match result {
-            Ok(_) => {
-                self.ok.fetch_add(1, Ordering::Relaxed);
-            }
+            Ok(_) => bump(&self.ok),
             Err(err) => self.record_error(err),
         }
     }
 
     fn record_error(&self, err: &Error) {
-        let counter = match err {
+        bump(match err {
             Error::Remote(_) => &self.remote_errors,
             Error::Timeout { .. } => &self.timeouts,
             Error::NoServer { .. } => &self.no_server,
             Error::ConnectionLost { .. } | Error::Closed => &self.connection_lost,
+            Error::NotConnected { .. } => &self.not_connected,
             _ => &self.other_errors,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        });
     }
 
     fn snapshot(&self) -> ClientStats {
@@ -176,34 +224,11 @@ impl Counters {
             timeouts: get(&self.timeouts),
             no_server: get(&self.no_server),
             connection_lost: get(&self.connection_lost),
+            not_connected: get(&self.not_connected),
             other_errors: get(&self.other_errors),
             discarded_replies: get(&self.discarded_replies),
-        }
-    }
-}
-
-/// Why the reader thread stopped; read by callers who find it gone.
-#[derive(Clone)]
-enum Ended {
-    /// The owner closed the client.
-    Closed,
-    /// The connection failed, with the AMQP client's error when there is one.
-    Lost(Option<Arc<amiquip::Error>>),
-}
-
-impl Ended {
-    /// True when callers can be told now; false when only the closing connection can say why.
-    fn is_known(&self) -> bool {
-        match self {
-            Ended::Closed => true,
-            Ended::Lost(cause) => cause.as_deref().is_some_and(|cause| !is_generic(cause)),
-        }
-    }
-
-    fn error(&self) -> Error {
-        match self {
-            Ended::Closed => Error::Closed,
-            Ended::Lost(cause) => Error::connection_lost(cause),
+            returns: get(&self.returns),
+            reconnects: get(&self.reconnects),
         }
     }
 }
@@ -211,13 +236,28 @@ impl Ended {
 /// State shared by callers and the reader thread.
 struct Shared {
     counters: Counters,
-    /// Set by the reader before it fails pending calls and exits.
-    ended: Mutex<Option<Ended>>,
+    /// True while a session (connection, reply consumer) is up.
+    connected: AtomicBool,
+    /// Why the last connection attempt failed or the last connection ended; given to calls
+    /// that time out unsent.
+    last_error: Mutex<Option<Arc<Error>>>,
 }
 
 impl Shared {
-    fn ended(&self) -> Option<Ended> {
-        self.ended.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    fn set_disconnected(&self, why: Error) {
+        self.connected.store(false, Ordering::SeqCst);
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(why));
+    }
+
+    fn set_connected(&self) {
+        self.connected.store(true, Ordering::SeqCst);
+    }
+
+    fn last_error(&self) -> Option<Arc<Error>> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -229,11 +269,34 @@ enum Command {
     Shutdown,
 }
 
+/// Where a call stands, decided once by whichever of caller and reader gets there first, so
+/// a caller that gives up can say truthfully whether its request was sent.
+const QUEUED: u8 = 0;
+const SENT: u8 = 1;
+const ABANDONED: u8 = 2;
+
 struct OutgoingCall {
     correlation_id: String,
     body: Vec<u8>,
     deadline: Instant,
     reply: ReplySender,
+    /// [`QUEUED`] until the reader publishes it ([`SENT`]) or the caller gives up first
+    /// ([`ABANDONED`]).
+    state: Arc<AtomicU8>,
+}
+
+impl OutgoingCall {
+    /// Claims the call for publishing; false if its caller has already given up.
+    fn claim(&self) -> bool {
+        self.state
+            .compare_exchange(QUEUED, SENT, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+
+    /// Still worth sending: the caller waits and its deadline has not passed.
+    fn is_live(&self, now: Instant) -> bool {
+        self.deadline > now && self.state.load(Ordering::SeqCst) == QUEUED
+    }
 }
 
 /// A call the reader has published and is waiting to answer.
@@ -304,31 +367,61 @@ impl std::fmt::Debug for RpcClient {
 impl RpcClient {
     /// Connects to the broker at `url` (`amqp://user:password@host:port/vhost`), declares an
     /// exclusive reply queue and starts the reader thread. Fails with [`Error::Connect`] when
-    /// the broker cannot be reached within the connect timeout.
+    /// the broker cannot be reached within the connect timeout (unless
+    /// [`ClientOptions::lazy_connect`]). Once connected, the client reconnects by itself.
     pub fn connect(url: &str, options: ClientOptions) -> Result<RpcClient> {
-        let url = BrokerUrl::parse(url)?;
+        Self::connect_failover(&[url], options)
+    }
+
+    /// Like [`connect`](Self::connect), with several brokers (for example the nodes of a
+    /// cluster): each is tried in turn, first on connecting and again whenever the connection
+    /// is lost, starting with the one that worked last.
+    ///
+    /// ```no_run
+    /// use fib_rpc::{ClientOptions, RpcClient};
+    ///
+    /// let client = RpcClient::connect_failover(
+    ///     &["amqp://app:secret@rabbit-1/%2f", "amqp://app:secret@rabbit-2/%2f"],
+    ///     ClientOptions::default(),
+    /// )?;
+    /// # Ok::<(), fib_rpc::Error>(())
+    /// ```
+    pub fn connect_failover<S: AsRef<str>>(
+        urls: &[S],
+        options: ClientOptions,
+    ) -> Result<RpcClient> {
+        let brokers = Brokers::parse(urls)?;
         let settings = options.connect.clone();
         check_settings(&settings)?;
+        options.backoff.check()?;
         if options.timeout.is_zero() {
             return Err(Error::InvalidArgument(
                 "call timeout must be above zero".into(),
             ));
         }
         wire::check_queue_name(&options.queue)?;
+        let first_broker = brokers.current().to_string(); // redacted
         let shared = Arc::new(Shared {
             counters: Counters::default(),
-            ended: Mutex::new(None),
+            connected: AtomicBool::new(false),
+            last_error: Mutex::new(None),
         });
         let (commands, command_rx) = crossbeam_channel::unbounded();
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
         let (finished_tx, finished) = crossbeam_channel::bounded::<()>(0);
+        let (close_signal, closed) = crossbeam_channel::bounded::<()>(0);
         let reader = Reader {
-            url: url.clone(),
+            brokers,
             settings,
+            backoff: Backoff::new(options.backoff),
+            lazy: options.lazy_connect,
             queue: options.queue.clone(),
             commands: command_rx,
+            closed: closed.clone(),
             shared: Arc::clone(&shared),
             pending: HashMap::new(),
+            waiting: VecDeque::new(),
+            sessions: 0,
         };
         let thread = std::thread::Builder::new()
             .name("fib-rpc-client".into())
@@ -341,12 +434,13 @@ impl RpcClient {
             thread,
             finished: finished.clone(),
         };
-        let (close_signal, closed) = crossbeam_channel::bounded::<()>(0);
 
-        // Setup is connect (bounded by connect_timeout) plus three quick AMQP round trips.
+        // Setup is a round of connection attempts (each bounded by connect_timeout) plus
+        // three quick AMQP round trips. Lazy clients report ready at once.
         let setup_bound = options
             .connect
             .timeout
+            .saturating_mul(u32::try_from(urls.len()).unwrap_or(u32::MAX))
             .saturating_add(Duration::from_secs(5));
         match ready_rx.recv_timeout(setup_bound) {
             Ok(Ok(())) => Ok(RpcClient {
@@ -364,9 +458,10 @@ impl RpcClient {
             }
             Err(_) => {
                 // The broker accepted us but stalls: stop waiting; the thread ends on its own.
+                drop(close_signal);
                 let _ = commands.send(Command::Shutdown);
                 Err(Error::Connect {
-                    broker: url.to_string(),
+                    broker: first_broker,
                     source: format!("broker did not finish setup within {setup_bound:?}").into(),
                 })
             }
@@ -442,11 +537,13 @@ impl RpcClient {
             });
         }
         let (reply, reply_rx) = crossbeam_channel::bounded(1);
+        let state = Arc::new(AtomicU8::new(QUEUED));
         let call = OutgoingCall {
             correlation_id: Uuid::new_v4().to_string(),
             body: body.to_vec(),
             deadline,
             reply,
+            state: Arc::clone(&state),
         };
         if self.commands.send(Command::Call(call)).is_err() {
             return Err(self.gone_error());
@@ -454,6 +551,7 @@ impl RpcClient {
         Ok(PendingReply {
             client: self,
             reply: reply_rx,
+            state,
             started,
             deadline,
         })
@@ -461,19 +559,27 @@ impl RpcClient {
 
     /// True once `close()` has started.
     fn is_closed(&self) -> bool {
-        matches!(self.closed.try_recv(), Err(TryRecvError::Disconnected))
+        is_disconnected(&self.closed)
     }
 
-    /// The error for a caller who found the reader thread gone.
+    /// The error for a caller who found the reader thread gone: closed by its owner, or
+    /// (which should not happen) ended by a panic.
     fn gone_error(&self) -> Error {
-        self.shared
-            .ended()
-            .map_or(Error::ConnectionLost { cause: None }, |ended| ended.error())
+        if self.is_closed() {
+            Error::Closed
+        } else {
+            Error::ConnectionLost { cause: None }
+        }
     }
 
-    /// A snapshot of this client's counters.
+    /// A snapshot of this client's counters; cheap enough to read at any time.
     pub fn stats(&self) -> ClientStats {
         self.shared.counters.snapshot()
+    }
+
+    /// True while the client has a working connection; false while it reconnects.
+    pub fn is_connected(&self) -> bool {
+        self.shared.connected.load(Ordering::SeqCst)
     }
 
     /// The server queue this client calls.
@@ -524,6 +630,8 @@ impl Drop for RpcClient {
 pub struct PendingReply<'client> {
     client: &'client RpcClient,
     reply: Receiver<Result<Vec<u8>>>,
+    /// Shared with the reader: whether the request was sent.
+    state: Arc<AtomicU8>,
     started: Instant,
     deadline: Instant,
 }
@@ -571,142 +679,271 @@ impl PendingReply<'_> {
         };
         match answer {
             Some(result) => result,
-            None => match client.shared.ended() {
-                Some(ended) => Err(ended.error()),
-                None => Err(Error::Timeout {
-                    waited: self.started.elapsed(),
-                }),
-            },
+            None if client.reader_finished.try_recv() == Err(TryRecvError::Disconnected) => {
+                Err(client.gone_error())
+            }
+            None => Err(self.give_up()),
+        }
+    }
+
+    /// The deadline passed without an answer. If the reader has not sent the request yet,
+    /// it never will (the claim below stops it), and the caller learns why it was not sent.
+    fn give_up(&self) -> Error {
+        let waited = self.started.elapsed();
+        let unsent = self
+            .state
+            .compare_exchange(QUEUED, ABANDONED, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok();
+        let shared = &self.client.shared;
+        if unsent && !shared.connected.load(Ordering::SeqCst) {
+            Error::NotConnected {
+                waited,
+                last_error: shared.last_error(),
+            }
+        } else {
+            Error::Timeout { waited }
         }
     }
 }
 
 /// The reader thread's state. It alone touches the AMQP connection.
 struct Reader {
-    url: BrokerUrl,
+    brokers: Brokers,
     settings: ConnectSettings,
+    backoff: Backoff,
+    /// Report ready before the first connection (see [`ClientOptions::lazy_connect`]).
+    lazy: bool,
     queue: String,
     commands: Receiver<Command>,
+    /// Disconnects when the owner starts closing the client.
+    closed: Receiver<()>,
     shared: Arc<Shared>,
+    /// Published calls by `correlation_id`.
     pending: HashMap<String, PendingCall>,
+    /// Calls received while disconnected, in order; sent first on the next connection.
+    waiting: VecDeque<OutgoingCall>,
+    /// Sessions set up so far; every one after the first is a reconnection.
+    sessions: u64,
+}
+
+/// How a session (one connection's life) ended.
+enum SessionEnd {
+    /// The owner closed the client.
+    Shutdown,
+    /// The connection or channel failed, with the AMQP client's error when there is one.
+    /// Pending calls have been told when `told` is true.
+    Lost {
+        cause: Option<Arc<amiquip::Error>>,
+        told: bool,
+    },
 }
 
 impl Reader {
+    /// Connects, serves, and reconnects after losses until the client is closed. The first
+    /// outcome goes to `ready`: the constructor waits for it (unless lazy).
     fn run(mut self, ready: Sender<Result<()>>) {
-        let mut connection = match self.url.connect(&self.settings) {
-            Ok(connection) => connection,
-            Err(err) => {
-                let _ = ready.send(Err(err));
-                return;
+        let mut ready = Some(ready);
+        if self.lazy {
+            let _ = ready.take().map(|ready| ready.send(Ok(())));
+        }
+        let mut pause = None;
+        loop {
+            if let Some(delay) = pause.take() {
+                if !self.wait_while_disconnected(delay) {
+                    break;
+                }
             }
-        };
-        let Some(ended) = self.run_session(&mut connection, ready) else {
-            return; // setup failed and the constructor has the error
-        };
-        if ended.is_known() {
-            // Callers were already told (in `run_session`); tidy up.
-            if let Ended::Lost(Some(cause)) = &ended {
-                log::warn!("fib-rpc client: connection lost: {cause}");
-            }
-            if let Err(err) = connection.close() {
-                log::debug!("fib-rpc client: closing the connection: {err}");
-            }
-        } else {
-            // Only "the I/O thread is gone": its real error comes out of closing, which is
-            // quick because that thread has already ended.
-            let seen = match ended {
-                Ended::Lost(seen) => seen,
-                Ended::Closed => None,
+            let attempt = self
+                .brokers
+                .connect_round(&self.settings, || is_disconnected(&self.closed));
+            let mut connection = match attempt {
+                Ok(connection) => connection,
+                Err(err) => {
+                    if let Some(ready) = ready.take() {
+                        let _ = ready.send(Err(err));
+                        return;
+                    }
+                    if is_disconnected(&self.closed) {
+                        break;
+                    }
+                    log::warn!("fib-rpc client: {err}; retrying");
+                    self.shared.set_disconnected(err);
+                    pause = Some(self.backoff.next_delay());
+                    continue;
+                }
             };
-            let cause = connection.close().err().map(Arc::new).or(seen);
-            match &cause {
-                Some(err) => log::warn!("fib-rpc client: connection lost: {err}"),
-                None => log::warn!("fib-rpc client: connection lost"),
+            let started = Instant::now();
+            let end = match self.run_session(&mut connection, &mut ready) {
+                Ok(end) => end,
+                Err(err) => {
+                    let _ = connection.close();
+                    if let Some(ready) = ready.take() {
+                        let _ = ready.send(Err(err));
+                        return;
+                    }
+                    log::warn!("fib-rpc client: setting up after reconnecting: {err}; retrying");
+                    self.shared.set_disconnected(err);
+                    pause = Some(self.backoff.next_delay());
+                    continue;
+                }
+            };
+            match end {
+                SessionEnd::Shutdown => {
+                    if let Err(err) = connection.close() {
+                        log::debug!("fib-rpc client: closing the connection: {err}");
+                    }
+                    break;
+                }
+                SessionEnd::Lost { cause, told } => {
+                    // After a socket failure only closing tells the real cause (quick: the
+                    // I/O thread has already ended). After a clean broker close, closing just
+                    // tidies up.
+                    let closed = connection.close().err().map(Arc::new);
+                    let cause = match cause {
+                        Some(cause) if !is_generic(&cause) => Some(cause),
+                        seen => closed.or(seen),
+                    };
+                    if !told {
+                        self.fail_pending(&cause);
+                    }
+                    let lost = Error::connection_lost(&cause);
+                    log::warn!("fib-rpc client: {lost}; reconnecting");
+                    self.shared.set_disconnected(lost);
+                    // A connection that lived a while starts the backoff over; one that keeps
+                    // dying at once keeps backing off.
+                    if started.elapsed() >= self.backoff.max() {
+                        self.backoff.reset();
+                    }
+                    pause = Some(self.backoff.next_delay());
+                }
             }
-            self.fail_all(Ended::Lost(cause));
+        }
+        self.fail_everything();
+    }
+
+    /// Between connection attempts: queues calls for the next connection, forgets the ones
+    /// whose callers gave up, and returns false as soon as the client is closed.
+    fn wait_while_disconnected(&mut self, delay: Duration) -> bool {
+        let until = Instant::now() + delay;
+        let sweep = crossbeam_channel::tick(SWEEP_INTERVAL);
+        loop {
+            let now = Instant::now();
+            if now >= until {
+                return true;
+            }
+            select! {
+                recv(self.commands) -> command => match command {
+                    Ok(Command::Call(call)) => self.waiting.push_back(call),
+                    Ok(Command::Shutdown) | Err(_) => return false,
+                },
+                recv(self.closed) -> _ => return false,
+                recv(sweep) -> _ => {
+                    let now = Instant::now();
+                    self.waiting.retain(|call| call.is_live(now));
+                }
+                default(until - now) => {}
+            }
         }
     }
 
-    /// Opens the channel, reply queue, consumer and return listener, reports readiness, then
-    /// serves callers until shutdown or connection loss. `None` if setup failed (the error
-    /// went to `ready`).
+    /// Opens the channel, return listener, reply queue and its consumer, and only then sends
+    /// the calls that waited for a connection. Serves callers until shutdown or loss.
     fn run_session(
         &mut self,
         connection: &mut Connection,
-        ready: Sender<Result<()>>,
-    ) -> Option<Ended> {
-        let setup = (|| -> Result<_> {
-            let channel = connection.open_channel(None)?;
-            let returns = channel.listen_for_returns()?;
-            Ok((channel, returns))
-        })();
-        let (channel, returns) = match setup {
-            Ok(parts) => parts,
-            Err(err) => {
-                let _ = ready.send(Err(err));
-                return None;
-            }
-        };
-        let consumer = channel
-            .queue_declare(
-                "",
-                QueueDeclareOptions {
-                    exclusive: true,
-                    ..QueueDeclareOptions::default()
-                },
-            )
-            .and_then(|queue| {
-                let consumer = queue.consume(ConsumerOptions {
-                    no_ack: true,
-                    exclusive: true,
-                    ..ConsumerOptions::default()
-                })?;
-                Ok((queue.name().to_owned(), consumer))
-            });
-        let (reply_to, consumer) = match consumer {
-            Ok(parts) => parts,
-            Err(err) => {
-                let _ = ready.send(Err(err.into()));
-                return None;
-            }
-        };
-        let _ = ready.send(Ok(()));
+        ready: &mut Option<Sender<Result<()>>>,
+    ) -> Result<SessionEnd> {
+        let channel = connection.open_channel(None)?;
+        let returns = channel.listen_for_returns()?;
+        let queue = channel.queue_declare(
+            "",
+            QueueDeclareOptions {
+                exclusive: true,
+                ..QueueDeclareOptions::default()
+            },
+        )?;
+        let consumer = queue.consume(ConsumerOptions {
+            no_ack: true,
+            exclusive: true,
+            ..ConsumerOptions::default()
+        })?;
+        let reply_to = queue.name().to_owned();
 
+        self.sessions += 1;
+        if self.sessions > 1 {
+            bump(&self.shared.counters.reconnects);
+            log::warn!("fib-rpc client: reconnected to {}", self.brokers.current());
+        }
+        self.shared.set_connected();
+        if let Some(ready) = ready.take() {
+            let _ = ready.send(Ok(()));
+        }
+        let end = self.serve(&channel, &consumer, &returns, &reply_to);
+        // Dropping the consumer and channel below waits for the broker (cancel, channel
+        // close). When the reason is already known, tell the callers first.
+        let end = match end {
+            SessionEnd::Shutdown => {
+                self.fail_everything();
+                SessionEnd::Shutdown
+            }
+            SessionEnd::Lost { cause, .. } => {
+                let told = cause.as_deref().is_some_and(|cause| !is_generic(cause));
+                if told {
+                    self.fail_pending(&cause);
+                }
+                SessionEnd::Lost { cause, told }
+            }
+        };
+        self.shared.connected.store(false, Ordering::SeqCst);
+        Ok(end)
+    }
+
+    /// The session's main loop.
+    fn serve(
+        &mut self,
+        channel: &Channel,
+        consumer: &Consumer<'_>,
+        returns: &Receiver<Return>,
+        reply_to: &str,
+    ) -> SessionEnd {
+        let lost = |cause| SessionEnd::Lost { cause, told: false };
+        while let Some(call) = self.waiting.pop_front() {
+            if let Err(cause) = self.publish(channel, reply_to, call) {
+                return lost(Some(cause));
+            }
+        }
         let sweep = crossbeam_channel::tick(SWEEP_INTERVAL);
-        let ended = loop {
+        loop {
             select! {
                 recv(self.commands) -> command => match command {
                     Ok(Command::Call(call)) => {
-                        if let Err(cause) = self.publish(&channel, &reply_to, call) {
-                            break Ended::Lost(Some(cause));
+                        if let Err(cause) = self.publish(channel, reply_to, call) {
+                            return lost(Some(cause));
                         }
                     }
-                    Ok(Command::Shutdown) | Err(_) => break Ended::Closed,
+                    Ok(Command::Shutdown) | Err(_) => return SessionEnd::Shutdown,
                 },
                 recv(consumer.receiver()) -> message => match message {
                     Ok(ConsumerMessage::Delivery(delivery)) => self.deliver(delivery),
-                    Ok(other) => break Ended::Lost(close_reason(other)),
-                    Err(_) => break Ended::Lost(None),
+                    Ok(other) => return lost(close_reason(other)),
+                    Err(_) => return lost(None),
                 },
                 recv(returns) -> returned => match returned {
                     Ok(returned) => self.fail_returned(returned),
                     // The channel closed; the consumer holds the reason, behind any replies.
-                    Err(_) => break Ended::Lost(self.drain_for_reason(&consumer)),
+                    Err(_) => return lost(self.drain_for_reason(consumer)),
                 },
                 recv(sweep) -> _ => self.forget_expired(Instant::now()),
             }
-        };
-        // Dropping the consumer and channel below waits for the broker (cancel, channel
-        // close). When the reason is already known, tell the callers first.
-        if ended.is_known() {
-            self.fail_all(ended.clone());
         }
-        Some(ended)
     }
 
-    /// Publishes one request and files its caller. The request's `expiration` is the time the
-    /// caller will still wait (capped at ~49 days, the broker's timer range), so the broker
-    /// drops it rather than have a server compute an answer nobody reads.
+    /// Publishes one request and files its caller, unless the caller has already given up.
+    ///
+    /// The request carries its deadline twice: as `expiration` (the milliseconds the caller
+    /// will still wait, capped at ~49 days, the broker's timer range), so the broker drops it
+    /// while queued, and as the [`DEADLINE_HEADER`] (Unix time in ms), so a server that
+    /// receives it late drops it too, rather than compute an answer nobody reads.
     fn publish(
         &mut self,
         channel: &Channel,
@@ -714,14 +951,19 @@ impl Reader {
         call: OutgoingCall,
     ) -> std::result::Result<(), Arc<amiquip::Error>> {
         let remaining = call.deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            return Ok(()); // the caller has already given up; dropping `reply` tells it
+        if remaining.is_zero() || !call.claim() {
+            return Ok(()); // the caller has given up; dropping `reply` tells it
         }
         let expiration_ms = remaining.as_millis().clamp(1, u128::from(u32::MAX));
+        let mut headers = FieldTable::default();
+        if let Some(deadline) = wire::unix_millis(SystemTime::now() + remaining) {
+            headers.insert(DEADLINE_HEADER.into(), AmqpValue::LongLongInt(deadline));
+        }
         let properties = AmqpProperties::default()
             .with_reply_to(reply_to.to_owned())
             .with_correlation_id(call.correlation_id.clone())
-            .with_expiration(expiration_ms.to_string());
+            .with_expiration(expiration_ms.to_string())
+            .with_headers(headers);
         let publish = Publish {
             body: &call.body,
             routing_key: self.queue.clone(),
@@ -763,10 +1005,7 @@ impl Reader {
             None => false,
         };
         if !delivered {
-            self.shared
-                .counters
-                .discarded_replies
-                .fetch_add(1, Ordering::Relaxed);
+            bump(&self.shared.counters.discarded_replies);
         }
     }
 
@@ -784,6 +1023,7 @@ impl Reader {
 
     /// The broker returned a mandatory request: no queue is bound to the routing key.
     fn fail_returned(&mut self, returned: Return) {
+        bump(&self.shared.counters.returns);
         let caller = returned
             .properties
             .correlation_id()
@@ -802,19 +1042,33 @@ impl Reader {
         self.pending.retain(|_, call| call.deadline > now);
     }
 
-    /// Records why the reader stopped, then fails every pending and queued call with it.
-    /// Callers who send later find `ended` set (and `reader_finished` disconnected).
-    fn fail_all(&mut self, ended: Ended) {
-        *self.shared.ended.lock().unwrap_or_else(|e| e.into_inner()) = Some(ended.clone());
+    /// Fails every published call: their outcome is unknown. Calls not sent yet stay queued
+    /// for the next connection.
+    fn fail_pending(&mut self, cause: &Option<Arc<amiquip::Error>>) {
         for (_, call) in self.pending.drain() {
-            let _ = call.reply.send(Err(ended.error()));
+            let _ = call.reply.send(Err(Error::connection_lost(cause)));
+        }
+    }
+
+    /// The client is closing: fails every call, published, waiting or still in the queue.
+    fn fail_everything(&mut self) {
+        for (_, call) in self.pending.drain() {
+            let _ = call.reply.send(Err(Error::Closed));
+        }
+        for call in self.waiting.drain(..) {
+            let _ = call.reply.send(Err(Error::Closed));
         }
         while let Ok(command) = self.commands.try_recv() {
             if let Command::Call(call) = command {
-                let _ = call.reply.send(Err(ended.error()));
+                let _ = call.reply.send(Err(Error::Closed));
             }
         }
     }
+}
+
+/// True once every sender of `channel` is gone: how "closed" is broadcast.
+fn is_disconnected(channel: &Receiver<()>) -> bool {
+    matches!(channel.try_recv(), Err(TryRecvError::Disconnected))
 }
 
 /// The broker's reason for ending a consumer's stream, if the message carries one.

@@ -65,6 +65,16 @@ pub enum Error {
         cause: Option<Arc<amiquip::Error>>,
     },
 
+    /// The client was reconnecting to the broker for as long as the call could wait, so the
+    /// request was **never sent**: retrying it is safe. The client goes on reconnecting.
+    NotConnected {
+        /// How long the call waited.
+        waited: Duration,
+        /// Why the client is not connected: the last connection attempt's error, or how the
+        /// last connection was lost.
+        last_error: Option<Arc<Error>>,
+    },
+
     /// The server answered with an error reply (bad request, out of range, handler failure).
     Remote(RemoteError),
 
@@ -101,6 +111,17 @@ impl fmt::Display for Error {
             Error::ConnectionLost { cause: None } => {
                 f.write_str("connection to broker lost (outcome unknown)")
             }
+            Error::NotConnected { waited, last_error } => {
+                write!(
+                    f,
+                    "not connected to the broker for {:.3} s, request not sent",
+                    waited.as_secs_f64()
+                )?;
+                match last_error {
+                    Some(why) => write!(f, " ({why})"),
+                    None => Ok(()),
+                }
+            }
             Error::Remote(remote) => write!(f, "server error: {remote}"),
             Error::InvalidReply(why) => write!(f, "invalid reply: {why}"),
             Error::Closed => f.write_str("closed"),
@@ -115,6 +136,10 @@ impl std::error::Error for Error {
         match self {
             Error::Connect { source, .. } => Some(source.as_ref()),
             Error::ConnectionLost { cause: Some(cause) } => Some(cause.as_ref()),
+            Error::NotConnected {
+                last_error: Some(why),
+                ..
+            } => Some(why.as_ref()),
             Error::Remote(remote) => Some(remote),
             Error::Amqp(err) => Some(err),
             Error::Io(err) => Some(err),

@@ -40,20 +40,23 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 
 mod broker;
+mod cache;
 pub mod client;
 mod error;
 pub mod fib;
+mod reconnect;
 pub mod server;
 pub mod wire;
 
 pub use broker::{redact as redact_url, DEFAULT_URL};
+pub use cache::{CacheStats, DEFAULT_CACHE_BYTES};
 pub use client::{
     ClientOptions, ClientStats, FibonacciRpcClient, PendingFib, PendingReply, RpcClient,
 };
 pub use error::{Error, Result};
 pub use server::{
-    FibonacciHandler, Handler, QueueKind, RpcServer, ServerOptions, StopHandle, DEFAULT_MAX_N,
-    DEFAULT_PREFETCH,
+    FibonacciHandler, Handler, QueueKind, RpcServer, ServerOptions, ServerStats, StopHandle,
+    DEFAULT_MAX_N, DEFAULT_PREFETCH,
 };
 pub use wire::{ErrorCode, RemoteError};
 

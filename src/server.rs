@@ -12,14 +12,25 @@
 //!
 //! The worker runs the handler, publishes the reply to `reply_to` with the request's
 //! `correlation_id`, and only then acks, so a server that dies mid-request leaves the request
-//! to be redelivered. Bad input and handler panics become error replies (see
-//! [`wire`](mod@crate::wire)); the request is acked either way, so nothing is requeued in a loop.
+//! to be redelivered to another server: at least once, and the client drops a second answer.
+//! Bad input and handler panics become error replies (see [`wire`](mod@crate::wire)), acked
+//! like answers, so nothing is requeued in a loop. A request whose caller's deadline has
+//! passed is acked and dropped without running the handler.
+//!
+//! # When the broker goes away
+//!
+//! The supervisor notices when any worker's channel or the connection fails, stops the other
+//! workers (their unacked requests go back to the queue), and reconnects with capped,
+//! jittered exponential backoff, trying each broker URL in turn. It declares the queue again
+//! if the broker lost it, and resumes. Only a stop request ends the server.
 
+use std::collections::VecDeque;
 use std::num::NonZeroUsize;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use amiquip::{
     AmqpProperties, AmqpValue, Channel, Connection, Consumer, ConsumerMessage, ConsumerOptions,
@@ -27,9 +38,11 @@ use amiquip::{
 };
 use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender};
 
-use crate::broker::{check_settings, more_specific, BrokerUrl, ConnectSettings};
+use crate::broker::{check_settings, more_specific, ConnectSettings};
+use crate::cache::{CacheStats, ResultCache, DEFAULT_CACHE_BYTES, MIN_CACHED_N};
 use crate::error::{Error, Result};
 use crate::fib::fib;
+use crate::reconnect::{Backoff, BackoffSettings, Brokers};
 use crate::wire::{self, ErrorCode, RemoteError, DEFAULT_QUEUE, ERROR_HEADER};
 
 /// The largest `n` the Fibonacci service computes unless told otherwise.
@@ -68,27 +81,50 @@ where
 
 /// The tutorial's service: the request is `n` in decimal, the reply fib(n) in decimal.
 ///
+/// Results for `n` of 1,000 and up are kept in a bounded LRU cache
+/// ([`DEFAULT_CACHE_BYTES`](crate::DEFAULT_CACHE_BYTES) unless set with
+/// [`cache_bytes`](Self::cache_bytes)), so a request redelivered after a server died, or
+/// asked again, is not computed twice. Clones share the cache.
+///
 /// ```
 /// use fib_rpc::{FibonacciHandler, Handler};
 ///
-/// let service = FibonacciHandler::new(1000);
+/// let service = FibonacciHandler::new(100_000);
 /// assert_eq!(service.handle(b"30").unwrap(), b"832040");
-/// assert!(service.handle(b"1001").is_err());
+/// assert!(service.handle(b"100001").is_err());
+/// let first = service.handle(b"50000").unwrap();
+/// assert_eq!(service.handle(b"50000").unwrap(), first);
+/// assert_eq!(service.cache_stats().hits, 1);
 /// ```
 #[derive(Debug, Clone)]
 pub struct FibonacciHandler {
     max_n: u64,
+    cache: ResultCache,
 }
 
 impl FibonacciHandler {
     /// A handler that refuses `n` above `max_n` with an `out_of_range` error reply.
     pub fn new(max_n: u64) -> Self {
-        FibonacciHandler { max_n }
+        FibonacciHandler {
+            max_n,
+            cache: ResultCache::new(DEFAULT_CACHE_BYTES),
+        }
+    }
+
+    /// Bounds the result cache to `bytes` of decimal digits; 0 turns it off.
+    pub fn cache_bytes(mut self, bytes: usize) -> Self {
+        self.cache = ResultCache::new(bytes);
+        self
     }
 
     /// The largest `n` this handler computes.
     pub fn max_n(&self) -> u64 {
         self.max_n
+    }
+
+    /// How the result cache is doing.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
     }
 }
 
@@ -102,7 +138,15 @@ impl Default for FibonacciHandler {
 impl Handler for FibonacciHandler {
     fn handle(&self, request: &[u8]) -> Result<Vec<u8>, RemoteError> {
         let n = wire::parse_n(request, self.max_n)?;
-        Ok(fib(n).to_string().into_bytes())
+        if n < MIN_CACHED_N {
+            return Ok(fib(n).to_string().into_bytes());
+        }
+        if let Some(digits) = self.cache.get(n) {
+            return Ok(digits.to_vec());
+        }
+        let digits: Arc<[u8]> = fib(n).to_string().into_bytes().into();
+        self.cache.insert(n, Arc::clone(&digits));
+        Ok(digits.to_vec())
     }
 }
 
@@ -138,6 +182,7 @@ pub struct ServerOptions {
     connect: ConnectSettings,
     stop_timeout: Duration,
     max_reply_bytes: usize,
+    backoff: BackoffSettings,
 }
 
 /// Unacknowledged requests the broker may push to each worker ahead of time.
@@ -152,7 +197,7 @@ pub const DEFAULT_PREFETCH: u16 = 8;
 impl Default for ServerOptions {
     /// Queue `rpc_queue` (declared classic if absent), one worker per CPU,
     /// [`DEFAULT_PREFETCH`], 10 s connect timeout, 15 s heartbeats, 30 s stop timeout, replies
-    /// of at most 64 MiB.
+    /// of at most 64 MiB, reconnection backoff from 100 ms doubling up to 5 s.
     fn default() -> Self {
         ServerOptions {
             queue: DEFAULT_QUEUE.to_owned(),
@@ -162,6 +207,7 @@ impl Default for ServerOptions {
             connect: ConnectSettings::named("fib-rpc server"),
             stop_timeout: Duration::from_secs(30),
             max_reply_bytes: 64 << 20,
+            backoff: BackoffSettings::default(),
         }
     }
 }
@@ -215,6 +261,14 @@ impl ServerOptions {
     /// closes the channel and requeues the request to fail again.
     pub fn max_reply_bytes(mut self, bytes: usize) -> Self {
         self.max_reply_bytes = bytes;
+        self
+    }
+
+    /// Wait between reconnection rounds after the broker went away: `initial` after the
+    /// first failure, doubling up to `max`, each wait jittered between half and all of its
+    /// step (default 100 ms to 5 s). A round tries every broker URL once.
+    pub fn reconnect_backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.backoff = BackoffSettings { initial, max };
         self
     }
 
@@ -273,15 +327,66 @@ pub struct RpcServer {
     queue: String,
     workers: usize,
     stop_timeout: Duration,
+    stats: Arc<ServerCounters>,
+}
+
+/// A snapshot of a server's counters, from [`RpcServer::stats`]. Every counter only grows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerStats {
+    /// Requests received (redeliveries included).
+    pub received: u64,
+    /// Replies published (answers and error replies).
+    pub replied: u64,
+    /// Error replies among them.
+    pub error_replies: u64,
+    /// Requests dropped unread because their caller's deadline had passed.
+    pub expired: u64,
+    /// Requests without `reply_to`, dropped: there is nowhere to answer.
+    pub no_reply_to: u64,
+    /// Requests dropped because they kept coming back: answering them broke the connection
+    /// or channel each time.
+    pub poison: u64,
+    /// Times the server connected again after losing its connection.
+    pub reconnects: u64,
+}
+
+#[derive(Debug, Default)]
+struct ServerCounters {
+    received: AtomicU64,
+    replied: AtomicU64,
+    error_replies: AtomicU64,
+    expired: AtomicU64,
+    no_reply_to: AtomicU64,
+    poison: AtomicU64,
+    reconnects: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 impl RpcServer {
     /// Connects, makes sure the queue exists, and starts the workers. Returns once every worker
-    /// is consuming, so requests sent after this are served.
+    /// is consuming, so requests sent after this are served; fails with [`Error::Connect`] if
+    /// the broker cannot be reached. From then on the server outlives the broker: when the
+    /// connection is lost it reconnects with backoff, declares the queue again if it is gone,
+    /// and resumes. Only [`stop`](Self::stop) or a [`StopHandle`] ends it.
     pub fn start(url: &str, options: ServerOptions, handler: impl Handler) -> Result<RpcServer> {
-        let url = BrokerUrl::parse(url)?;
+        Self::start_failover(&[url], options, handler)
+    }
+
+    /// Like [`start`](Self::start), with several brokers tried in turn (for example the nodes
+    /// of a cluster), first on starting and again whenever the connection is lost.
+    pub fn start_failover<S: AsRef<str>>(
+        urls: &[S],
+        options: ServerOptions,
+        handler: impl Handler,
+    ) -> Result<RpcServer> {
+        let brokers = Brokers::parse(urls)?;
         let settings = options.connect.clone();
         check_settings(&settings)?;
+        options.backoff.check()?;
         wire::check_queue_name(&options.queue)?;
         if options.workers == 0 {
             return Err(Error::InvalidArgument("workers must be at least 1".into()));
@@ -299,8 +404,10 @@ impl RpcServer {
         let setup_bound = options
             .connect
             .timeout
+            .saturating_mul(u32::try_from(urls.len()).unwrap_or(u32::MAX))
             .saturating_add(Duration::from_secs(10));
-        let broker = url.to_string(); // redacted
+        let broker = brokers.current().to_string(); // redacted
+        let stats = Arc::new(ServerCounters::default());
         let mut server = RpcServer {
             stop,
             supervisor: None,
@@ -308,10 +415,14 @@ impl RpcServer {
             queue: options.queue.clone(),
             workers: options.workers,
             stop_timeout: options.stop_timeout,
+            stats: Arc::clone(&stats),
         };
         let supervisor = Supervisor {
-            url,
+            brokers,
             settings,
+            backoff: Backoff::new(options.backoff),
+            stats,
+            redeliveries: Arc::new(Redeliveries::default()),
             options,
             handler: Arc::new(handler),
             stop: stop_rx,
@@ -359,9 +470,24 @@ impl RpcServer {
         self.workers
     }
 
+    /// A snapshot of this server's counters.
+    pub fn stats(&self) -> ServerStats {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let counters = &self.stats;
+        ServerStats {
+            received: get(&counters.received),
+            replied: get(&counters.replied),
+            error_replies: get(&counters.error_replies),
+            expired: get(&counters.expired),
+            no_reply_to: get(&counters.no_reply_to),
+            poison: get(&counters.poison),
+            reconnects: get(&counters.reconnects),
+        }
+    }
+
     /// Serves until the server stops, which is what a server's main thread is for: after a
-    /// [`StopHandle::stop`] it returns `Ok(())` once in-flight requests are answered; if the
-    /// connection is lost it returns [`Error::ConnectionLost`].
+    /// [`StopHandle::stop`] it returns `Ok(())` once in-flight requests are answered. Losing
+    /// the broker does not end it (the server reconnects).
     pub fn wait(mut self) -> Result<()> {
         match self.supervisor.take() {
             Some(thread) => thread.join().unwrap_or_else(|_| Err(panicked())),
@@ -423,24 +549,95 @@ enum WorkerEnd {
     Lost(Option<amiquip::Error>),
 }
 
-/// Owns the connection and the workers.
+/// Owns the connection and the workers, and gets a new connection when one is lost.
 struct Supervisor<H> {
-    url: BrokerUrl,
+    brokers: Brokers,
     settings: ConnectSettings,
     options: ServerOptions,
+    backoff: Backoff,
     handler: Arc<H>,
+    stats: Arc<ServerCounters>,
+    redeliveries: Arc<Redeliveries>,
+    /// Disconnects when the owner asks the server to stop.
     stop: Receiver<()>,
 }
 
-impl<H: Handler> Supervisor<H> {
-    fn run(self, ready: Sender<()>) -> Result<()> {
-        let mut connection = self.url.connect(&self.settings)?;
-        ensure_queue(
-            &mut connection,
-            &self.options.queue,
-            self.options.declare_as,
-        )?;
+/// How one connection's life ended.
+enum Served {
+    /// Told to stop; workers drained. Carries the result of closing the connection.
+    Stopped,
+    /// The connection or a channel failed (with the AMQP client's error, when it gave one).
+    Lost(Option<amiquip::Error>),
+}
 
+impl<H: Handler> Supervisor<H> {
+    /// Serves, reconnecting after every loss, until stopped. The first connection is special:
+    /// if it fails, `start` reports the error instead of retrying.
+    fn run(mut self, ready: Sender<()>) -> Result<()> {
+        let mut ready = Some(ready);
+        let mut connections = 0u64;
+        loop {
+            let attempt = self
+                .brokers
+                .connect_round(&self.settings, || is_disconnected(&self.stop));
+            let mut connection = match attempt {
+                Ok(connection) => connection,
+                Err(err) if ready.is_some() => return Err(err),
+                Err(_) if is_disconnected(&self.stop) => return Ok(()),
+                Err(err) => {
+                    log::warn!("fib-rpc server: {err}; retrying");
+                    if !self.pause() {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            };
+            connections += 1;
+            if connections > 1 {
+                bump(&self.stats.reconnects);
+                log::warn!("fib-rpc server: reconnected to {}", self.brokers.current());
+            }
+            let started = Instant::now();
+            let served = self.serve_connection(&mut connection, &mut ready);
+            let closed = connection.close();
+            let lost = match served {
+                Ok(Served::Stopped) => return closed.map_err(Error::from),
+                Err(err) if ready.is_some() => return Err(err),
+                Err(err) => err.to_string(),
+                // After a socket failure, closing returns the AMQP client's own error.
+                Ok(Served::Lost(seen)) => match more_specific(seen, closed.err()) {
+                    Some(cause) => format!("connection to broker lost: {cause}"),
+                    None => "connection to broker lost".to_owned(),
+                },
+            };
+            log::error!("fib-rpc server: {lost}; reconnecting");
+            if started.elapsed() >= self.backoff.max() {
+                self.backoff.reset();
+            }
+            if !self.pause() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Waits out the next backoff step; false if told to stop meanwhile.
+    fn pause(&mut self) -> bool {
+        let delay = self.backoff.next_delay();
+        !matches!(
+            self.stop.recv_timeout(delay),
+            Err(RecvTimeoutError::Disconnected)
+        )
+    }
+
+    /// Makes sure the queue exists, starts the workers on their own channels, reports ready
+    /// the first time, and waits until told to stop or a worker ends on its own (connection
+    /// trouble). Errors are setup failures.
+    fn serve_connection(
+        &self,
+        connection: &mut Connection,
+        ready: &mut Option<Sender<()>>,
+    ) -> Result<Served> {
+        ensure_queue(connection, &self.options.queue, self.options.declare_as)?;
         // Workers stop when this sender is dropped.
         let (worker_stop, worker_stop_rx) = crossbeam_channel::bounded::<()>(0);
         let (ended_tx, ended_rx) = crossbeam_channel::unbounded::<()>();
@@ -462,6 +659,8 @@ impl<H: Handler> Supervisor<H> {
                         handler: Arc::clone(&self.handler),
                         stop: worker_stop_rx.clone(),
                         max_reply_bytes: self.options.max_reply_bytes,
+                        stats: Arc::clone(&self.stats),
+                        redeliveries: Arc::clone(&self.redeliveries),
                     };
                     let (ended_tx, consuming_tx) = (ended_tx.clone(), consuming_tx.clone());
                     std::thread::Builder::new()
@@ -492,7 +691,6 @@ impl<H: Handler> Supervisor<H> {
         if let Err(err) = started {
             drop(worker_stop);
             join_workers(workers);
-            let _ = connection.close();
             return Err(err);
         }
         log::info!(
@@ -500,27 +698,59 @@ impl<H: Handler> Supervisor<H> {
             workers.len(),
             self.options.queue
         );
-        let _ = ready.send(());
+        if let Some(ready) = ready.take() {
+            let _ = ready.send(());
+        }
 
-        // Serve until told to stop or until a worker ends on its own (connection trouble).
         drop(ended_tx);
         select! {
             recv(self.stop) -> _ => {}
             recv(ended_rx) -> _ => {}
         }
         drop(worker_stop);
-        let lost = join_workers(workers);
-        let closed = connection.close();
-        match lost {
-            None => closed.map_err(Error::from),
-            Some(seen) => {
-                // After a socket failure, closing returns the AMQP client's own error.
-                let cause = more_specific(seen, closed.err()).map(Arc::new);
-                let lost = Error::ConnectionLost { cause };
-                log::error!("fib-rpc server: {lost}");
-                Err(lost)
-            }
+        Ok(match join_workers(workers) {
+            None => Served::Stopped,
+            Some(seen) => Served::Lost(seen),
+        })
+    }
+}
+
+/// True once every sender of `channel` is gone: how "stop" is broadcast.
+fn is_disconnected(channel: &Receiver<()>) -> bool {
+    matches!(
+        channel.try_recv(),
+        Err(crossbeam_channel::TryRecvError::Disconnected)
+    )
+}
+
+/// How often this server has seen each recently redelivered request. A request comes back
+/// once when a server dies holding it; one that keeps coming back is breaking something:
+/// its reply makes the broker close our channel or connection before the ack (RabbitMQ 3.10
+/// answers a malformed direct reply-to address with 541 INTERNAL_ERROR; a reply above the
+/// broker's `max_message_size` gets a channel error), so it would go round forever. After
+/// [`Self::MAX_TRIES`] it is acked and dropped unanswered: answering is what breaks.
+/// Bounded; shared by all workers and connections of a server.
+#[derive(Debug, Default)]
+struct Redeliveries {
+    seen: Mutex<VecDeque<(String, u32)>>,
+}
+
+impl Redeliveries {
+    const MAX_TRIES: u32 = 3;
+    const REMEMBERED: usize = 1024;
+
+    /// Counts one more delivery of `key`; true once it has come back too often.
+    fn too_many(&self, key: String) -> bool {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, count)) = seen.iter_mut().find(|(known, _)| *known == key) {
+            *count += 1;
+            return *count > Self::MAX_TRIES;
         }
+        if seen.len() == Self::REMEMBERED {
+            seen.pop_front();
+        }
+        seen.push_back((key, 1));
+        false
     }
 }
 
@@ -617,6 +847,8 @@ struct Worker<H> {
     handler: Arc<H>,
     stop: Receiver<()>,
     max_reply_bytes: usize,
+    stats: Arc<ServerCounters>,
+    redeliveries: Arc<Redeliveries>,
 }
 
 impl<H: Handler> Worker<H> {
@@ -676,62 +908,55 @@ impl<H: Handler> Worker<H> {
         }
     }
 
-    /// Runs the handler, publishes the reply, then acks.
+    /// Runs the handler, publishes the reply, and only then acks: a server that dies before
+    /// the ack leaves the request to be redelivered to another server (at least once; the
+    /// client drops a second answer).
     ///
-    /// A *redelivered* request is acked first instead: its earlier delivery ended without an
-    /// ack, possibly because replying to it broke the channel or connection (a malformed
-    /// `reply_to`, say). Acking first gives such a request one more try, never a loop.
-    fn serve_one(&self, consumer: &Consumer<'_>, mut delivery: Delivery) -> amiquip::Result<()> {
-        let Some(reply_to) = delivery.properties.reply_to().clone() else {
+    /// Dropped unanswered, but acked: requests without `reply_to` (nowhere to answer) and
+    /// requests whose caller's deadline ([`DEADLINE_HEADER`](crate::wire::DEADLINE_HEADER))
+    /// has passed, and requests that keep coming back (see [`Redeliveries`]).
+    fn serve_one(&self, consumer: &Consumer<'_>, delivery: Delivery) -> amiquip::Result<()> {
+        bump(&self.stats.received);
+        let properties = &delivery.properties;
+        let Some(reply_to) = properties.reply_to().clone() else {
+            bump(&self.stats.no_reply_to);
             log::warn!(
                 "fib-rpc server: request without reply_to dropped (correlation_id {:?}, body {})",
-                delivery.properties.correlation_id(),
+                properties.correlation_id(),
                 wire::preview(&delivery.body)
             );
             return consumer.ack(delivery);
         };
-        let correlation_id = delivery.properties.correlation_id().clone();
-        // Taken, not cloned: acking first consumes the delivery.
-        let request = std::mem::take(&mut delivery.body);
-        let pending_ack = if delivery.redelivered {
-            consumer.ack(delivery)?;
-            None
-        } else {
-            Some(delivery)
-        };
-        let outcome = catch_unwind(AssertUnwindSafe(|| self.handler.handle(&request)));
-        let (body, error_code) = match outcome {
-            Ok(Ok(reply)) if reply.len() > self.max_reply_bytes => {
-                log::error!(
-                    "fib-rpc server: reply of {} bytes to {} is above the limit of {} bytes",
-                    reply.len(),
-                    wire::preview(&request),
-                    self.max_reply_bytes
-                );
-                let message = format!(
-                    "the reply ({} bytes) is above this server's limit of {} bytes",
-                    reply.len(),
-                    self.max_reply_bytes
-                );
-                (self.fit(message.into_bytes()), Some(ErrorCode::Internal))
-            }
-            Ok(Ok(reply)) => (reply, None),
-            Ok(Err(refusal)) => (self.fit(refusal.message.into_bytes()), Some(refusal.code)),
-            Err(panic) => {
-                let what = panic_message(panic.as_ref());
-                log::error!(
-                    "fib-rpc server: handler panicked on {}: {what}",
-                    wire::preview(&request)
-                );
-                let message = format!("the handler failed: {what}");
-                (self.fit(message.into_bytes()), Some(ErrorCode::Internal))
-            }
-        };
+        if let Some(late) = wire::past_deadline(properties.headers().as_ref(), SystemTime::now()) {
+            bump(&self.stats.expired);
+            log::debug!(
+                "fib-rpc server: request {} dropped: its caller gave up {late:?} ago",
+                wire::preview(&delivery.body)
+            );
+            return consumer.ack(delivery);
+        }
+        let correlation_id = properties.correlation_id().clone();
+        let looping = delivery.redelivered
+            && self.redeliveries.too_many(format!(
+                "{reply_to}\n{}",
+                correlation_id.as_deref().unwrap_or_default()
+            ));
+        if looping {
+            bump(&self.stats.poison);
+            log::error!(
+                "fib-rpc server: request {} (reply_to {reply_to:?}) redelivered more than {} \
+                 times, each time losing the connection or channel while answering; dropped",
+                wire::preview(&delivery.body),
+                Redeliveries::MAX_TRIES
+            );
+            return consumer.ack(delivery);
+        }
+        let (body, error_code) = self.run_handler(&delivery.body);
         let mut properties = AmqpProperties::default();
         if let Some(id) = correlation_id {
             properties = properties.with_correlation_id(id);
         }
-        if let Some(code) = error_code {
+        if let Some(code) = &error_code {
             let mut headers = FieldTable::default();
             headers.insert(
                 ERROR_HEADER.into(),
@@ -749,9 +974,43 @@ impl<H: Handler> Worker<H> {
                 properties,
             },
         )?;
-        match pending_ack {
-            Some(delivery) => consumer.ack(delivery),
-            None => Ok(()),
+        bump(&self.stats.replied);
+        if error_code.is_some() {
+            bump(&self.stats.error_replies);
+        }
+        consumer.ack(delivery)
+    }
+
+    /// The reply body, and an error code for error replies. Oversized replies and panics
+    /// become `internal` error replies.
+    fn run_handler(&self, request: &[u8]) -> (Vec<u8>, Option<ErrorCode>) {
+        let outcome = catch_unwind(AssertUnwindSafe(|| self.handler.handle(request)));
+        match outcome {
+            Ok(Ok(reply)) if reply.len() > self.max_reply_bytes => {
+                log::error!(
+                    "fib-rpc server: reply of {} bytes to {} is above the limit of {} bytes",
+                    reply.len(),
+                    wire::preview(request),
+                    self.max_reply_bytes
+                );
+                let message = format!(
+                    "the reply ({} bytes) is above this server's limit of {} bytes",
+                    reply.len(),
+                    self.max_reply_bytes
+                );
+                (self.fit(message.into_bytes()), Some(ErrorCode::Internal))
+            }
+            Ok(Ok(reply)) => (reply, None),
+            Ok(Err(refusal)) => (self.fit(refusal.message.into_bytes()), Some(refusal.code)),
+            Err(panic) => {
+                let what = panic_message(panic.as_ref());
+                log::error!(
+                    "fib-rpc server: handler panicked on {}: {what}",
+                    wire::preview(request)
+                );
+                let message = format!("the handler failed: {what}");
+                (self.fit(message.into_bytes()), Some(ErrorCode::Internal))
+            }
         }
     }
 }

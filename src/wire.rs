@@ -14,11 +14,18 @@
 //!   not know the header (the tutorial's) sees a body that is not a number.
 
 use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use amiquip::{AmqpValue, FieldTable};
 
 /// Name of the reply header that marks an error reply. Its value is an [`ErrorCode`] string.
 pub const ERROR_HEADER: &str = "x-rpc-error";
+
+/// Name of the request header that carries the caller's deadline, as milliseconds since the
+/// Unix epoch (a signed 64-bit integer). A server drops a request received after it, unread:
+/// nobody waits for the answer any more. Comparing it needs the two machines' clocks to agree
+/// (NTP); requests without it are always served.
+pub const DEADLINE_HEADER: &str = "x-rpc-deadline";
 
 /// The queue the tutorial's programs use, and our default.
 pub const DEFAULT_QUEUE: &str = "rpc_queue";
@@ -216,6 +223,27 @@ pub(crate) fn check_decimal_reply(n: u64, reply: Vec<u8>) -> Result<String, crat
         )));
     }
     Ok(String::from_utf8(reply).expect("ASCII digits are UTF-8"))
+}
+
+/// `time` as milliseconds since the Unix epoch, for the [`DEADLINE_HEADER`]; `None` for
+/// times the header cannot carry.
+pub(crate) fn unix_millis(time: SystemTime) -> Option<i64> {
+    let since_epoch = time.duration_since(UNIX_EPOCH).ok()?;
+    i64::try_from(since_epoch.as_millis()).ok()
+}
+
+/// How long ago a request's [`DEADLINE_HEADER`] deadline passed, or `None` if it has not (or
+/// the request has no usable deadline: absent, not an integer).
+pub(crate) fn past_deadline(headers: Option<&FieldTable>, now: SystemTime) -> Option<Duration> {
+    let deadline_ms = match headers?.get(DEADLINE_HEADER)? {
+        AmqpValue::LongLongInt(ms) => *ms,
+        AmqpValue::LongInt(ms) => i64::from(*ms),
+        AmqpValue::LongUInt(ms) => i64::from(*ms),
+        _ => return None,
+    };
+    let now_ms = unix_millis(now)?;
+    let late_ms = now_ms.checked_sub(deadline_ms)?;
+    (late_ms > 0).then(|| Duration::from_millis(late_ms.unsigned_abs()))
 }
 
 /// A short, printable rendering of untrusted bytes for error messages and logs.

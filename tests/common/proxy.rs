@@ -14,6 +14,8 @@ pub struct TcpProxy {
     stopping: Arc<AtomicBool>,
     /// While set, bytes are held back in both directions: the peers see a silent network.
     stalled: Arc<AtomicBool>,
+    /// While set, new connections are closed at once, as if the broker were down.
+    refusing: Arc<AtomicBool>,
     /// Both ends of every proxied connection, so `cut` can shut them.
     sockets: Arc<Mutex<Vec<TcpStream>>>,
     acceptor: Option<JoinHandle<()>>,
@@ -27,11 +29,13 @@ impl TcpProxy {
         let local = listener.local_addr().unwrap();
         let stopping = Arc::new(AtomicBool::new(false));
         let stalled = Arc::new(AtomicBool::new(false));
+        let refusing = Arc::new(AtomicBool::new(false));
         let sockets = Arc::new(Mutex::new(Vec::new()));
         let acceptor = {
             let flags = Flags {
                 stopping: Arc::clone(&stopping),
                 stalled: Arc::clone(&stalled),
+                refusing: Arc::clone(&refusing),
             };
             let sockets = Arc::clone(&sockets);
             std::thread::Builder::new()
@@ -43,6 +47,7 @@ impl TcpProxy {
             local,
             stopping,
             stalled,
+            refusing,
             sockets,
             acceptor: Some(acceptor),
         }
@@ -74,6 +79,17 @@ impl TcpProxy {
         self.stalled.store(true, Ordering::SeqCst);
     }
 
+    /// Forwards bytes again after [`stall`](Self::stall).
+    pub fn resume(&self) {
+        self.stalled.store(false, Ordering::SeqCst);
+    }
+
+    /// While `refusing`, closes new connections at once, like a broker that is down; existing
+    /// ones are not touched (use [`cut`](Self::cut) too for a broker that went away).
+    pub fn refuse(&self, refusing: bool) {
+        self.refusing.store(refusing, Ordering::SeqCst);
+    }
+
     /// Abruptly ends every connection going through the proxy (new ones are still accepted).
     pub fn cut(&self) {
         for socket in self.sockets.lock().unwrap().drain(..) {
@@ -98,6 +114,7 @@ impl Drop for TcpProxy {
 struct Flags {
     stopping: Arc<AtomicBool>,
     stalled: Arc<AtomicBool>,
+    refusing: Arc<AtomicBool>,
 }
 
 fn accept_loop(
@@ -115,6 +132,10 @@ fn accept_loop(
             }
         };
         client.set_nonblocking(false).unwrap();
+        if flags.refusing.load(Ordering::SeqCst) {
+            let _ = client.shutdown(Shutdown::Both);
+            continue;
+        }
         let Ok(server) = TcpStream::connect(upstream) else {
             continue; // the client sees its connection closed
         };

@@ -41,7 +41,7 @@ impl Class {
     pub fn of(err: &Error) -> Class {
         match err {
             Error::InvalidArgument(_) => Class::Usage,
-            Error::Connect { .. } => Class::BrokerUnreachable,
+            Error::Connect { .. } | Error::NotConnected { .. } => Class::BrokerUnreachable,
             Error::Timeout { .. } => Class::Timeout,
             Error::NoServer { .. } => Class::NoServer,
             Error::ConnectionLost { .. } | Error::Closed => Class::ConnectionLost,

@@ -1,0 +1,199 @@
+//! Getting a connection back: the list of brokers to try in turn (failover) and the capped,
+//! jittered exponential backoff between rounds. Shared by the client and the server.
+
+use std::time::Duration;
+
+use amiquip::Connection;
+
+use crate::broker::{BrokerUrl, ConnectSettings};
+use crate::error::{Error, Result};
+
+/// How long to wait between reconnection rounds; part of the client's and server's options.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BackoffSettings {
+    /// The first wait after a failure.
+    pub initial: Duration,
+    /// The longest wait; the doubling stops here.
+    pub max: Duration,
+}
+
+impl Default for BackoffSettings {
+    /// 100 ms, doubling up to 5 s: a broker restart is noticed within a few seconds of the
+    /// broker being back, and a dead broker costs one attempt per ~5 s per process.
+    fn default() -> Self {
+        BackoffSettings {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(5),
+        }
+    }
+}
+
+impl BackoffSettings {
+    pub(crate) fn check(&self) -> Result<()> {
+        if self.initial.is_zero() || self.max < self.initial {
+            return Err(Error::InvalidArgument(format!(
+                "reconnect backoff must satisfy 0 < initial <= max (got {:?} and {:?})",
+                self.initial, self.max
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Capped exponential backoff with "equal jitter": each wait is half the current step plus a
+/// random part of the other half, so a fleet of clients that lost the same broker does not
+/// come back in lockstep, yet none waits less than half its step.
+#[derive(Debug)]
+pub(crate) struct Backoff {
+    settings: BackoffSettings,
+    step: Duration,
+}
+
+impl Backoff {
+    pub(crate) fn new(settings: BackoffSettings) -> Self {
+        Backoff {
+            settings,
+            step: settings.initial,
+        }
+    }
+
+    /// The next wait; the one after will be twice as long, up to the maximum.
+    pub(crate) fn next_delay(&mut self) -> Duration {
+        let step = self.step;
+        self.step = (step * 2).min(self.settings.max);
+        let half = step / 2;
+        // UUID v4 is 122 random bits from the OS generator: a dependency we already have.
+        let random = uuid::Uuid::new_v4().as_u128() as u64;
+        let jitter_nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
+        half + Duration::from_nanos(random % jitter_nanos.max(1))
+    }
+
+    /// The longest wait.
+    pub(crate) fn max(&self) -> Duration {
+        self.settings.max
+    }
+
+    /// Back to the initial step, after a connection worked.
+    pub(crate) fn reset(&mut self) {
+        self.step = self.settings.initial;
+    }
+}
+
+/// The brokers to connect to, tried in turn. The one that worked last is tried first next
+/// time, so a healthy broker keeps its clients and a failover sticks.
+#[derive(Debug, Clone)]
+pub(crate) struct Brokers {
+    urls: Vec<BrokerUrl>,
+    next: usize,
+}
+
+impl Brokers {
+    /// Parses every URL; at least one is needed.
+    pub(crate) fn parse<S: AsRef<str>>(urls: &[S]) -> Result<Brokers> {
+        if urls.is_empty() {
+            return Err(Error::InvalidArgument("no broker URL given".into()));
+        }
+        let urls = urls
+            .iter()
+            .map(|url| BrokerUrl::parse(url.as_ref()))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Brokers { urls, next: 0 })
+    }
+
+    /// The broker tried first on the next round (for messages), password masked.
+    pub(crate) fn current(&self) -> &BrokerUrl {
+        &self.urls[self.next]
+    }
+
+    /// One round: tries each broker once, starting with the last one that worked, until one
+    /// connects. `give_up` is asked between attempts, so a client being closed does not try
+    /// every remaining broker first. Returns the last attempt's error when all fail.
+    pub(crate) fn connect_round(
+        &mut self,
+        settings: &ConnectSettings,
+        give_up: impl Fn() -> bool,
+    ) -> Result<Connection> {
+        let mut last_error = None;
+        for _ in 0..self.urls.len() {
+            if give_up() {
+                break;
+            }
+            let url = &self.urls[self.next];
+            match url.connect(settings) {
+                Ok(connection) => return Ok(connection),
+                Err(err) => {
+                    if self.urls.len() > 1 {
+                        log::warn!("fib-rpc: {err}; trying the next broker");
+                    }
+                    last_error = Some(err);
+                    self.next = (self.next + 1) % self.urls.len();
+                }
+            }
+        }
+        Err(last_error.unwrap_or(Error::Closed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_bounded_jitter() {
+        let settings = BackoffSettings {
+            initial: Duration::from_millis(100),
+            max: Duration::from_millis(1000),
+        };
+        let mut backoff = Backoff::new(settings);
+        let mut step = Duration::from_millis(100);
+        for _ in 0..10 {
+            let delay = backoff.next_delay();
+            assert!(
+                delay >= step / 2 && delay <= step,
+                "{delay:?} for step {step:?}"
+            );
+            step = (step * 2).min(settings.max);
+        }
+        backoff.reset();
+        assert!(backoff.next_delay() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn jitter_spreads_the_waits() {
+        let mut delays: Vec<Duration> = (0..20)
+            .map(|_| Backoff::new(BackoffSettings::default()).next_delay())
+            .collect();
+        delays.sort();
+        delays.dedup();
+        assert!(delays.len() > 10, "{delays:?}");
+    }
+
+    #[test]
+    fn refuses_nonsense_settings() {
+        for (initial, max) in [(0, 10), (10, 5)] {
+            let settings = BackoffSettings {
+                initial: Duration::from_millis(initial),
+                max: Duration::from_millis(max),
+            };
+            assert!(matches!(settings.check(), Err(Error::InvalidArgument(_))));
+        }
+        assert!(matches!(
+            Brokers::parse::<&str>(&[]),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+
+    #[test]
+    fn a_round_tries_every_broker_and_remembers_the_last_that_failed_over() {
+        // Port 1 refuses at once on loopback.
+        let mut brokers = Brokers::parse(&["amqp://127.0.0.1:1", "amqp://127.0.0.1:2"]).unwrap();
+        let settings = ConnectSettings::named("test");
+        let err = brokers.connect_round(&settings, || false).unwrap_err();
+        assert!(matches!(err, Error::Connect { .. }), "{err}");
+        assert_eq!(brokers.next, 0, "a full round comes back to the first");
+        assert!(matches!(
+            brokers.connect_round(&settings, || true),
+            Err(Error::Closed)
+        ));
+    }
+}
