@@ -321,3 +321,6 @@ mod tests {
         assert!(shown.contains("960 more bytes"));
     }
 }
+
+#[cfg(test)]
+mod fuzz;
