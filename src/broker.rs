@@ -233,8 +233,8 @@ impl BrokerUrl {
         self.connect_error(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
             format!(
-                "the broker accepted the TCP connection but the {handshakes} handshake did not \
-                 finish within the connect timeout ({:.1} s)",
+                "the broker accepted the TCP connection but the {handshakes} did not finish \
+                 within the connect timeout ({:.1} s)",
                 timeout.as_secs_f64()
             ),
         ))
@@ -574,8 +574,8 @@ mod tls {
         ) -> std::result::Result<Connection, BoxError> {
             if !self.verify {
                 log::warn!(
-                    "{broker}: TLS certificate verification is off (verify=verify_none): the \
-                     broker is not authenticated, so anyone on the network path could pose as \
+                    "{broker}: TLS certificate verification is off: the broker is not \
+                     authenticated, so anyone on the network path could pose as \
                      it and read the password"
                 );
             }
