@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The one test command: make sure a broker and the Python interop peers
-# are available, then run every Rust test (unit, integration, examples,
-# doc tests). Extra arguments are passed to both cargo test invocations.
+# The one test command: make sure a broker, the Python interop peers and
+# OpenSSL's development files are available, then run every Rust test
+# (unit, integration, examples, doc tests), and the TLS tests with the
+# `tls` feature. Extra arguments are passed to every cargo test invocation.
 set -euo pipefail
 
 # Resolve the repo root from this script's location so any cwd works.
@@ -9,6 +10,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 "$ROOT/scripts/ensure-rabbitmq.sh"
+"$ROOT/scripts/ensure-openssl-dev.sh"
 
 # Assign before export so a failing python-env.sh aborts under `set -e`.
 FIB_RPC_PYTHON="$("$ROOT/scripts/python-env.sh")"
@@ -20,3 +22,7 @@ export AMQP_URL="${AMQP_URL:-amqp://guest:guest@localhost:5672/%2f}"
 # --all-targets does not include doc tests, hence the second run.
 cargo test --all-targets "$@"
 cargo test --doc "$@"
+# TLS is an opt-in feature: the library's unit tests again with it compiled in
+# (amqps URL parsing), and tests/tls.rs (amqps through a TLS proxy in front of
+# the plain broker). Only these two targets, to keep the extra build small.
+cargo test --features tls --lib --test tls "$@"
