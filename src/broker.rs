@@ -226,9 +226,9 @@ impl BrokerUrl {
 
     fn handshake_timeout(&self, timeout: Duration) -> Error {
         let handshakes = if self.is_tls() {
-            "TLS and AMQP"
+            "TLS and AMQP handshakes"
         } else {
-            "AMQP"
+            "AMQP handshake"
         };
         self.connect_error(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
@@ -864,7 +864,11 @@ mod tests {
         let waited = started.elapsed();
         assert!(waited < Duration::from_millis(1900), "{waited:?}");
         assert!(matches!(err, Error::Connect { .. }), "{err:?}");
-        assert!(err.to_string().contains("did not finish within"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("AMQP handshake did not finish within"),
+            "{err}"
+        );
         assert!(!err.to_string().contains("topsecret"), "{err}");
         peer.join().unwrap();
     }
