@@ -64,11 +64,11 @@ impl BrokerUrl {
             ));
         }
         if has_misplaced_at(&url) {
-            // `amqp://user:12?secret@host` parses as host `user`, port 12, query `secret@host`:
-            // the password may be in the query, so mask as for an unparseable URL.
+            // `amqp://user:12/secret@host` parses as host `user`, port 12, path `/secret@host`:
+            // the password may be after the authority, so mask as for an unparseable URL.
             return Err(Error::InvalidArgument(format!(
-                "broker URL {}: '@' after '?' or '#'; write '?', '#' and '@' in the password \
-                 (and '@' in query values) as %3F, %23, %40",
+                "broker URL {}: '@' after the host; write '/', '?', '#' and '@' in the \
+                 password (and '@' in the vhost or query values) as %2F, %3F, %23, %40",
                 redact(text)
             )));
         }
@@ -385,10 +385,11 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-/// Whether `url` has an '@' in its query or fragment, which is almost surely a password with
-/// an unescaped '?' or '#' (so the real password may be there, not in `url.password()`).
+/// Whether `url` has an '@' after its authority (path, query or fragment), which is almost
+/// surely a password with an unescaped '/', '?' or '#' (so the real password may be there,
+/// not in `url.password()`). Found by the fuzz test.
 fn has_misplaced_at(url: &url::Url) -> bool {
-    url.query().is_some_and(|q| q.contains('@')) || url.fragment().is_some_and(|f| f.contains('@'))
+    url[url::Position::BeforePath..].contains('@')
 }
 
 /// The query's `name=value` pairs, percent-decoded like the rest of the URL ('+' stays '+',
@@ -885,6 +886,8 @@ mod tests {
             "amqp://app:s3cr/et@h:5672/%2f",
             "amqp://a:p?w#x@h/v",
             "amqp://a:b@c/d@e",
+            "amqp://app:12/s3cr@h",
+            "amqp:///app:s3cr@h",
             "amqp:/\t/user:s3cr@127.0.0.1:1/%2f",
             "amqp:\n//user:s3cr@127.0.0.1:1/%2f",
             "amqp:/user:s3cr@127.0.0.1:1",
