@@ -1113,6 +1113,14 @@ impl FibonacciRpcClient {
         })
     }
 
+    /// Connects with the given options to the first broker of `urls` that answers, and fails
+    /// over between them later; see [`RpcClient::connect_failover`].
+    pub fn connect_failover<S: AsRef<str>>(urls: &[S], options: ClientOptions) -> Result<Self> {
+        Ok(FibonacciRpcClient {
+            rpc: RpcClient::connect_failover(urls, options)?,
+        })
+    }
+
     /// Returns fib(`n`), waiting up to the configured timeout.
     pub fn call(&self, n: u64) -> Result<BigUint> {
         self.call_deadline(n, deadline_after(self.rpc.options.timeout))

@@ -964,3 +964,151 @@ fn queue_names_the_broker_would_refuse_are_refused_up_front() {
         );
     }
 }
+
+/// Requests whose caller has given up are not computed: the broker drops them while queued
+/// (`expiration`), and a server that gets one late (here: stuck behind a slow request in its
+/// prefetch window) acks and drops it by its deadline header.
+#[test]
+fn requests_past_their_deadline_are_dropped_unread() {
+    let queue = TestQueue::new("expired");
+    let (server, handled) = common::echo_server(
+        ServerOptions::default()
+            .queue(queue.name.as_str())
+            .workers(1)
+            .prefetch(8),
+        Duration::from_millis(400),
+    );
+    let client = common::raw_client(&queue.name);
+    let deadline = Instant::now() + Duration::from_millis(300);
+    let pending: Vec<_> = (0..5)
+        .map(|i| client.send(format!("{i}").as_bytes(), deadline).unwrap())
+        .collect();
+    for call in pending {
+        assert!(matches!(call.wait(), Err(Error::Timeout { .. })));
+    }
+    // The first was being handled when the deadline passed; the other four were in the
+    // worker's prefetch window and must be dropped, not run.
+    assert!(eventually(Duration::from_secs(5), || server
+        .stats()
+        .expired
+        == 4));
+    assert_eq!(handled.load(Ordering::SeqCst), 1);
+    assert_eq!(server.stats().replied, 1);
+
+    // A request whose deadline header is already past, published by hand: never computed.
+    let mut connection = common::admin_connection();
+    let channel = connection.open_channel(None).unwrap();
+    let mut headers = amiquip::FieldTable::default();
+    headers.insert(
+        fib_rpc::wire::DEADLINE_HEADER.into(),
+        amiquip::AmqpValue::LongLongInt(1_000), // 1970
+    );
+    let properties = AmqpProperties::default()
+        .with_reply_to(format!("{}-nobody", queue.name))
+        .with_correlation_id("late".to_owned())
+        .with_headers(headers);
+    channel
+        .basic_publish(
+            "",
+            Publish::with_properties(b"x", queue.name.clone(), properties),
+        )
+        .unwrap();
+    assert!(eventually(Duration::from_secs(5), || server
+        .stats()
+        .expired
+        == 5));
+    assert_eq!(handled.load(Ordering::SeqCst), 1);
+    connection.close().unwrap();
+    server.stop().unwrap();
+    assert_eq!(queue.message_count(), 0);
+}
+
+/// A repeated request for a big n is served from the result cache, not computed again.
+#[test]
+fn repeated_big_n_comes_from_the_cache() {
+    let queue = TestQueue::new("cache");
+    let handler = fib_rpc::FibonacciHandler::default();
+    let server = RpcServer::start(
+        &amqp_url(),
+        ServerOptions::default().queue(&queue.name).workers(2),
+        handler.clone(), // clones share the cache, so its stats are readable here
+    )
+    .unwrap();
+    let client = fib_client(&queue.name);
+    let first = client.call_decimal(200_000).unwrap();
+    let again = client.call_decimal(200_000).unwrap();
+    assert_eq!(first, again);
+    assert_eq!(first, fib(200_000).to_string());
+    let stats = handler.cache_stats();
+    assert_eq!((stats.hits, stats.misses, stats.entries), (1, 1, 1));
+    assert_eq!(stats.bytes, first.len());
+    server.stop().unwrap();
+}
+
+/// A lazily connecting client with no broker to reach: calls wait within their deadlines
+/// and fail with `NotConnected` (never sent, safe to retry) naming why; once the broker can
+/// be reached, calls work without anything being restarted.
+#[test]
+fn calls_while_not_connected_fail_by_their_deadline_then_work() {
+    let queue = TestQueue::new("lazy");
+    let server = fib_server(&queue.name);
+    let proxy = TcpProxy::to_broker();
+    proxy.refuse(true);
+    let started = Instant::now();
+    let client = FibonacciRpcClient::connect_with(
+        &proxy.url(),
+        ClientOptions::default()
+            .queue(&queue.name)
+            .lazy_connect(true)
+            .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(500)),
+    )
+    .unwrap();
+    assert!(started.elapsed() < Duration::from_millis(500));
+    assert!(!client.rpc().is_connected());
+    let call_started = Instant::now();
+    let result = client.call_deadline(10, Instant::now() + Duration::from_millis(700));
+    let waited = call_started.elapsed();
+    match &result {
+        Err(Error::NotConnected {
+            last_error: Some(why),
+            ..
+        }) => assert!(matches!(**why, Error::Connect { .. }), "{why}"),
+        other => panic!("expected NotConnected, got {other:?}"),
+    }
+    assert!(
+        waited >= Duration::from_millis(650) && waited < Duration::from_millis(1500),
+        "{waited:?}"
+    );
+    assert!(result.unwrap_err().to_string().contains("request not sent"));
+
+    proxy.refuse(false);
+    let back = Instant::now();
+    assert_eq!(client.call(20).unwrap(), BigUint::from(6765u32));
+    assert!(
+        back.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        back.elapsed()
+    );
+    let stats = client.rpc().stats();
+    assert_eq!((stats.not_connected, stats.ok, stats.reconnects), (1, 1, 0));
+    server.stop().unwrap();
+}
+
+/// Failover: the first broker is down, so the client and the server use the second, and
+/// both report where they are.
+#[test]
+fn client_and_server_fail_over_to_the_next_broker() {
+    let queue = TestQueue::new("failover");
+    let urls = ["amqp://guest:guest@127.0.0.1:1/%2f".to_owned(), amqp_url()];
+    let server = RpcServer::start_failover(
+        &urls,
+        ServerOptions::default().queue(&queue.name).workers(1),
+        fib_rpc::FibonacciHandler::default(),
+    )
+    .unwrap();
+    let client =
+        FibonacciRpcClient::connect_failover(&urls, ClientOptions::default().queue(&queue.name))
+            .unwrap();
+    assert_eq!(client.call(12).unwrap(), BigUint::from(144u32));
+    server.stop().unwrap();
+}

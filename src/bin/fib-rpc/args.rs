@@ -12,8 +12,11 @@ use lexopt::prelude::*;
 /// Options every command takes.
 #[derive(Debug)]
 pub struct Global {
-    /// Broker URL, possibly with a password: never print it unredacted.
-    pub url: String,
+    /// Broker URLs, tried in turn (failover); they may hold passwords: never print them
+    /// unredacted.
+    pub urls: Vec<String>,
+    /// AMQP heartbeat interval.
+    pub heartbeat: u16,
     pub queue: String,
     /// How many times `-v` was given.
     pub verbosity: u8,
@@ -43,6 +46,7 @@ pub struct ServeArgs {
     pub prefetch: u16,
     pub max_n: u64,
     pub durable_quorum: bool,
+    pub cache_bytes: usize,
 }
 
 #[derive(Debug)]
@@ -84,6 +88,11 @@ pub const DEFAULT_IN_FLIGHT: usize = 64;
 /// Default for `bench --calls` when neither `--calls` nor `--seconds` is given.
 pub const DEFAULT_BENCH_CALLS: u64 = 10_000;
 
+/// Default for `serve --cache-mib`: the library's default cache size.
+pub const DEFAULT_CACHE_MIB: usize = fib_rpc::DEFAULT_CACHE_BYTES >> 20;
+/// Default for `--heartbeat`, as the library's.
+pub const DEFAULT_HEARTBEAT: u16 = 15;
+
 /// Upper bounds that keep a typo from asking for millions of threads or slots.
 const MAX_WORKERS: usize = 1024;
 const MAX_CALLERS: usize = 4096;
@@ -101,14 +110,19 @@ impl From<lexopt::Error> for UsageError {
     }
 }
 
-/// Parses the command line (without the program name). `amqp_url_env` is `AMQP_URL`.
+/// Parses the command line (without the program name). `amqp_url_env` is `AMQP_URL`, which
+/// may hold several URLs separated by whitespace; so may `--url`, given more than once.
 pub fn parse(
     args: impl IntoIterator<Item = OsString>,
     amqp_url_env: Option<String>,
 ) -> Result<(Global, Command), UsageError> {
     let mut parser = lexopt::Parser::from_args(args);
     let mut global = Global {
-        url: amqp_url_env.unwrap_or_else(|| DEFAULT_URL.to_owned()),
+        urls: amqp_url_env
+            .map(|urls| urls.split_whitespace().map(str::to_owned).collect())
+            .filter(|urls: &Vec<String>| !urls.is_empty())
+            .unwrap_or_else(|| vec![DEFAULT_URL.to_owned()]),
+        heartbeat: DEFAULT_HEARTBEAT,
         queue: fib_rpc::wire::DEFAULT_QUEUE.to_owned(),
         verbosity: 0,
     };
@@ -122,7 +136,9 @@ pub fn parse(
         prefetch: DEFAULT_PREFETCH,
         max_n: DEFAULT_MAX_N,
         durable_quorum: false,
+        cache_bytes: DEFAULT_CACHE_MIB << 20,
     };
+    let mut urls_given: Vec<String> = Vec::new();
     let mut timeout = DEFAULT_TIMEOUT;
     let mut in_flight = DEFAULT_IN_FLIGHT;
     let mut positional: Vec<String> = Vec::new();
@@ -145,7 +161,10 @@ pub fn parse(
             Short('h') | Long("help") => help = true,
             Short('V') | Long("version") => version = true,
             Short('v') | Long("verbose") => global.verbosity = global.verbosity.saturating_add(1),
-            Long("url") => global.url = parser.value()?.string()?,
+            Long("url") => urls_given.push(parser.value()?.string()?),
+            Long("heartbeat") => {
+                global.heartbeat = whole_number(&mut parser, "--heartbeat", u16::MAX)?;
+            }
             Long("queue") => global.queue = parser.value()?.string()?,
 
             Long("workers") => {
@@ -159,6 +178,13 @@ pub fn parse(
             Long("max-n") => {
                 seen.push(("--max-n", &[CommandName::Serve]));
                 serve.max_n = parser.value()?.parse()?;
+            }
+            Long("cache-mib") => {
+                seen.push(("--cache-mib", &[CommandName::Serve]));
+                let mib: usize = parser.value()?.parse()?;
+                serve.cache_bytes = mib.checked_mul(1 << 20).ok_or_else(|| {
+                    UsageError(format!("--cache-mib {mib} is too large for this machine"))
+                })?;
             }
             Long("durable-quorum") => {
                 seen.push(("--durable-quorum", &[CommandName::Serve]));
@@ -215,6 +241,9 @@ pub fn parse(
         }
     }
 
+    if !urls_given.is_empty() {
+        global.urls = urls_given;
+    }
     if help {
         return Ok((global, Command::Help(command)));
     }

@@ -2,15 +2,16 @@
 //! latency percentiles and failed calls by kind.
 //!
 //! Every answer is checked against fib(n) computed here, so a wrong answer is counted as an
-//! error (`wrong_answer`), not as a fast call.
+//! error (`wrong_answer`), not as a fast call. The client reconnects by itself, so a broker
+//! restart during a run shows up as failed calls and a `reconnects` count, not as the end.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use fib_rpc::{ClientOptions, Error, FibonacciRpcClient};
+use fib_rpc::{ClientOptions, ClientStats, FibonacciRpcClient};
 
 use crate::args::{BenchArgs, BenchLength, Global};
 use crate::exit::{Class, Failure};
@@ -33,9 +34,6 @@ struct Shared<'a> {
     claimed: AtomicU64,
     /// Calls finished so far (for the progress line).
     finished: AtomicU64,
-    /// Set when the client's connection is gone: it does not reconnect, so every further
-    /// call would fail at once and the run would only count failures.
-    connection_gone: AtomicBool,
 }
 
 /// What one caller thread saw.
@@ -57,15 +55,17 @@ struct Report {
     elapsed: Duration,
     /// p50, p90, p99, max of successful calls (µs); `None` when no call succeeded.
     latency_us: Option<[u64; 4]>,
-    discarded_replies: u64,
+    /// The client's own counters at the end.
+    client: ClientStats,
 }
 
 pub fn run(global: &Global, args: BenchArgs) -> Result<(), Failure> {
     let options = ClientOptions::default()
         .queue(global.queue.as_str())
         .timeout(args.timeout)
+        .heartbeat(global.heartbeat)
         .connection_name(format!("fib-rpc bench (pid {})", std::process::id()));
-    let client = FibonacciRpcClient::connect_with(&global.url, options)?;
+    let client = FibonacciRpcClient::connect_failover(&global.urls, options)?;
     let expected = fib_rpc::fib::fib(args.n).to_string();
 
     let shared = Shared {
@@ -77,7 +77,6 @@ pub fn run(global: &Global, args: BenchArgs) -> Result<(), Failure> {
         started: Instant::now(),
         claimed: AtomicU64::new(0),
         finished: AtomicU64::new(0),
-        connection_gone: AtomicBool::new(false),
     };
     let tallies = std::thread::scope(|scope| -> std::io::Result<Vec<Tally>> {
         let (stop_progress, progress_stop_rx) = crossbeam_channel::bounded::<()>(0);
@@ -114,22 +113,10 @@ pub fn run(global: &Global, args: BenchArgs) -> Result<(), Failure> {
     let stats = client.rpc().stats();
     client.close();
 
-    let report = Report::new(
-        &args,
-        tallies,
-        elapsed,
-        stats.calls,
-        stats.discarded_replies,
-    );
+    let report = Report::new(&args, tallies, elapsed, stats);
     print!("{}", report.table(&global.queue));
     if args.json {
         println!("{}", report.json());
-    }
-    if shared.connection_gone.load(Ordering::Relaxed) {
-        return Err(Failure::new(
-            Class::ConnectionLost,
-            "bench: stopped early: the connection to the broker was lost",
-        ));
     }
     Ok(())
 }
@@ -142,7 +129,7 @@ fn call_repeatedly(shared: &Shared<'_>) -> Tally {
             BenchLength::Calls(total) => shared.claimed.fetch_add(1, Ordering::Relaxed) < total,
             BenchLength::Time(duration) => shared.started.elapsed() < duration,
         };
-        if !more || shared.connection_gone.load(Ordering::Relaxed) {
+        if !more {
             return tally;
         }
         let call_started = Instant::now();
@@ -157,12 +144,7 @@ fn call_repeatedly(shared: &Shared<'_>) -> Tally {
         match outcome {
             Ok(digits) if digits == shared.expected => tally.ok_latencies_us.push(latency_us),
             Ok(_) => *tally.errors.entry("wrong_answer").or_default() += 1,
-            Err(err) => {
-                if matches!(err, Error::ConnectionLost { .. } | Error::Closed) {
-                    shared.connection_gone.store(true, Ordering::Relaxed);
-                }
-                *tally.errors.entry(Class::of(&err).name()).or_default() += 1;
-            }
+            Err(err) => *tally.errors.entry(Class::of(&err).name()).or_default() += 1,
         }
         shared.finished.fetch_add(1, Ordering::Relaxed);
     }
@@ -193,8 +175,7 @@ impl Report {
         args: &BenchArgs,
         tallies: Vec<Tally>,
         elapsed: Duration,
-        calls: u64,
-        discarded: u64,
+        client: ClientStats,
     ) -> Report {
         let mut latencies = Vec::new();
         let mut errors = BTreeMap::new();
@@ -217,12 +198,12 @@ impl Report {
         Report {
             callers: args.callers,
             n: args.n,
-            calls,
+            calls: client.calls,
             ok,
             errors,
             elapsed,
             latency_us,
-            discarded_replies: discarded,
+            client,
         }
     }
 
@@ -269,9 +250,14 @@ impl Report {
                 None => "no successful call".into(),
             },
         );
-        if self.discarded_replies > 0 {
-            row("late replies", self.discarded_replies.to_string());
-        }
+        let client = &self.client;
+        row(
+            "client",
+            format!(
+                "reconnects {}  late/unknown replies {}  returned {}",
+                client.reconnects, client.discarded_replies, client.returns
+            ),
+        );
         text
     }
 
@@ -290,7 +276,7 @@ impl Report {
             "{{\"calls\":{},\"ok\":{},\"errors\":{{{}}},\"calls_per_s\":{:.1},\"ok_per_s\":{:.1},\
              \"p50_us\":{p50},\
              \"p90_us\":{p90},\"p99_us\":{p99},\"max_us\":{max},\"callers\":{},\"n\":{},\
-             \"elapsed_s\":{:.3},\"discarded_replies\":{}}}",
+             \"elapsed_s\":{:.3},\"discarded_replies\":{},\"reconnects\":{},\"returns\":{}}}",
             self.calls,
             self.ok,
             errors.join(","),
@@ -299,7 +285,9 @@ impl Report {
             self.callers,
             self.n,
             self.elapsed.as_secs_f64(),
-            self.discarded_replies
+            self.client.discarded_replies,
+            self.client.reconnects,
+            self.client.returns,
         )
     }
 }

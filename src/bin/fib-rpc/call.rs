@@ -53,8 +53,9 @@ pub fn run(global: &Global, args: CallArgs) -> Result<(), Failure> {
             .queue(global.queue.as_str())
             .timeout(args.timeout)
             .connect_timeout(CONNECT_TIMEOUT)
+            .heartbeat(global.heartbeat)
             .connection_name(format!("fib-rpc call (pid {})", std::process::id()));
-        FibonacciRpcClient::connect_with(&global.url, options)
+        FibonacciRpcClient::connect_failover(&global.urls, options)
             .map_err(Failure::from)
             .and_then(|client| {
                 let result = pipeline(&client, &mut inputs, args.in_flight, args.timeout);

@@ -96,8 +96,15 @@ Options:
   --prefetch N       Unacknowledged requests per worker (default {DEFAULT_PREFETCH})
   --max-n N          Largest n served; larger gets an out_of_range error (default {DEFAULT_MAX_N})
   --durable-quorum   If the queue does not exist, declare it durable quorum (default classic)
+  --cache-mib N      Memory for cached results of n >= 1000, in MiB; 0 turns it off
+                     (default {DEFAULT_CACHE_MIB})
+
+If the broker cannot be reached at start-up, it retries with backoff until it can (bad
+credentials or vhost exit 7 at once). Once serving, it never exits because the broker went
+away: it reconnects and resumes.
 ",
             DEFAULT_PREFETCH = fib_rpc::DEFAULT_PREFETCH,
+            DEFAULT_CACHE_MIB = args::DEFAULT_CACHE_MIB,
             DEFAULT_MAX_N = fib_rpc::DEFAULT_MAX_N,
         ),
         Some(CommandName::Call) => format!(
@@ -137,7 +144,10 @@ Options:
     text.push_str(&format!(
         "
 Global options:
-  --url URL      Broker (default: $AMQP_URL, else {default_url})
+  --url URL      Broker (default: $AMQP_URL, else {default_url}). Give it more than
+                 once (or several URLs in $AMQP_URL, space-separated) to fail over in turn
+  --heartbeat S  AMQP heartbeat interval in seconds (default {heartbeat}); a dead network
+                 path is noticed after about two intervals
   --queue NAME   Server queue (default {queue})
   -v, --verbose  More logs on stderr (-v info, -vv debug, -vvv trace); RUST_LOG also works
   -h, --help     Show help
@@ -148,6 +158,7 @@ Exit codes:
 ",
         default_url = fib_rpc::DEFAULT_URL,
         queue = fib_rpc::wire::DEFAULT_QUEUE,
+        heartbeat = args::DEFAULT_HEARTBEAT,
     ));
     for class in Class::ALL {
         text.push_str(&format!("  {}  {}\n", class.code(), class.meaning()));

@@ -2,13 +2,19 @@
 //!
 //! Three threads matter: the main thread waits for events; `fib-rpc-serve-wait` owns the
 //! server and returns when it has stopped; `fib-rpc-signals` turns SIGINT/SIGTERM into events.
+//!
+//! A broker that cannot be reached at start-up is waited for (with backoff), so `serve` can
+//! start before the broker at boot; the library then keeps it serving through broker
+//! restarts. Credentials or a vhost the broker refuses end it at once (exit 7): waiting
+//! would not fix them.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
 
 use crossbeam_channel::Receiver;
-use fib_rpc::{FibonacciHandler, QueueKind, RpcServer, ServerOptions};
+use fib_rpc::{Error, FibonacciHandler, QueueKind, RpcServer, ServerOptions};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -16,7 +22,11 @@ use crate::args::{Global, ServeArgs};
 use crate::exit::{Class, Failure};
 
 /// How long a signalled server may take to answer what it has; the library's stop timeout.
-const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Waits between start-up attempts while the broker cannot be reached: doubling from the
+/// first to the last, the library's reconnection range.
+const START_RETRY_FIRST: Duration = Duration::from_millis(100);
+const START_RETRY_MAX: Duration = Duration::from_secs(5);
 
 enum Event {
     Signal(i32),
@@ -28,6 +38,7 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
         .queue(global.queue.as_str())
         .prefetch(args.prefetch)
         .stop_timeout(DRAIN_TIMEOUT)
+        .heartbeat(global.heartbeat)
         .connection_name(format!("fib-rpc serve (pid {})", std::process::id()));
     if let Some(workers) = args.workers {
         options = options.workers(workers);
@@ -60,13 +71,26 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
             }
         })?
     };
-    let started = RpcServer::start(&global.url, options, FibonacciHandler::new(args.max_n));
-    let server = match started {
-        Ok(server) => server,
-        Err(err) => {
-            signal_handle.close();
-            let _ = signal_thread.join();
-            return Err(err.into());
+    let handler = FibonacciHandler::new(args.max_n).cache_bytes(args.cache_bytes);
+    let mut retry_in = START_RETRY_FIRST;
+    let server = loop {
+        match RpcServer::start_failover(&global.urls, options.clone(), handler.clone()) {
+            Ok(server) => break server,
+            // A signal meanwhile ends the process (see the signal thread).
+            Err(err) if worth_waiting_for(&err) => {
+                let wait = jittered(retry_in);
+                log::warn!(
+                    "fib-rpc serve: {err}; retrying in {:.1} s",
+                    wait.as_secs_f64()
+                );
+                std::thread::sleep(wait);
+                retry_in = (retry_in * 2).min(START_RETRY_MAX);
+            }
+            Err(err) => {
+                signal_handle.close();
+                let _ = signal_thread.join();
+                return Err(err.into());
+            }
         }
     };
     serving.store(true, Ordering::SeqCst);
@@ -74,7 +98,12 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
     eprintln!(
         "fib-rpc serve: ready: consuming {:?} on {} with {} workers (prefetch {}, max n {})",
         server.queue(),
-        fib_rpc::redact_url(&global.url),
+        global
+            .urls
+            .iter()
+            .map(|url| fib_rpc::redact_url(url))
+            .collect::<Vec<_>>()
+            .join(", "),
         server.workers(),
         args.prefetch,
         args.max_n
@@ -157,6 +186,33 @@ fn stopped_on_its_own(result: fib_rpc::Result<()>) -> Result<(), Failure> {
             ))
         }
     }
+}
+
+/// Whether a failed start may succeed later without anyone changing anything: the broker is
+/// down, restarting or unreachable. Not when it refused our credentials or vhost.
+fn worth_waiting_for(err: &Error) -> bool {
+    let Error::Connect { source, .. } = err else {
+        return false;
+    };
+    const ACCESS_REFUSED: u16 = 403;
+    const NOT_ALLOWED: u16 = 530;
+    !matches!(
+        source.downcast_ref::<amiquip::Error>(),
+        Some(amiquip::Error::InvalidCredentials)
+            | Some(amiquip::Error::ServerClosedConnection {
+                code: ACCESS_REFUSED | NOT_ALLOWED,
+                ..
+            })
+    )
+}
+
+/// Between half and all of `step`, so servers started together do not retry in lockstep.
+fn jittered(step: Duration) -> Duration {
+    let half = step / 2;
+    let noise = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |now| now.subsec_nanos());
+    half + Duration::from_nanos(u64::from(noise) % (half.as_nanos() as u64).max(1))
 }
 
 fn signal_name(signal: i32) -> &'static str {
