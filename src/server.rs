@@ -82,7 +82,7 @@ where
 /// The tutorial's service: the request is `n` in decimal, the reply fib(n) in decimal.
 ///
 /// Results for `n` of 1,000 and up are kept in a bounded LRU cache
-/// ([`DEFAULT_CACHE_BYTES`](crate::DEFAULT_CACHE_BYTES) unless set with
+/// ([`DEFAULT_CACHE_BYTES`] unless set with
 /// [`cache_bytes`](Self::cache_bytes)), so a request redelivered after a server died, or
 /// asked again, is not computed twice. Clones share the cache.
 ///
