@@ -427,6 +427,7 @@ impl RpcClient {
             .name("fib-rpc-client".into())
             .spawn(move || {
                 let _finished = finished_tx; // dropped when this thread ends
+                let _disconnected = DisconnectedOnExit(Arc::clone(&reader.shared));
                 reader.run(ready_tx);
             })
             .map_err(Error::Io)?;
@@ -536,6 +537,8 @@ impl RpcClient {
                 waited: Duration::ZERO,
             });
         }
+        // "Forever" is a century: far enough, and safe to add to clocks.
+        let deadline = deadline.min(deadline_after(Duration::MAX));
         let (reply, reply_rx) = crossbeam_channel::bounded(1);
         let state = Arc::new(AtomicU8::new(QUEUED));
         let call = OutgoingCall {
@@ -624,7 +627,8 @@ impl Drop for RpcClient {
 
 /// A call sent with [`RpcClient::send`] whose reply has not been collected yet.
 ///
-/// Dropping it gives up the call: a reply that still comes is discarded (and counted in
+/// Dropping it gives up the call: if the request has not been sent yet (say, the client is
+/// reconnecting) it never will be; a reply that still comes is discarded (and counted in
 /// [`ClientStats::discarded_replies`]).
 #[must_use = "the reply is only read by `wait`"]
 pub struct PendingReply<'client> {
@@ -634,6 +638,13 @@ pub struct PendingReply<'client> {
     state: Arc<AtomicU8>,
     started: Instant,
     deadline: Instant,
+}
+
+impl Drop for PendingReply<'_> {
+    /// A call given up unwaited is not sent if it has not been yet (say, while reconnecting).
+    fn drop(&mut self) {
+        self.abandon();
+    }
 }
 
 impl std::fmt::Debug for PendingReply<'_> {
@@ -670,8 +681,12 @@ impl PendingReply<'_> {
             recv(self.reply) -> answer => answer.ok(),
             // The reader ended without seeing our call; it may have answered just before.
             recv(client.reader_finished) -> _ => self.reply.try_recv().ok(),
-            // Closed by its owner: stop waiting, whatever the reader is doing.
-            recv(client.closed) -> _ => Some(self.reply.try_recv().unwrap_or(Err(Error::Closed))),
+            // Closed by its owner: stop waiting, whatever the reader is doing (and make sure it
+            // does not send the request later).
+            recv(client.closed) -> _ => Some(self.reply.try_recv().unwrap_or_else(|_| {
+                self.abandon();
+                Err(Error::Closed)
+            })),
             // A reply that lands exactly at the deadline still counts.
             default(self.deadline.saturating_duration_since(Instant::now())) => {
                 self.reply.try_recv().ok()
@@ -686,14 +701,18 @@ impl PendingReply<'_> {
         }
     }
 
+    /// Stops the reader from sending the request if it has not yet; true if it had not.
+    fn abandon(&self) -> bool {
+        self.state
+            .compare_exchange(QUEUED, ABANDONED, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+
     /// The deadline passed without an answer. If the reader has not sent the request yet,
     /// it never will (the claim below stops it), and the caller learns why it was not sent.
     fn give_up(&self) -> Error {
         let waited = self.started.elapsed();
-        let unsent = self
-            .state
-            .compare_exchange(QUEUED, ABANDONED, Ordering::SeqCst, Ordering::SeqCst)
-            .is_ok();
+        let unsent = self.abandon();
         let shared = &self.client.shared;
         if unsent && !shared.connected.load(Ordering::SeqCst) {
             Error::NotConnected {
@@ -757,6 +776,10 @@ impl Reader {
                 .brokers
                 .connect_round(&self.settings, || is_disconnected(&self.closed));
             let mut connection = match attempt {
+                Ok(connection) if is_disconnected(&self.closed) => {
+                    let _ = connection.close();
+                    break;
+                }
                 Ok(connection) => connection,
                 Err(err) => {
                     if let Some(ready) = ready.take() {
@@ -782,6 +805,8 @@ impl Reader {
                         return;
                     }
                     log::warn!("fib-rpc client: setting up after reconnecting: {err}; retrying");
+                    // This broker accepts connections but cannot serve us: try the next first.
+                    self.brokers.skip_current();
                     self.shared.set_disconnected(err);
                     pause = Some(self.backoff.next_delay());
                     continue;
@@ -808,7 +833,14 @@ impl Reader {
                     }
                     let lost = Error::connection_lost(&cause);
                     log::warn!("fib-rpc client: {lost}; reconnecting");
-                    self.shared.set_disconnected(lost);
+                    // For calls that time out unsent: a reason, not "outcome unknown".
+                    self.shared.set_disconnected(Error::Connect {
+                        broker: self.brokers.current().to_string(),
+                        source: match &cause {
+                            Some(cause) => format!("connection lost: {cause}").into(),
+                            None => "connection lost".into(),
+                        },
+                    });
                     // A connection that lived a while starts the backoff over; one that keeps
                     // dying at once keeps backing off.
                     if started.elapsed() >= self.backoff.max() {
@@ -908,8 +940,12 @@ impl Reader {
     ) -> SessionEnd {
         let lost = |cause| SessionEnd::Lost { cause, told: false };
         while let Some(call) = self.waiting.pop_front() {
+            if is_disconnected(&self.closed) {
+                self.waiting.push_front(call);
+                return SessionEnd::Shutdown;
+            }
             if let Err(cause) = self.publish(channel, reply_to, call) {
-                return lost(Some(cause));
+                return lost(self.drain_for_reason(consumer).or(Some(cause)));
             }
         }
         let sweep = crossbeam_channel::tick(SWEEP_INTERVAL);
@@ -918,11 +954,13 @@ impl Reader {
                 recv(self.commands) -> command => match command {
                     Ok(Command::Call(call)) => {
                         if let Err(cause) = self.publish(channel, reply_to, call) {
-                            return lost(Some(cause));
+                            // Replies already here still reach their callers.
+                            return lost(self.drain_for_reason(consumer).or(Some(cause)));
                         }
                     }
                     Ok(Command::Shutdown) | Err(_) => return SessionEnd::Shutdown,
                 },
+                recv(self.closed) -> _ => return SessionEnd::Shutdown,
                 recv(consumer.receiver()) -> message => match message {
                     Ok(ConsumerMessage::Delivery(delivery)) => self.deliver(delivery),
                     Ok(other) => return lost(close_reason(other)),
@@ -939,6 +977,8 @@ impl Reader {
     }
 
     /// Publishes one request and files its caller, unless the caller has already given up.
+    /// If publishing fails (the connection is gone, so nothing left), the call goes back to
+    /// the front of `waiting`, unsent, for the next connection.
     ///
     /// The request carries its deadline twice: as `expiration` (the milliseconds the caller
     /// will still wait, capped at ~49 days, the broker's timer range), so the broker drops it
@@ -956,7 +996,8 @@ impl Reader {
         }
         let expiration_ms = remaining.as_millis().clamp(1, u128::from(u32::MAX));
         let mut headers = FieldTable::default();
-        if let Some(deadline) = wire::unix_millis(SystemTime::now() + remaining) {
+        let deadline = SystemTime::now().checked_add(remaining);
+        if let Some(deadline) = deadline.and_then(wire::unix_millis) {
             headers.insert(DEADLINE_HEADER.into(), AmqpValue::LongLongInt(deadline));
         }
         let properties = AmqpProperties::default()
@@ -972,11 +1013,9 @@ impl Reader {
             properties,
         };
         if let Err(err) = channel.basic_publish("", publish) {
-            let cause = Arc::new(err);
-            let _ = call
-                .reply
-                .send(Err(Error::connection_lost(&Some(Arc::clone(&cause)))));
-            return Err(cause);
+            call.state.store(QUEUED, Ordering::SeqCst);
+            self.waiting.push_front(call);
+            return Err(Arc::new(err));
         }
         self.pending.insert(
             call.correlation_id,
@@ -1063,6 +1102,16 @@ impl Reader {
                 let _ = call.reply.send(Err(Error::Closed));
             }
         }
+    }
+}
+
+/// Clears [`Shared::connected`] when the reader thread ends, however it ends (a panic
+/// included), so `is_connected` never reports a dead client as healthy.
+struct DisconnectedOnExit(Arc<Shared>);
+
+impl Drop for DisconnectedOnExit {
+    fn drop(&mut self) {
+        self.0.connected.store(false, Ordering::SeqCst);
     }
 }
 

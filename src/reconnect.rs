@@ -30,9 +30,10 @@ impl Default for BackoffSettings {
 
 impl BackoffSettings {
     pub(crate) fn check(&self) -> Result<()> {
-        if self.initial.is_zero() || self.max < self.initial {
+        const LONGEST: Duration = Duration::from_secs(3600);
+        if self.initial.is_zero() || self.max < self.initial || self.max > LONGEST {
             return Err(Error::InvalidArgument(format!(
-                "reconnect backoff must satisfy 0 < initial <= max (got {:?} and {:?})",
+                "reconnect backoff must satisfy 0 < initial <= max <= 1 h (got {:?} and {:?})",
                 self.initial, self.max
             )));
         }
@@ -105,6 +106,12 @@ impl Brokers {
         &self.urls[self.next]
     }
 
+    /// Makes the next round start with the next broker: the current one accepted us but
+    /// could not be used (setting up failed).
+    pub(crate) fn skip_current(&mut self) {
+        self.next = (self.next + 1) % self.urls.len();
+    }
+
     /// One round: tries each broker once, starting with the last one that worked, until one
     /// connects. `give_up` is asked between attempts, so a client being closed does not try
     /// every remaining broker first. Returns the last attempt's error when all fail.
@@ -170,7 +177,7 @@ mod tests {
 
     #[test]
     fn refuses_nonsense_settings() {
-        for (initial, max) in [(0, 10), (10, 5)] {
+        for (initial, max) in [(0, 10), (10, 5), (10, 3_600_001)] {
             let settings = BackoffSettings {
                 initial: Duration::from_millis(initial),
                 max: Duration::from_millis(max),

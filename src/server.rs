@@ -24,7 +24,8 @@
 //! jittered exponential backoff, trying each broker URL in turn. It declares the queue again
 //! if the broker lost it, and resumes. Only a stop request ends the server.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::num::NonZeroUsize;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,7 +39,7 @@ use amiquip::{
 };
 use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender};
 
-use crate::broker::{check_settings, more_specific, ConnectSettings};
+use crate::broker::{check_settings, is_generic, more_specific, ConnectSettings};
 use crate::cache::{CacheStats, ResultCache, DEFAULT_CACHE_BYTES, MIN_CACHED_N};
 use crate::error::{Error, Result};
 use crate::fib::fib;
@@ -183,6 +184,7 @@ pub struct ServerOptions {
     stop_timeout: Duration,
     max_reply_bytes: usize,
     backoff: BackoffSettings,
+    deadline_grace: Duration,
 }
 
 /// Unacknowledged requests the broker may push to each worker ahead of time.
@@ -208,6 +210,7 @@ impl Default for ServerOptions {
             stop_timeout: Duration::from_secs(30),
             max_reply_bytes: 64 << 20,
             backoff: BackoffSettings::default(),
+            deadline_grace: Duration::from_secs(1),
         }
     }
 }
@@ -269,6 +272,15 @@ impl ServerOptions {
     /// step (default 100 ms to 5 s). A round tries every broker URL once.
     pub fn reconnect_backoff(mut self, initial: Duration, max: Duration) -> Self {
         self.backoff = BackoffSettings { initial, max };
+        self
+    }
+
+    /// How late past its caller's deadline ([`DEADLINE_HEADER`](crate::wire::DEADLINE_HEADER))
+    /// a request may arrive and still be served (default 1 s). The deadline is the client's
+    /// wall clock, so this is the clock difference between machines the server tolerates
+    /// before it starts dropping requests someone still waits for.
+    pub fn deadline_grace(mut self, grace: Duration) -> Self {
+        self.deadline_grace = grace;
         self
     }
 
@@ -592,18 +604,22 @@ impl<H: Handler> Supervisor<H> {
                     continue;
                 }
             };
-            connections += 1;
-            if connections > 1 {
-                bump(&self.stats.reconnects);
-                log::warn!("fib-rpc server: reconnected to {}", self.brokers.current());
+            if is_disconnected(&self.stop) {
+                return connection.close().map_err(Error::from);
             }
             let started = Instant::now();
-            let served = self.serve_connection(&mut connection, &mut ready);
+            let served = self.serve_connection(&mut connection, &mut ready, &mut connections);
             let closed = connection.close();
             let lost = match served {
                 Ok(Served::Stopped) => return closed.map_err(Error::from),
-                Err(err) if ready.is_some() => return Err(err),
-                Err(err) => err.to_string(),
+                // A refusal while setting up the first time is for `start` to report; losing
+                // the connection meanwhile is not (a poison request can do that): retry.
+                Err(err) if ready.is_some() && !is_connection_loss(&err) => return Err(err),
+                Err(err) => {
+                    // This broker accepts connections but cannot serve us: try the next first.
+                    self.brokers.skip_current();
+                    format!("setting up: {err}")
+                }
                 // After a socket failure, closing returns the AMQP client's own error.
                 Ok(Served::Lost(seen)) => match more_specific(seen, closed.err()) {
                     Some(cause) => format!("connection to broker lost: {cause}"),
@@ -636,6 +652,7 @@ impl<H: Handler> Supervisor<H> {
         &self,
         connection: &mut Connection,
         ready: &mut Option<Sender<()>>,
+        sessions: &mut u64,
     ) -> Result<Served> {
         ensure_queue(connection, &self.options.queue, self.options.declare_as)?;
         // Workers stop when this sender is dropped.
@@ -659,6 +676,7 @@ impl<H: Handler> Supervisor<H> {
                         handler: Arc::clone(&self.handler),
                         stop: worker_stop_rx.clone(),
                         max_reply_bytes: self.options.max_reply_bytes,
+                        deadline_grace: self.options.deadline_grace,
                         stats: Arc::clone(&self.stats),
                         redeliveries: Arc::clone(&self.redeliveries),
                     };
@@ -689,8 +707,11 @@ impl<H: Handler> Supervisor<H> {
             }
         }
         if let Err(err) = started {
+            let failed_at = Instant::now();
             drop(worker_stop);
             join_workers(workers);
+            // Workers that did start may have answered something that broke the connection.
+            self.redeliveries.lost(failed_at);
             return Err(err);
         }
         log::info!(
@@ -698,6 +719,11 @@ impl<H: Handler> Supervisor<H> {
             workers.len(),
             self.options.queue
         );
+        *sessions += 1;
+        if *sessions > 1 {
+            bump(&self.stats.reconnects);
+            log::warn!("fib-rpc server: reconnected to {}", self.brokers.current());
+        }
         if let Some(ready) = ready.take() {
             let _ = ready.send(());
         }
@@ -707,11 +733,27 @@ impl<H: Handler> Supervisor<H> {
             recv(self.stop) -> _ => {}
             recv(ended_rx) -> _ => {}
         }
+        // Before joining: a worker may take a while to finish its request.
+        let ended_at = Instant::now();
         drop(worker_stop);
         Ok(match join_workers(workers) {
             None => Served::Stopped,
-            Some(seen) => Served::Lost(seen),
+            Some(seen) => {
+                self.redeliveries.lost(ended_at);
+                Served::Lost(seen)
+            }
         })
+    }
+}
+
+/// Whether a setup error means the connection went away (rather than the broker refusing
+/// something we asked).
+fn is_connection_loss(err: &Error) -> bool {
+    match err {
+        Error::Amqp(err) => {
+            is_generic(err) || matches!(err, amiquip::Error::ServerClosedConnection { .. })
+        }
+        _ => false,
     }
 }
 
@@ -723,34 +765,76 @@ fn is_disconnected(channel: &Receiver<()>) -> bool {
     )
 }
 
-/// How often this server has seen each recently redelivered request. A request comes back
-/// once when a server dies holding it; one that keeps coming back is breaking something:
-/// its reply makes the broker close our channel or connection before the ack (RabbitMQ 3.10
-/// answers a malformed direct reply-to address with 541 INTERNAL_ERROR; a reply above the
-/// broker's `max_message_size` gets a channel error), so it would go round forever. After
-/// [`Self::MAX_TRIES`] it is acked and dropped unanswered: answering is what breaks.
-/// Bounded; shared by all workers and connections of a server.
+/// Which requests were being answered when this server lost its connection or a channel.
+///
+/// A request comes back once when a server dies holding it. One whose *reply* breaks the
+/// connection or channel (RabbitMQ 3.10 answers a malformed direct reply-to address with
+/// 541 INTERNAL_ERROR; a reply above the broker's `max_message_size` gets a channel error)
+/// comes back every time, since the ack never lands: it would go round forever. So each loss
+/// marks the requests whose replies went out in the second before it, and a redelivered
+/// request marked [`Self::MAX_LOSSES`] times is acked and dropped unanswered (answering is
+/// what breaks). Requests merely waiting in a prefetch window are never marked. Bounded;
+/// shared by all workers and connections of a server.
 #[derive(Debug, Default)]
 struct Redeliveries {
-    seen: Mutex<VecDeque<(String, u32)>>,
+    log: Mutex<RedeliveryLog>,
+}
+
+#[derive(Debug, Default)]
+struct RedeliveryLog {
+    /// Recent replies, oldest first: when they were published, and for which request.
+    replied: VecDeque<(Instant, u64)>,
+    /// Losses each request was marked for.
+    marked: HashMap<u64, u32>,
 }
 
 impl Redeliveries {
-    const MAX_TRIES: u32 = 3;
-    const REMEMBERED: usize = 1024;
+    const MAX_LOSSES: u32 = 3;
+    /// How long before a loss a reply counts as its possible cause.
+    const WINDOW: Duration = Duration::from_secs(1);
+    const RECENT_REPLIES: usize = 4096;
+    const MARKED: usize = 65_536;
 
-    /// Counts one more delivery of `key`; true once it has come back too often.
-    fn too_many(&self, key: String) -> bool {
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, count)) = seen.iter_mut().find(|(known, _)| *known == key) {
-            *count += 1;
-            return *count > Self::MAX_TRIES;
+    fn lock(&self) -> std::sync::MutexGuard<'_, RedeliveryLog> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Notes that the reply to `request` is about to be published.
+    fn replying(&self, request: u64) {
+        let mut log = self.lock();
+        if log.replied.len() == Self::RECENT_REPLIES {
+            log.replied.pop_front();
         }
-        if seen.len() == Self::REMEMBERED {
-            seen.pop_front();
+        log.replied.push_back((Instant::now(), request));
+    }
+
+    /// The connection or a channel was lost at `at`: marks the requests answered just before.
+    fn lost(&self, at: Instant) {
+        let mut log = self.lock();
+        let log = &mut *log;
+        if log.marked.len() >= Self::MARKED {
+            log.marked.clear();
         }
-        seen.push_back((key, 1));
-        false
+        let since = at.checked_sub(Self::WINDOW).unwrap_or(at);
+        for &(_, request) in log.replied.iter().filter(|(when, _)| *when >= since) {
+            *log.marked.entry(request).or_default() += 1;
+        }
+        log.replied.clear();
+    }
+
+    /// True for a request that was being answered at [`Self::MAX_LOSSES`] losses.
+    fn is_poison(&self, request: u64) -> bool {
+        self.lock()
+            .marked
+            .get(&request)
+            .is_some_and(|losses| *losses >= Self::MAX_LOSSES)
+    }
+
+    /// What identifies a request across redeliveries.
+    fn key(reply_to: &str, correlation_id: Option<&str>, body: &[u8]) -> u64 {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (reply_to, correlation_id, body).hash(&mut hasher);
+        hasher.finish()
     }
 }
 
@@ -847,6 +931,7 @@ struct Worker<H> {
     handler: Arc<H>,
     stop: Receiver<()>,
     max_reply_bytes: usize,
+    deadline_grace: Duration,
     stats: Arc<ServerCounters>,
     redeliveries: Arc<Redeliveries>,
 }
@@ -927,27 +1012,34 @@ impl<H: Handler> Worker<H> {
             );
             return consumer.ack(delivery);
         };
-        if let Some(late) = wire::past_deadline(properties.headers().as_ref(), SystemTime::now()) {
-            bump(&self.stats.expired);
-            log::debug!(
-                "fib-rpc server: request {} dropped: its caller gave up {late:?} ago",
-                wire::preview(&delivery.body)
+        let late = wire::past_deadline(properties.headers().as_ref(), SystemTime::now());
+        if let Some(late) = late.filter(|late| *late > self.deadline_grace) {
+            let expired = self.stats.expired.fetch_add(1, Ordering::Relaxed) + 1;
+            // Far later than any queue or prefetch delay: more likely the clocks disagree.
+            // Said at the 1st, 2nd, 4th, 8th... such drop, so it is seen but cannot flood.
+            let level = if late > Duration::from_secs(60) && expired.is_power_of_two() {
+                log::Level::Warn
+            } else {
+                log::Level::Debug
+            };
+            log::log!(
+                level,
+                "fib-rpc server: request {} dropped unread: its caller's deadline passed \
+                 {:.3} s ago (if that looks wrong, check the clocks: see deadline_grace)",
+                wire::preview(&delivery.body),
+                late.as_secs_f64()
             );
             return consumer.ack(delivery);
         }
         let correlation_id = properties.correlation_id().clone();
-        let looping = delivery.redelivered
-            && self.redeliveries.too_many(format!(
-                "{reply_to}\n{}",
-                correlation_id.as_deref().unwrap_or_default()
-            ));
-        if looping {
+        let key = Redeliveries::key(&reply_to, correlation_id.as_deref(), &delivery.body);
+        if delivery.redelivered && self.redeliveries.is_poison(key) {
             bump(&self.stats.poison);
             log::error!(
-                "fib-rpc server: request {} (reply_to {reply_to:?}) redelivered more than {} \
-                 times, each time losing the connection or channel while answering; dropped",
+                "fib-rpc server: request {} (reply_to {reply_to:?}) dropped: the connection or \
+                 channel was lost {} times while answering it",
                 wire::preview(&delivery.body),
-                Redeliveries::MAX_TRIES
+                Redeliveries::MAX_LOSSES
             );
             return consumer.ack(delivery);
         }
@@ -964,6 +1056,7 @@ impl<H: Handler> Worker<H> {
             );
             properties = properties.with_headers(headers);
         }
+        self.redeliveries.replying(key);
         self.channel.basic_publish(
             "",
             Publish {

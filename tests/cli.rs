@@ -607,7 +607,12 @@ fn serve_reconnects_after_a_cut() {
     let queue = TestQueue::new("cli-serve-cut");
     let proxy = TcpProxy::to_broker();
     let mut serve = ServeProcess::start(&proxy.url(), &["--queue", &queue.name]);
-    let call = || run(&["call", "25", "--queue", &queue.name, "--timeout", "2"], "");
+    let call = || {
+        run(
+            &["call", "25", "--queue", &queue.name, "--timeout", "2"],
+            "",
+        )
+    };
     assert_eq!(stdout(&call()), "75025\n");
     let cut = Instant::now();
     proxy.cut();
@@ -618,7 +623,10 @@ fn serve_reconnects_after_a_cut() {
     );
     eprintln!("serve answered again {:?} after the cut", cut.elapsed());
     assert!(
-        serve.stderr().iter().any(|line| line.contains("reconnected")),
+        serve
+            .stderr()
+            .iter()
+            .any(|line| line.contains("reconnected")),
         "{:?}",
         serve.stderr()
     );

@@ -727,13 +727,11 @@ fn poison_request_is_dropped_after_a_few_redeliveries() {
     );
     let stats = server.stats();
     eprintln!("poison request: {stats:?}");
+    // Losing the connection while still starting (the poison can be taken by the first
+    // worker while the second sets up) is retried but not counted as a reconnection.
+    assert!(stats.reconnects <= 4, "reconnects: {}", stats.reconnects);
     // RabbitMQ 3.10 closes the connection on this reply_to; if a broker ever stops doing so,
-    // this test no longer exercises the guard and must find another poison.
-    assert!(
-        (1..=4).contains(&stats.reconnects),
-        "reconnects: {}",
-        stats.reconnects
-    );
+    // this test no longer exercises the guard (poison stays 0 and the wait above fails).
     assert_eq!(
         fib_client(&queue.name).call(10).unwrap(),
         BigUint::from(55u32)
@@ -898,8 +896,10 @@ fn a_reply_that_came_in_time_is_returned_even_if_collected_late() {
     server.stop().unwrap();
 }
 
+/// Dropping a pending reply gives the call up: if the reader had not sent it yet it never
+/// will; if it had, the reply is discarded and counted. Either way nothing is left over.
 #[test]
-fn a_dropped_pending_reply_is_discarded_and_counted() {
+fn a_dropped_pending_reply_is_given_up() {
     let queue = TestQueue::new("send-dropped");
     let (server, handled) = common::echo_server(
         ServerOptions::default()
@@ -908,20 +908,24 @@ fn a_dropped_pending_reply_is_discarded_and_counted() {
         Duration::from_millis(100),
     );
     let client = common::raw_client(&queue.name);
-    drop(
-        client
-            .send(b"x", Instant::now() + Duration::from_secs(10))
-            .unwrap(),
-    );
+    for _ in 0..20 {
+        drop(
+            client
+                .send(b"x", Instant::now() + Duration::from_secs(10))
+                .unwrap(),
+        );
+    }
+    std::thread::sleep(Duration::from_millis(200)); // let the reader catch up
     assert!(
         eventually(Duration::from_secs(5), || client.stats().discarded_replies
-            == 1),
-        "{:?}",
-        client.stats()
+            == handled.load(Ordering::SeqCst) as u64
+            && queue.message_count() == 0),
+        "{:?}, handled {}",
+        client.stats(),
+        handled.load(Ordering::SeqCst)
     );
-    assert_eq!(handled.load(Ordering::SeqCst), 1);
     let stats = client.stats();
-    assert_eq!((stats.calls, stats.ok), (1, 0));
+    assert_eq!((stats.calls, stats.ok), (20, 0));
     server.stop().unwrap();
 }
 
@@ -975,7 +979,8 @@ fn requests_past_their_deadline_are_dropped_unread() {
         ServerOptions::default()
             .queue(queue.name.as_str())
             .workers(1)
-            .prefetch(8),
+            .prefetch(8)
+            .deadline_grace(Duration::ZERO),
         Duration::from_millis(400),
     );
     let client = common::raw_client(&queue.name);
@@ -1111,4 +1116,51 @@ fn client_and_server_fail_over_to_the_next_broker() {
             .unwrap();
     assert_eq!(client.call(12).unwrap(), BigUint::from(144u32));
     server.stop().unwrap();
+}
+
+/// A deadline as far as an `Instant` goes means "no deadline", not a panic in the reader.
+#[test]
+fn the_farthest_deadline_is_fine() {
+    let queue = TestQueue::new("far-deadline");
+    let server = fib_server(&queue.name);
+    let client = fib_client(&queue.name);
+    let farthest = (1..64)
+        .rev()
+        .find_map(|bits| Instant::now().checked_add(Duration::from_secs(1u64 << bits)))
+        .unwrap();
+    assert_eq!(
+        client.call_deadline(10, farthest).unwrap(),
+        BigUint::from(55u32)
+    );
+    assert_eq!(client.call(11).unwrap(), BigUint::from(89u32));
+    assert!(client.rpc().is_connected());
+    server.stop().unwrap();
+}
+
+/// A caller told `Closed` must not have its request sent later, even if a connection comes
+/// up while the client is closing.
+#[test]
+fn a_call_failed_by_close_is_never_sent() {
+    let queue = TestQueue::new("closed-unsent");
+    queue.declare_classic();
+    let proxy = TcpProxy::to_broker();
+    proxy.stall(); // connecting hangs in the handshake
+    let client = RpcClient::connect(
+        &proxy.url(),
+        ClientOptions::default()
+            .queue(&queue.name)
+            .lazy_connect(true)
+            .connect_timeout(Duration::from_secs(3)),
+    )
+    .unwrap();
+    std::thread::scope(|scope| {
+        let call = scope.spawn(|| client.call_timeout(b"1", Duration::from_secs(10)));
+        std::thread::sleep(Duration::from_millis(300));
+        let closer = scope.spawn(|| client.close());
+        assert!(matches!(call.join().unwrap(), Err(Error::Closed)));
+        proxy.resume(); // the handshake can finish now
+        closer.join().unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(queue.message_count(), 0, "the closed call was sent");
 }
