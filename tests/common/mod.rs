@@ -4,6 +4,7 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod load;
 pub mod proxy;
 
 use std::process::Command;
