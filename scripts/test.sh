@@ -26,3 +26,13 @@ cargo test --doc "$@"
 # (amqps URL parsing), and tests/tls.rs (amqps through a TLS proxy in front of
 # the plain broker). Only these two targets, to keep the extra build small.
 cargo test --features tls --lib --test tls "$@"
+# Last and alone: `rabbitmqctl close_all_connections` under load closes every
+# connection on the broker, so it must not overlap any other test (it checks
+# that the broker has no other connections first). Opt-in via --ignored; if
+# the extra arguments already contain `--`, the test flags go after them.
+close_all_flags=(--ignored --test-threads 1)
+if [[ " $* " == *" -- "* ]]; then
+    cargo test --test close_all "$@" "${close_all_flags[@]}"
+else
+    cargo test --test close_all "$@" -- "${close_all_flags[@]}"
+fi
