@@ -41,6 +41,7 @@ use uuid::Uuid;
 use crate::broker::{check_settings, deadline_after, is_generic, ConnectSettings};
 use crate::error::{Error, Result};
 use crate::reconnect::{Backoff, BackoffSettings, Brokers};
+use crate::util::{bump, is_disconnected};
 use crate::wire::{self, DEADLINE_HEADER, DEFAULT_QUEUE};
 
 /// How often the reader thread forgets calls whose callers have stopped waiting.
@@ -190,10 +191,6 @@ struct Counters {
     discarded_replies: AtomicU64,
     returns: AtomicU64,
     reconnects: AtomicU64,
-}
-
-fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 impl Counters {
@@ -1113,11 +1110,6 @@ impl Drop for DisconnectedOnExit {
     fn drop(&mut self) {
         self.0.connected.store(false, Ordering::SeqCst);
     }
-}
-
-/// True once every sender of `channel` is gone: how "closed" is broadcast.
-fn is_disconnected(channel: &Receiver<()>) -> bool {
-    matches!(channel.try_recv(), Err(TryRecvError::Disconnected))
 }
 
 /// The broker's reason for ending a consumer's stream, if the message carries one.

@@ -46,6 +46,7 @@ mod error;
 pub mod fib;
 mod reconnect;
 pub mod server;
+mod util;
 pub mod wire;
 
 pub use broker::{redact as redact_url, DEFAULT_URL};

@@ -44,6 +44,7 @@ use crate::cache::{CacheStats, ResultCache, DEFAULT_CACHE_BYTES, MIN_CACHED_N};
 use crate::error::{Error, Result};
 use crate::fib::fib;
 use crate::reconnect::{Backoff, BackoffSettings, Brokers};
+use crate::util::{bump, is_disconnected};
 use crate::wire::{self, ErrorCode, RemoteError, DEFAULT_QUEUE, ERROR_HEADER};
 
 /// The largest `n` the Fibonacci service computes unless told otherwise.
@@ -372,10 +373,6 @@ struct ServerCounters {
     no_reply_to: AtomicU64,
     poison: AtomicU64,
     reconnects: AtomicU64,
-}
-
-fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 impl RpcServer {
@@ -755,14 +752,6 @@ fn is_connection_loss(err: &Error) -> bool {
         }
         _ => false,
     }
-}
-
-/// True once every sender of `channel` is gone: how "stop" is broadcast.
-fn is_disconnected(channel: &Receiver<()>) -> bool {
-    matches!(
-        channel.try_recv(),
-        Err(crossbeam_channel::TryRecvError::Disconnected)
-    )
 }
 
 /// Which requests were being answered when this server lost its connection or a channel.
