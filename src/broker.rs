@@ -273,7 +273,8 @@ struct Watchdog {
     /// Set by whichever comes first: the watchdog firing or the caller disarming.
     settled: Arc<AtomicBool>,
     /// Dropping it wakes the watchdog thread, which then exits.
-    _wake: crossbeam_channel::Sender<()>,
+    wake: crossbeam_channel::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 impl Watchdog {
@@ -282,7 +283,7 @@ impl Watchdog {
         let settled = Arc::new(AtomicBool::new(false));
         let (wake, woken) = crossbeam_channel::bounded::<()>(0);
         let fire = Arc::clone(&settled);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("fib-rpc-connect-watchdog".into())
             .stack_size(64 * 1024)
             .spawn(move || {
@@ -296,13 +297,18 @@ impl Watchdog {
             })?;
         Ok(Watchdog {
             settled,
-            _wake: wake,
+            wake,
+            thread,
         })
     }
 
-    /// Stops the watchdog; returns whether it had already fired (the socket is shut).
+    /// Stops the watchdog and joins its thread (woken, it exits at once); returns whether it
+    /// had already fired (the socket is shut).
     fn disarm(self) -> bool {
-        self.settled.swap(true, Ordering::SeqCst)
+        let fired = self.settled.swap(true, Ordering::SeqCst);
+        drop(self.wake);
+        let _ = self.thread.join();
+        fired
     }
 }
 
