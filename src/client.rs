@@ -278,7 +278,8 @@ struct OutgoingCall {
     deadline: Instant,
     reply: ReplySender,
     /// [`QUEUED`] until the reader publishes it ([`SENT`]) or the caller gives up first
-    /// ([`ABANDONED`]).
+    /// ([`ABANDONED`]). A caller that gives up later also sets [`ABANDONED`], so a call whose
+    /// publish failed is not put back for the next connection.
     state: Arc<AtomicU8>,
 }
 
@@ -699,10 +700,18 @@ impl PendingReply<'_> {
     }
 
     /// Stops the reader from sending the request if it has not yet; true if it had not.
+    /// If it has (or is publishing it right now), marks the call given up all the same, so
+    /// a publish that fails does not put it back for the next connection.
     fn abandon(&self) -> bool {
-        self.state
-            .compare_exchange(QUEUED, ABANDONED, Ordering::SeqCst, Ordering::SeqCst)
-            .is_ok()
+        let swap = |from| {
+            self.state
+                .compare_exchange(from, ABANDONED, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        };
+        swap(QUEUED) || {
+            swap(SENT);
+            false
+        }
     }
 
     /// The deadline passed without an answer. If the reader has not sent the request yet,
@@ -1010,8 +1019,13 @@ impl Reader {
             properties,
         };
         if let Err(err) = channel.basic_publish("", publish) {
-            call.state.store(QUEUED, Ordering::SeqCst);
-            self.waiting.push_front(call);
+            // Unless its caller gave up meanwhile, the call waits for the next connection.
+            let unclaimed =
+                call.state
+                    .compare_exchange(SENT, QUEUED, Ordering::SeqCst, Ordering::SeqCst);
+            if unclaimed.is_ok() {
+                self.waiting.push_front(call);
+            }
             return Err(Arc::new(err));
         }
         self.pending.insert(

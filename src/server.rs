@@ -417,6 +417,7 @@ impl RpcServer {
             .saturating_add(Duration::from_secs(10));
         let broker = brokers.current().to_string(); // redacted
         let stats = Arc::new(ServerCounters::default());
+        let last_failure = Arc::new(Mutex::new(None));
         let mut server = RpcServer {
             stop,
             supervisor: None,
@@ -432,6 +433,7 @@ impl RpcServer {
             backoff: Backoff::new(options.backoff),
             stats,
             redeliveries: Arc::new(Redeliveries::default()),
+            last_failure: Arc::clone(&last_failure),
             options,
             handler: Arc::new(handler),
             stop: stop_rx,
@@ -458,7 +460,13 @@ impl RpcServer {
                 drop(server.supervisor.take());
                 Err(Error::Connect {
                     broker,
-                    source: format!("server setup did not finish within {setup_bound:?}").into(),
+                    source: match last_failure.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                        Some(why) => format!(
+                            "server setup did not finish within {setup_bound:?}; last failure: {why}"
+                        ),
+                        None => format!("server setup did not finish within {setup_bound:?}"),
+                    }
+                    .into(),
                 })
             }
         }
@@ -567,6 +575,8 @@ struct Supervisor<H> {
     handler: Arc<H>,
     stats: Arc<ServerCounters>,
     redeliveries: Arc<Redeliveries>,
+    /// Why the last connection or setup failed, for `start` to report if it gives up.
+    last_failure: Arc<Mutex<Option<String>>>,
     /// Disconnects when the owner asks the server to stop.
     stop: Receiver<()>,
 }
@@ -595,6 +605,7 @@ impl<H: Handler> Supervisor<H> {
                 Err(_) if is_disconnected(&self.stop) => return Ok(()),
                 Err(err) => {
                     log::warn!("fib-rpc server: {err}; retrying");
+                    self.note_failure(err.to_string());
                     if !self.pause() {
                         return Ok(());
                     }
@@ -624,6 +635,7 @@ impl<H: Handler> Supervisor<H> {
                 },
             };
             log::error!("fib-rpc server: {lost}; reconnecting");
+            self.note_failure(lost);
             if started.elapsed() >= self.backoff.max() {
                 self.backoff.reset();
             }
@@ -631,6 +643,10 @@ impl<H: Handler> Supervisor<H> {
                 return Ok(());
             }
         }
+    }
+
+    fn note_failure(&self, why: String) {
+        *self.last_failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
     }
 
     /// Waits out the next backoff step; false if told to stop meanwhile.

@@ -896,36 +896,57 @@ fn a_reply_that_came_in_time_is_returned_even_if_collected_late() {
     server.stop().unwrap();
 }
 
-/// Dropping a pending reply gives the call up: if the reader had not sent it yet it never
-/// will; if it had, the reply is discarded and counted. Either way nothing is left over.
+/// Dropping a pending reply gives the call up: a request not sent yet (the client is not
+/// connected) is never sent, even once the connection comes.
 #[test]
-fn a_dropped_pending_reply_is_given_up() {
+fn a_dropped_unsent_call_is_never_sent() {
     let queue = TestQueue::new("send-dropped");
+    queue.declare_classic();
+    let proxy = TcpProxy::to_broker();
+    proxy.refuse(true);
+    let client = RpcClient::connect(
+        &proxy.url(),
+        ClientOptions::default()
+            .queue(&queue.name)
+            .lazy_connect(true)
+            .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(200)),
+    )
+    .unwrap();
+    drop(
+        client
+            .send(b"1", Instant::now() + Duration::from_secs(30))
+            .unwrap(),
+    );
+    proxy.refuse(false);
+    assert!(eventually(Duration::from_secs(5), || client.is_connected()));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(queue.message_count(), 0, "the dropped call was sent");
+    let stats = client.stats();
+    assert_eq!((stats.calls, stats.ok, stats.discarded_replies), (1, 0, 0));
+}
+
+/// A call dropped after it was sent: its reply is discarded and counted.
+#[test]
+fn a_reply_to_a_dropped_call_is_discarded_and_counted() {
+    let queue = TestQueue::new("sent-dropped");
     let (server, handled) = common::echo_server(
         ServerOptions::default()
             .queue(queue.name.as_str())
             .workers(1),
-        Duration::from_millis(100),
+        Duration::from_millis(200),
     );
     let client = common::raw_client(&queue.name);
-    for _ in 0..20 {
-        drop(
-            client
-                .send(b"x", Instant::now() + Duration::from_secs(10))
-                .unwrap(),
-        );
-    }
-    std::thread::sleep(Duration::from_millis(200)); // let the reader catch up
-    assert!(
-        eventually(Duration::from_secs(5), || client.stats().discarded_replies
-            == handled.load(Ordering::SeqCst) as u64
-            && queue.message_count() == 0),
-        "{:?}, handled {}",
-        client.stats(),
-        handled.load(Ordering::SeqCst)
-    );
-    let stats = client.stats();
-    assert_eq!((stats.calls, stats.ok), (20, 0));
+    let call = client
+        .send(b"x", Instant::now() + Duration::from_secs(10))
+        .unwrap();
+    assert!(eventually(Duration::from_secs(5), || handled
+        .load(Ordering::SeqCst)
+        == 1));
+    drop(call); // sent: the server is on it
+    assert!(eventually(Duration::from_secs(5), || client
+        .stats()
+        .discarded_replies
+        == 1));
     server.stop().unwrap();
 }
 
@@ -1163,4 +1184,168 @@ fn a_call_failed_by_close_is_never_sent() {
     });
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(queue.message_count(), 0, "the closed call was sent");
+}
+
+/// The server tolerates `deadline_grace` (default 1 s) of clock difference: a request that
+/// arrives a little after its deadline is served, one far past it is dropped.
+#[test]
+fn the_default_deadline_grace_serves_slightly_late_requests() {
+    let queue = TestQueue::new("grace");
+    let server = fib_server(&queue.name);
+    let mut connection = common::admin_connection();
+    let channel = connection.open_channel(None).unwrap();
+    let reply_queue = channel
+        .queue_declare(
+            "",
+            QueueDeclareOptions {
+                exclusive: true,
+                ..QueueDeclareOptions::default()
+            },
+        )
+        .unwrap();
+    let consumer = reply_queue
+        .consume(ConsumerOptions {
+            no_ack: true,
+            ..ConsumerOptions::default()
+        })
+        .unwrap();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    for (id, late_ms) in [("slightly-late", 300), ("far-too-late", 5_000)] {
+        let mut headers = amiquip::FieldTable::default();
+        headers.insert(
+            fib_rpc::wire::DEADLINE_HEADER.into(),
+            amiquip::AmqpValue::LongLongInt(now_ms - late_ms),
+        );
+        let properties = AmqpProperties::default()
+            .with_reply_to(reply_queue.name().to_owned())
+            .with_correlation_id(id.to_owned())
+            .with_headers(headers);
+        channel
+            .basic_publish(
+                "",
+                Publish::with_properties(b"10", queue.name.clone(), properties),
+            )
+            .unwrap();
+    }
+    match consumer.receiver().recv_timeout(Duration::from_secs(5)) {
+        Ok(ConsumerMessage::Delivery(reply)) => {
+            assert_eq!(
+                reply.properties.correlation_id().as_deref(),
+                Some("slightly-late")
+            );
+            assert_eq!(reply.body, b"55");
+        }
+        other => panic!("expected the slightly late request answered, got {other:?}"),
+    }
+    assert!(eventually(Duration::from_secs(5), || server
+        .stats()
+        .expired
+        == 1));
+    assert!(consumer
+        .receiver()
+        .recv_timeout(Duration::from_millis(300))
+        .is_err());
+    drop(consumer);
+    let _ = connection.close();
+    server.stop().unwrap();
+}
+
+/// Failover after a loss: the broker the client and server were using goes away for good
+/// (cut, then refusing), so both carry on through the second one.
+#[test]
+fn after_a_loss_client_and_server_move_to_the_next_broker() {
+    let queue = TestQueue::new("failover-loss");
+    let first = TcpProxy::to_broker();
+    let second = TcpProxy::to_broker();
+    let urls = [first.url(), second.url()];
+    let backoff = (Duration::from_millis(50), Duration::from_millis(500));
+    let server = RpcServer::start_failover(
+        &urls,
+        ServerOptions::default()
+            .queue(&queue.name)
+            .workers(1)
+            .reconnect_backoff(backoff.0, backoff.1),
+        fib_rpc::FibonacciHandler::default(),
+    )
+    .unwrap();
+    let client = FibonacciRpcClient::connect_failover(
+        &urls,
+        ClientOptions::default()
+            .queue(&queue.name)
+            .reconnect_backoff(backoff.0, backoff.1),
+    )
+    .unwrap();
+    assert_eq!(client.call(10).unwrap(), BigUint::from(55u32));
+    first.refuse(true);
+    first.cut();
+    let cut = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(5), || client
+            .call_deadline(11, Instant::now() + Duration::from_secs(1))
+            .is_ok()),
+        "{:?}",
+        client.rpc().stats()
+    );
+    eprintln!(
+        "served through the second broker {:?} after the cut",
+        cut.elapsed()
+    );
+    assert_eq!(client.rpc().stats().reconnects, 1);
+    assert_eq!(server.stats().reconnects, 1);
+    // Both stay on the second broker: cutting the first again changes nothing.
+    first.cut();
+    assert_eq!(client.call(12).unwrap(), BigUint::from(144u32));
+    assert_eq!(client.rpc().stats().reconnects, 1);
+    server.stop().unwrap();
+}
+
+/// Connection losses under load do not make the poison guard drop healthy requests: three
+/// cuts of the server's connection, 300 ms apart, and every call is still answered.
+#[test]
+fn repeated_losses_under_load_drop_nothing_as_poison() {
+    let queue = TestQueue::new("no-false-poison");
+    let proxy = TcpProxy::to_broker();
+    let server = RpcServer::start(
+        &proxy.url(),
+        ServerOptions::default()
+            .queue(&queue.name)
+            .workers(2)
+            .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(100)),
+        fib_rpc::FibonacciHandler::default(),
+    )
+    .unwrap();
+    let client = fib_client(&queue.name); // direct: only the server is cut
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let callers: Vec<_> = (0..8)
+            .map(|caller| {
+                let (client, stop) = (&client, &stop);
+                scope.spawn(move || {
+                    let mut calls = 0u64;
+                    while !stop.load(Ordering::SeqCst) {
+                        let n = 20 + (calls + caller) % 50;
+                        let deadline = Instant::now() + Duration::from_secs(10);
+                        assert_eq!(client.call_deadline(n, deadline).unwrap(), fib(n));
+                        calls += 1;
+                    }
+                    calls
+                })
+            })
+            .collect();
+        for _ in 0..3 {
+            std::thread::sleep(Duration::from_millis(300));
+            proxy.cut();
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        stop.store(true, Ordering::SeqCst);
+        let calls: u64 = callers.into_iter().map(|c| c.join().unwrap()).sum();
+        assert!(calls > 100, "{calls} calls");
+    });
+    let stats = server.stats();
+    assert_eq!(stats.poison, 0, "{stats:?}");
+    assert!(stats.reconnects >= 3, "{stats:?}");
+    server.stop().unwrap();
 }

@@ -234,7 +234,7 @@ impl Load {
 
     /// Stops the callers after their current call and returns every call's record. Panics
     /// if a caller is still inside a call well past that call's deadline: a hang.
-    pub fn finish(self) -> Run {
+    pub fn finish(mut self) -> Run {
         self.stopping.store(true, Ordering::SeqCst);
         let bound = self.config.per_call + self.config.pause + Duration::from_secs(2);
         let ended = matches!(
@@ -248,7 +248,7 @@ impl Load {
             self.waiting_longer_than(self.config.per_call),
             self.config.per_call
         );
-        for thread in self.threads {
+        for thread in std::mem::take(&mut self.threads) {
             thread.join().expect("caller thread panicked");
         }
         let mut records = std::mem::take(&mut *self.records.lock().unwrap());
@@ -257,6 +257,13 @@ impl Load {
             began: self.began,
             records,
         }
+    }
+}
+
+impl Drop for Load {
+    /// A test that fails mid-load must not leave its callers running into the next test.
+    fn drop(&mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
     }
 }
 
@@ -400,7 +407,8 @@ impl Run {
         );
     }
 
-    /// Recovery from `since` took less than `bound`.
+    /// Recovery from `since` took less than `bound`, and it lasted: no call started after
+    /// `since + bound` failed.
     pub fn assert_recovered_within(&self, since: Instant, bound: Duration) {
         match self.recovery(since) {
             Some(recovery) => assert!(recovery < bound, "recovery took {recovery:?}"),
@@ -409,6 +417,15 @@ impl Run {
                 &self.records[self.records.len().saturating_sub(8)..]
             ),
         }
+        let late_failures: Vec<_> = self
+            .failed()
+            .into_iter()
+            .filter(|call| call.started > since + bound)
+            .collect();
+        assert!(
+            late_failures.is_empty(),
+            "calls failed well after recovery: {late_failures:#?}"
+        );
     }
 
     /// The client's counters agree with what the callers saw: one result per call, none
