@@ -42,8 +42,9 @@ pub enum Error {
     },
 
     /// No reply arrived before the call's deadline. The request carried that deadline as its
-    /// AMQP `expiration`, so a request still queued is dropped by the broker rather than
-    /// computed for nobody. Also returned by [`RpcServer::stop_timeout`](crate::RpcServer::stop_timeout)
+    /// AMQP `expiration` and its [`DEADLINE_HEADER`](crate::wire::DEADLINE_HEADER), so a
+    /// request still queued is dropped by the broker, and one a server receives late is
+    /// dropped by the server, rather than computed for nobody. Also returned by [`RpcServer::stop_timeout`](crate::RpcServer::stop_timeout)
     /// when the server did not stop in time.
     Timeout {
         /// How long the call waited.
@@ -58,8 +59,9 @@ pub enum Error {
         queue: String,
     },
 
-    /// The connection to the broker was lost while the call was pending, or before it could be
-    /// sent. The outcome is unknown: the server may or may not have run the request.
+    /// The connection to the broker was lost while the call was pending (its request sent).
+    /// The outcome is unknown: the server may or may not have run the request. The client
+    /// reconnects by itself; calls not sent yet wait for that (see [`Error::NotConnected`]).
     ConnectionLost {
         /// Why the connection ended, when the AMQP client told us.
         cause: Option<Arc<amiquip::Error>>,
