@@ -411,7 +411,7 @@ impl RpcClient {
         let reader = Reader {
             brokers,
             settings,
-            backoff: Backoff::new(options.backoff),
+            backoff: Backoff::from_settings(options.backoff),
             lazy: options.lazy_connect,
             queue: options.queue.clone(),
             commands: command_rx,

@@ -55,6 +55,7 @@ pub use client::{
     ClientOptions, ClientStats, FibonacciRpcClient, PendingFib, PendingReply, RpcClient,
 };
 pub use error::{Error, Result};
+pub use reconnect::Backoff;
 pub use server::{
     FibonacciHandler, Handler, QueueKind, RpcServer, ServerOptions, ServerStats, StopHandle,
     DEFAULT_MAX_N, DEFAULT_PREFETCH,

@@ -44,14 +44,41 @@ impl BackoffSettings {
 /// Capped exponential backoff with "equal jitter": each wait is half the current step plus a
 /// random part of the other half, so a fleet of clients that lost the same broker does not
 /// come back in lockstep, yet none waits less than half its step.
+///
+/// The client and server use it between reconnection rounds; it is public so a program that
+/// retries on its own (say, after [`Error::NotConnected`]) can space its attempts the same way.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let mut backoff = fib_rpc::Backoff::new(Duration::from_millis(100), Duration::from_secs(5))?;
+/// let first = backoff.next_delay();
+/// assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
+/// # Ok::<(), fib_rpc::Error>(())
+/// ```
 #[derive(Debug)]
-pub(crate) struct Backoff {
+pub struct Backoff {
     settings: BackoffSettings,
     step: Duration,
 }
 
+impl Default for Backoff {
+    /// 100 ms doubling up to 5 s, the reconnection default.
+    fn default() -> Self {
+        Self::from_settings(BackoffSettings::default())
+    }
+}
+
 impl Backoff {
-    pub(crate) fn new(settings: BackoffSettings) -> Self {
+    /// Waits from `initial`, doubling up to `max`. Fails with [`Error::InvalidArgument`]
+    /// unless 0 < `initial` <= `max` <= 1 hour.
+    pub fn new(initial: Duration, max: Duration) -> Result<Self> {
+        let settings = BackoffSettings { initial, max };
+        settings.check()?;
+        Ok(Self::from_settings(settings))
+    }
+
+    pub(crate) fn from_settings(settings: BackoffSettings) -> Self {
         Backoff {
             settings,
             step: settings.initial,
@@ -59,7 +86,7 @@ impl Backoff {
     }
 
     /// The next wait; the one after will be twice as long, up to the maximum.
-    pub(crate) fn next_delay(&mut self) -> Duration {
+    pub fn next_delay(&mut self) -> Duration {
         let step = self.step;
         self.step = (step * 2).min(self.settings.max);
         let half = step / 2;
@@ -74,8 +101,8 @@ impl Backoff {
         self.settings.max
     }
 
-    /// Back to the initial step, after a connection worked.
-    pub(crate) fn reset(&mut self) {
+    /// Back to the initial step, after an attempt worked.
+    pub fn reset(&mut self) {
         self.step = self.settings.initial;
     }
 }
@@ -151,7 +178,7 @@ mod tests {
             initial: Duration::from_millis(100),
             max: Duration::from_millis(1000),
         };
-        let mut backoff = Backoff::new(settings);
+        let mut backoff = Backoff::from_settings(settings);
         let mut step = Duration::from_millis(100);
         for _ in 0..10 {
             let delay = backoff.next_delay();
@@ -167,9 +194,7 @@ mod tests {
 
     #[test]
     fn jitter_spreads_the_waits() {
-        let mut delays: Vec<Duration> = (0..20)
-            .map(|_| Backoff::new(BackoffSettings::default()).next_delay())
-            .collect();
+        let mut delays: Vec<Duration> = (0..20).map(|_| Backoff::default().next_delay()).collect();
         delays.sort();
         delays.dedup();
         assert!(delays.len() > 10, "{delays:?}");

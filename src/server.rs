@@ -430,7 +430,7 @@ impl RpcServer {
         let supervisor = Supervisor {
             brokers,
             settings,
-            backoff: Backoff::new(options.backoff),
+            backoff: Backoff::from_settings(options.backoff),
             stats,
             redeliveries: Arc::new(Redeliveries::default()),
             last_failure: Arc::clone(&last_failure),

@@ -11,10 +11,10 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use crossbeam_channel::Receiver;
-use fib_rpc::{Error, FibonacciHandler, QueueKind, RpcServer, ServerOptions};
+use fib_rpc::{Backoff, Error, FibonacciHandler, QueueKind, RpcServer, ServerOptions};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -23,10 +23,6 @@ use crate::exit::{Class, Failure};
 
 /// How long a signalled server may take to answer what it has; the library's stop timeout.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-/// Waits between start-up attempts while the broker cannot be reached: doubling from the
-/// first to the last, the library's reconnection range.
-const START_RETRY_FIRST: Duration = Duration::from_millis(100);
-const START_RETRY_MAX: Duration = Duration::from_secs(5);
 
 enum Event {
     Signal(i32),
@@ -72,19 +68,19 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
         })?
     };
     let handler = FibonacciHandler::new(args.max_n).cache_bytes(args.cache_bytes);
-    let mut retry_in = START_RETRY_FIRST;
+    // Between start-up attempts: the library's reconnection backoff.
+    let mut backoff = Backoff::default();
     let server = loop {
         match RpcServer::start_failover(&global.urls, options.clone(), handler.clone()) {
             Ok(server) => break server,
             // A signal meanwhile ends the process (see the signal thread).
             Err(err) if worth_waiting_for(&err) => {
-                let wait = jittered(retry_in);
+                let wait = backoff.next_delay();
                 log::warn!(
                     "fib-rpc serve: {err}; retrying in {:.1} s",
                     wait.as_secs_f64()
                 );
                 std::thread::sleep(wait);
-                retry_in = (retry_in * 2).min(START_RETRY_MAX);
             }
             Err(err) => {
                 signal_handle.close();
@@ -204,15 +200,6 @@ fn worth_waiting_for(err: &Error) -> bool {
                 ..
             })
     )
-}
-
-/// Between half and all of `step`, so servers started together do not retry in lockstep.
-fn jittered(step: Duration) -> Duration {
-    let half = step / 2;
-    let noise = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |now| now.subsec_nanos());
-    half + Duration::from_nanos(u64::from(noise) % (half.as_nanos() as u64).max(1))
 }
 
 fn signal_name(signal: i32) -> &'static str {
