@@ -42,8 +42,10 @@
 mod broker;
 mod cache;
 pub mod client;
+mod decimal;
 mod error;
 pub mod fib;
+mod parallel;
 mod reconnect;
 pub mod server;
 mod util;
