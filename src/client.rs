@@ -3,10 +3,12 @@
 //! # How a call travels
 //!
 //! amiquip's channel and consumer cannot be shared between threads, so one **reader thread**
-//! (`fib-rpc-client`) owns the connection, the channel, the reply queue's consumer and the
-//! listener for returned (unroutable) messages. A caller:
+//! (`fib-rpc-client`) owns the connection, the channel, the reply consumer (of an exclusive
+//! reply queue, or of direct reply-to: see [`ReplyTo`]) and the listener for returned
+//! (unroutable) messages. A caller:
 //!
-//! 1. makes a fresh UUID v4 `correlation_id` and a one-slot reply channel,
+//! 1. makes a fresh `correlation_id` (a UUID v4, never repeated within the client) and a
+//!    one-slot reply channel,
 //! 2. hands `(correlation_id, body, deadline, reply sender)` to the reader over a crossbeam
 //!    channel; the reader publishes the request and files the sender under the id,
 //! 3. waits on its reply channel until its deadline.
@@ -19,9 +21,9 @@
 //!
 //! Calls already published fail at once with [`Error::ConnectionLost`]: the server may or may
 //! not have run them. The reader then reconnects, trying each broker URL in turn with capped,
-//! jittered exponential backoff between rounds, and declares a new reply queue and consumer
-//! **before** it publishes anything on the new connection. Calls made meanwhile wait for it
-//! within their own deadlines; one whose deadline passes first fails with
+//! jittered exponential backoff between rounds, and sets up a new reply consumer (and reply
+//! queue) **before** it publishes anything on the new connection. Calls made meanwhile wait
+//! for it within their own deadlines; one whose deadline passes first fails with
 //! [`Error::NotConnected`] and was never sent.
 
 use std::collections::{HashMap, VecDeque};
@@ -67,7 +69,31 @@ pub struct ClientOptions {
     backoff: BackoffSettings,
     lazy_connect: bool,
     max_request_bytes: usize,
+    reply_to: ReplyTo,
 }
+
+/// Where a client receives its replies; see [`ClientOptions::reply_to`].
+///
+/// ```
+/// use fib_rpc::{ClientOptions, ReplyTo};
+///
+/// let options = ClientOptions::default().reply_to(ReplyTo::Direct);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ReplyTo {
+    /// An exclusive, server-named queue declared on each connection, as in the tutorial.
+    /// The broker deletes it when the connection closes.
+    #[default]
+    ExclusiveQueue,
+    /// RabbitMQ's direct reply-to (`amq.rabbitmq.reply-to`): replies go straight to this
+    /// client's channel without a queue, so nothing is declared or deleted per connection.
+    /// RabbitMQ-only; a reply to a client that has gone is dropped by the broker.
+    Direct,
+}
+
+/// The pseudo-queue a client consumes (no-ack) to use direct reply-to.
+pub(crate) const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
 
 impl Default for ClientOptions {
     /// The tutorial's queue (`rpc_queue`), a 30 s call timeout, a 10 s connect timeout, 15 s
@@ -81,6 +107,7 @@ impl Default for ClientOptions {
             backoff: BackoffSettings::default(),
             lazy_connect: false,
             max_request_bytes: 16 << 20,
+            reply_to: ReplyTo::default(),
         }
     }
 }
@@ -142,6 +169,13 @@ impl ClientOptions {
     /// `max_message_size` would make it close the channel that every caller shares.
     pub fn max_request_bytes(mut self, bytes: usize) -> Self {
         self.max_request_bytes = bytes;
+        self
+    }
+
+    /// Where replies come back (default [`ReplyTo::ExclusiveQueue`]). Both work with any
+    /// tutorial-style server.
+    pub fn reply_to(mut self, reply_to: ReplyTo) -> Self {
+        self.reply_to = reply_to;
         self
     }
 }
@@ -351,6 +385,40 @@ pub struct RpcClient {
     close_signal: Mutex<Option<Sender<()>>>,
     reader: Mutex<Option<ReaderHandle>>,
     options: ClientOptions,
+    ids: CorrelationIds,
+}
+
+/// Makes each call's `correlation_id`: a UUID v4 whose first half is random per client and
+/// whose second half counts the client's calls. So an id never repeats within a client (a
+/// late reply can never be taken for a newer call's), and a call costs no system call for
+/// fresh randomness.
+struct CorrelationIds {
+    client: [u8; 8],
+    calls: AtomicU64,
+}
+
+impl CorrelationIds {
+    fn new() -> Self {
+        let random = Uuid::new_v4().into_bytes();
+        let mut client = [0; 8];
+        client.copy_from_slice(&random[..8]);
+        CorrelationIds {
+            client,
+            calls: AtomicU64::new(0),
+        }
+    }
+
+    fn next(&self) -> String {
+        let call = self.calls.fetch_add(1, Ordering::Relaxed);
+        let mut bytes = [0; 16];
+        bytes[..8].copy_from_slice(&self.client);
+        bytes[8..].copy_from_slice(&call.to_be_bytes());
+        // Sets the version bits (4 of the random half, leaving 60) and the variant bits (the
+        // count's top two, which would take 2^62 calls to reach).
+        uuid::Builder::from_random_bytes(bytes)
+            .into_uuid()
+            .to_string()
+    }
 }
 
 impl std::fmt::Debug for RpcClient {
@@ -363,10 +431,11 @@ impl std::fmt::Debug for RpcClient {
 }
 
 impl RpcClient {
-    /// Connects to the broker at `url` (`amqp://user:password@host:port/vhost`), declares an
-    /// exclusive reply queue and starts the reader thread. Fails with [`Error::Connect`] when
-    /// the broker cannot be reached within the connect timeout (unless
-    /// [`ClientOptions::lazy_connect`]). Once connected, the client reconnects by itself.
+    /// Connects to the broker at `url` (`amqp://user:password@host:port/vhost`), sets up the
+    /// reply consumer (see [`ClientOptions::reply_to`]) and starts the reader thread. Fails
+    /// with [`Error::Connect`] when the broker cannot be reached within the connect timeout
+    /// (unless [`ClientOptions::lazy_connect`]). Once connected, the client reconnects by
+    /// itself.
     pub fn connect(url: &str, options: ClientOptions) -> Result<RpcClient> {
         Self::connect_failover(&[url], options)
     }
@@ -414,6 +483,7 @@ impl RpcClient {
             backoff: Backoff::from_settings(options.backoff),
             lazy: options.lazy_connect,
             queue: options.queue.clone(),
+            reply_to: options.reply_to,
             commands: command_rx,
             closed: closed.clone(),
             shared: Arc::clone(&shared),
@@ -450,6 +520,7 @@ impl RpcClient {
                 close_signal: Mutex::new(Some(close_signal)),
                 reader: Mutex::new(Some(handle)),
                 options,
+                ids: CorrelationIds::new(),
             }),
             Ok(Err(err)) => {
                 handle.join_within(options.connect.timeout);
@@ -540,7 +611,7 @@ impl RpcClient {
         let (reply, reply_rx) = crossbeam_channel::bounded(1);
         let state = Arc::new(AtomicU8::new(QUEUED));
         let call = OutgoingCall {
-            correlation_id: Uuid::new_v4().to_string(),
+            correlation_id: self.ids.next(),
             body: body.to_vec(),
             deadline,
             reply,
@@ -739,6 +810,7 @@ struct Reader {
     /// Report ready before the first connection (see [`ClientOptions::lazy_connect`]).
     lazy: bool,
     queue: String,
+    reply_to: ReplyTo,
     commands: Receiver<Command>,
     /// Disconnects when the owner starts closing the client.
     closed: Receiver<()>,
@@ -884,7 +956,7 @@ impl Reader {
         }
     }
 
-    /// Opens the channel, return listener, reply queue and its consumer, and only then sends
+    /// Opens the channel, return listener and reply consumer, and only then sends
     /// the calls that waited for a connection. Serves callers until shutdown or loss.
     fn run_session(
         &mut self,
@@ -893,20 +965,34 @@ impl Reader {
     ) -> Result<SessionEnd> {
         let channel = connection.open_channel(None)?;
         let returns = channel.listen_for_returns()?;
-        let queue = channel.queue_declare(
-            "",
-            QueueDeclareOptions {
-                exclusive: true,
-                ..QueueDeclareOptions::default()
-            },
-        )?;
-        let consumer = queue.consume(ConsumerOptions {
+        // Replies are never acked: an unanswered caller gains nothing from a redelivery.
+        let no_ack = ConsumerOptions {
             no_ack: true,
             exclusive: true,
             ..ConsumerOptions::default()
-        })?;
-        let reply_to = queue.name().to_owned();
+        };
+        let (consumer, reply_to) = match self.reply_to {
+            ReplyTo::ExclusiveQueue => {
+                let queue = channel.queue_declare(
+                    "",
+                    QueueDeclareOptions {
+                        exclusive: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                )?;
+                (queue.consume(no_ack)?, queue.name().to_owned())
+            }
+            // Consumed before anything is published on this channel, as the broker requires.
+            ReplyTo::Direct => (
+                channel.basic_consume(DIRECT_REPLY_TO, no_ack)?,
+                DIRECT_REPLY_TO.to_owned(),
+            ),
+        };
 
+        log::debug!(
+            "fib-rpc client: connected to {}; replies come to {reply_to:?}",
+            self.brokers.current()
+        );
         self.sessions += 1;
         if self.sessions > 1 {
             bump(&self.shared.counters.reconnects);
@@ -1256,5 +1342,25 @@ impl PendingFib<'_> {
         let n = self.n;
         self.reply
             .wait_and_check(|reply| wire::check_decimal_reply(n, reply))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn correlation_ids_are_distinct_uuid_v4s() {
+        let ids = CorrelationIds::new();
+        let made: Vec<String> = (0..1000).map(|_| ids.next()).collect();
+        let distinct: std::collections::HashSet<&String> = made.iter().collect();
+        assert_eq!(distinct.len(), made.len());
+        for id in &made {
+            let parsed = Uuid::parse_str(id).unwrap();
+            assert_eq!(parsed.get_version_num(), 4, "{id}");
+            assert_eq!(parsed.get_variant(), uuid::Variant::RFC4122, "{id}");
+        }
+        // Another client's ids differ in their random half.
+        assert_ne!(CorrelationIds::new().next()[..18], made[0][..18]);
     }
 }

@@ -54,7 +54,7 @@ pub mod wire;
 pub use broker::{redact as redact_url, DEFAULT_URL};
 pub use cache::{CacheStats, DEFAULT_CACHE_BYTES};
 pub use client::{
-    ClientOptions, ClientStats, FibonacciRpcClient, PendingFib, PendingReply, RpcClient,
+    ClientOptions, ClientStats, FibonacciRpcClient, PendingFib, PendingReply, ReplyTo, RpcClient,
 };
 pub use error::{Error, Result};
 pub use reconnect::Backoff;
