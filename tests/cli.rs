@@ -190,6 +190,50 @@ fn call_1000_prints_exactly_the_decimal() {
     );
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert_eq!(stdout(&output), format!("832040\n0\n{FIB_1000}\n1\n"));
+
+    // By default N on the command line get replies by direct reply-to, a stream from stdin on
+    // a reply queue (the client says which at -vv).
+    let output = run(&["-vv", "call", "--queue", &queue.name, "30"], "");
+    assert_eq!(stdout(&output), "832040\n", "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("replies come to \"amq.rabbitmq.reply-to\""),
+        "{}",
+        stderr(&output)
+    );
+    let output = run(&["-vv", "call", "--queue", &queue.name, "-"], "30\n");
+    assert_eq!(stdout(&output), "832040\n", "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("replies come to \"amq.gen-"),
+        "{}",
+        stderr(&output)
+    );
+
+    // Both ways of getting replies, chosen explicitly, for N given and for a stream.
+    for reply_to in ["direct", "queue"] {
+        let output = run(
+            &[
+                "call",
+                "--reply-to",
+                reply_to,
+                "--queue",
+                &queue.name,
+                "1000",
+            ],
+            "",
+        );
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        assert_eq!(stdout(&output), format!("{FIB_1000}\n"), "{reply_to}");
+        let output = run(
+            &["call", "--reply-to", reply_to, "--queue", &queue.name, "-"],
+            "30\n1000\n",
+        );
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        assert_eq!(
+            stdout(&output),
+            format!("832040\n{FIB_1000}\n"),
+            "{reply_to}"
+        );
+    }
 }
 
 #[test]
@@ -308,6 +352,8 @@ fn usage_errors_exit_2() {
         vec!["call", "--workers", "2", "5"],
         vec!["call", "--timeout", "0", "5"],
         vec!["bench", "--calls", "5", "--seconds", "1"],
+        vec!["call", "--reply-to", "mailbox", "5"],
+        vec!["serve", "--reply-to", "direct"],
         vec!["launch"],
         vec![],
     ] {

@@ -6,7 +6,7 @@
 use std::ffi::OsString;
 use std::time::Duration;
 
-use fib_rpc::{DEFAULT_MAX_N, DEFAULT_PREFETCH, DEFAULT_URL};
+use fib_rpc::{ReplyTo, DEFAULT_MAX_N, DEFAULT_PREFETCH, DEFAULT_URL};
 use lexopt::prelude::*;
 
 /// Options every command takes.
@@ -18,6 +18,8 @@ pub struct Global {
     /// AMQP heartbeat interval.
     pub heartbeat: u16,
     pub queue: String,
+    /// Where `call` and `bench` get their replies; `None`: the command's own default.
+    pub reply_to: Option<ReplyTo>,
     /// How many times `-v` was given.
     pub verbosity: u8,
 }
@@ -124,6 +126,7 @@ pub fn parse(
             .unwrap_or_else(|| vec![DEFAULT_URL.to_owned()]),
         heartbeat: DEFAULT_HEARTBEAT,
         queue: fib_rpc::wire::DEFAULT_QUEUE.to_owned(),
+        reply_to: None,
         verbosity: 0,
     };
     let mut command: Option<CommandName> = None;
@@ -166,6 +169,18 @@ pub fn parse(
                 global.heartbeat = whole_number(&mut parser, "--heartbeat", u16::MAX)?;
             }
             Long("queue") => global.queue = parser.value()?.string()?,
+            Long("reply-to") => {
+                seen.push(("--reply-to", &[CommandName::Call, CommandName::Bench]));
+                global.reply_to = match parser.value()?.string()?.as_str() {
+                    "queue" => Some(ReplyTo::ExclusiveQueue),
+                    "direct" => Some(ReplyTo::Direct),
+                    other => {
+                        return Err(UsageError(format!(
+                            "--reply-to takes `queue` or `direct`, not {other:?}"
+                        )))
+                    }
+                };
+            }
 
             Long("workers") => {
                 seen.push(("--workers", &[CommandName::Serve]));

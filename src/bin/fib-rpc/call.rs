@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, TryRecvError};
-use fib_rpc::{ClientOptions, FibonacciRpcClient, PendingFib};
+use fib_rpc::{ClientOptions, FibonacciRpcClient, PendingFib, ReplyTo};
 
 use crate::args::{CallArgs, Global, Numbers};
 use crate::exit::{Class, Failure};
@@ -46,6 +46,13 @@ pub fn run(global: &Global, args: CallArgs) -> Result<(), Failure> {
     // Connect only once there is something to ask: empty input needs no broker, and a bad
     // first line is reported as such, not as whatever connecting might say.
     let more = inputs.has_more();
+    // A one-shot call spends most of its time setting up: direct reply-to spares it declaring
+    // (and the broker deleting) a reply queue, ~3 ms of a ~7 ms process. A stream from stdin
+    // is many calls on one connection, where the reply queue has the higher throughput.
+    let reply_to = global.reply_to.unwrap_or(match stdin_reader {
+        None => ReplyTo::Direct,
+        Some(_) => ReplyTo::ExclusiveQueue,
+    });
     let result = if let Some(Err(failure)) = inputs.peeked.take_if(|input| input.is_err()) {
         Err(failure)
     } else if more {
@@ -54,6 +61,7 @@ pub fn run(global: &Global, args: CallArgs) -> Result<(), Failure> {
             .timeout(args.timeout)
             .connect_timeout(CONNECT_TIMEOUT)
             .heartbeat(global.heartbeat)
+            .reply_to(reply_to)
             .connection_name(format!("fib-rpc call (pid {})", std::process::id()));
         FibonacciRpcClient::connect_failover(&global.urls, options)
             .map_err(Failure::from)

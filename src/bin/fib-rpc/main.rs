@@ -149,6 +149,10 @@ Global options:
   --heartbeat S  AMQP heartbeat interval in seconds (default {heartbeat}); a dead network
                  path is noticed after about two intervals
   --queue NAME   Server queue (default {queue})
+  --reply-to W   Where call and bench get replies: `queue` (an exclusive reply queue)
+                 or `direct` (RabbitMQ's direct reply-to). Default: direct for call with
+                 N on the command line (faster start), queue for `call -` and bench
+                 (higher throughput)
   -v, --verbose  More logs on stderr (-v info, -vv debug, -vvv trace); RUST_LOG also works
   -h, --help     Show help
   -V, --version  Show the version
