@@ -12,8 +12,8 @@ use common::proxy::TcpProxy;
 use common::{amqp_url, eventually, fib_server, TestQueue};
 use fib_rpc::fib::fib;
 use fib_rpc::{
-    ClientOptions, Error, ErrorCode, FibonacciRpcClient, RemoteError, RpcClient, RpcServer,
-    ServerOptions,
+    ClientOptions, Error, ErrorCode, FibonacciRpcClient, RemoteError, ReplyTo, RpcClient,
+    RpcServer, ServerOptions,
 };
 use num_bigint::BigUint;
 
@@ -699,27 +699,8 @@ fn redelivered_request_is_served() {
 fn poison_request_is_dropped_after_a_few_redeliveries() {
     let queue = TestQueue::new("poison");
     queue.declare_classic();
-    let mut connection = common::admin_connection();
-    let channel = connection.open_channel(None).unwrap();
-    let properties = AmqpProperties::default()
-        .with_reply_to("amq.rabbitmq.reply-to.g2dkAAA=.x".to_owned())
-        .with_correlation_id("poison".to_owned());
-    channel
-        .basic_publish(
-            "",
-            Publish::with_properties(b"10", queue.name.clone(), properties),
-        )
-        .unwrap();
-    connection.close().unwrap();
-    let server = RpcServer::start(
-        &amqp_url(),
-        ServerOptions::default()
-            .queue(&queue.name)
-            .workers(2)
-            .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(200)),
-        fib_rpc::FibonacciHandler::default(),
-    )
-    .unwrap();
+    publish_requests(&queue.name, &[(POISON_REPLY_TO, "poison")]);
+    let server = quickly_reconnecting_server(&queue.name, 2);
     assert!(
         eventually(Duration::from_secs(20), || server.stats().poison == 1),
         "{:?}",
@@ -738,6 +719,40 @@ fn poison_request_is_dropped_after_a_few_redeliveries() {
     );
     assert_eq!(queue.message_count(), 0, "poison request still queued");
     server.stop().unwrap();
+}
+
+/// A `reply_to` that RabbitMQ 3.10 answers by closing the replier's connection (541): a
+/// malformed direct reply-to address.
+const POISON_REPLY_TO: &str = "amq.rabbitmq.reply-to.g2dkAAA=.x";
+
+/// Publishes fib(10) requests to `queue` as a foreign client would, one per
+/// `(reply_to, correlation_id)`, in order.
+fn publish_requests(queue: &str, requests: &[(&str, &str)]) {
+    let mut connection = common::admin_connection();
+    let channel = connection.open_channel(None).unwrap();
+    for (reply_to, correlation_id) in requests {
+        let properties = AmqpProperties::default()
+            .with_reply_to((*reply_to).to_owned())
+            .with_correlation_id((*correlation_id).to_owned());
+        channel
+            .basic_publish("", Publish::with_properties(b"10", queue, properties))
+            .unwrap();
+    }
+    connection.close().unwrap();
+}
+
+/// A Fibonacci server on `queue` that reconnects within 200 ms, for tests that break its
+/// connection over and over.
+fn quickly_reconnecting_server(queue: &str, workers: usize) -> RpcServer {
+    RpcServer::start(
+        &amqp_url(),
+        ServerOptions::default()
+            .queue(queue)
+            .workers(workers)
+            .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(200)),
+        fib_rpc::FibonacciHandler::default(),
+    )
+    .unwrap()
 }
 
 /// A broker that goes silent (TCP open, nothing answered) must not hang the client: pending
@@ -1347,5 +1362,137 @@ fn repeated_losses_under_load_drop_nothing_as_poison() {
     let stats = server.stats();
     assert_eq!(stats.poison, 0, "{stats:?}");
     assert!(stats.reconnects >= 3, "{stats:?}");
+    server.stop().unwrap();
+}
+
+fn direct_client(url: &str, queue: &str) -> FibonacciRpcClient {
+    FibonacciRpcClient::connect_with(
+        url,
+        ClientOptions::default()
+            .queue(queue)
+            .reply_to(ReplyTo::Direct),
+    )
+    .expect("client connects")
+}
+
+/// Direct reply-to: exact answers across threads sharing the client, typed error replies, and
+/// `NoServer` for an absent queue, as with the exclusive reply queue.
+#[test]
+fn direct_reply_to_answers_threads_errors_and_returns() {
+    let queue = TestQueue::new("direct");
+    let server = fib_server(&queue.name);
+    let client = direct_client(&amqp_url(), &queue.name);
+    std::thread::scope(|scope| {
+        for thread in 0..16u64 {
+            let client = &client;
+            scope.spawn(move || {
+                for call in 0..25 {
+                    let n = thread * 25 + call;
+                    assert_eq!(client.call(n).unwrap(), fib(n), "fib({n})");
+                }
+            });
+        }
+    });
+    let err = client.rpc().call(b"abc").unwrap_err();
+    assert!(
+        matches!(&err, Error::Remote(remote) if remote.code == ErrorCode::BadRequest),
+        "{err:?}"
+    );
+    let stats = client.rpc().stats();
+    assert_eq!((stats.ok, stats.discarded_replies), (400, 0), "{stats:?}");
+
+    let absent = TestQueue::new("direct-absent"); // never declared
+    let lost = direct_client(&amqp_url(), &absent.name);
+    assert!(matches!(lost.call(5), Err(Error::NoServer { .. })));
+    server.stop().unwrap();
+}
+
+/// After a cut, a direct reply-to client consumes `amq.rabbitmq.reply-to` again on its new
+/// channel before publishing, so calls work again.
+#[test]
+fn direct_reply_to_client_reconnects_after_a_cut() {
+    let queue = TestQueue::new("direct-cut");
+    let server = fib_server(&queue.name);
+    let proxy = TcpProxy::to_broker();
+    let client = direct_client(&proxy.url(), &queue.name);
+    assert_eq!(client.call(10).unwrap(), BigUint::from(55u32));
+    proxy.cut();
+    assert!(eventually(Duration::from_secs(5), || client
+        .rpc()
+        .stats()
+        .reconnects
+        == 1));
+    assert_eq!(client.call(20).unwrap(), BigUint::from(6765u32));
+    server.stop().unwrap();
+}
+
+/// Workers ack several answered requests at once while more are waiting, but an idle worker
+/// has acked everything: nothing answered stays unacknowledged (and would come back after a
+/// loss).
+#[test]
+fn answered_requests_are_all_acked_once_the_worker_is_idle() {
+    let queue = TestQueue::new("ack-batch");
+    let server = RpcServer::start(
+        &amqp_url(),
+        ServerOptions::default()
+            .queue(&queue.name)
+            .workers(1)
+            .prefetch(32),
+        fib_rpc::FibonacciHandler::default(),
+    )
+    .unwrap();
+    let client = fib_client(&queue.name);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for round in 0..5u64 {
+        let pending: Vec<_> = (0..203)
+            .map(|n| client.send(round * 1000 + n, deadline).unwrap())
+            .collect();
+        for call in pending {
+            let n = call.n();
+            assert_eq!(call.wait().unwrap(), fib(n));
+        }
+    }
+    assert!(
+        eventually(Duration::from_secs(3), || common::unacknowledged_count(
+            &queue.name
+        ) == 0),
+        "{} answered requests left unacknowledged",
+        common::unacknowledged_count(&queue.name)
+    );
+    assert_eq!(server.stats().replied, 1015);
+    server.stop().unwrap();
+}
+
+/// A healthy request answered just before a poison one, in the same prefetch window (its ack
+/// deferred), is not dropped as poison with it: once redelivered, it is acked before the
+/// poison's reply breaks the connection again.
+#[test]
+fn request_answered_before_a_poison_one_is_not_taken_for_poison() {
+    let queue = TestQueue::new("poison-neighbour");
+    queue.declare_classic();
+    let replies = TestQueue::new("poison-neighbour-replies");
+    replies.declare_classic();
+    publish_requests(
+        &queue.name,
+        &[
+            (replies.name.as_str(), "healthy"),
+            (POISON_REPLY_TO, "poison"),
+        ],
+    );
+    let server = quickly_reconnecting_server(&queue.name, 1);
+    assert!(
+        eventually(Duration::from_secs(20), || server.stats().poison >= 1),
+        "{:?}",
+        server.stats()
+    );
+    std::thread::sleep(Duration::from_millis(500)); // no further loss, no further answer
+    let stats = server.stats();
+    assert_eq!(stats.poison, 1, "{stats:?}");
+    // Answered again at most once: its ack may have been pending at the first loss.
+    let answers = replies.message_count();
+    assert!(
+        (1..=2).contains(&answers),
+        "{answers} answers to the healthy request"
+    );
     server.stop().unwrap();
 }

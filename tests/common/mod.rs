@@ -224,16 +224,18 @@ pub fn echo_server(
 }
 
 /// Messages delivered to consumers of `queue` and not yet acknowledged, as the broker counts
-/// them (`rabbitmqctl list_queues`).
+/// them (`rabbitmqctl list_queues`). Panics if the broker does not list the queue, so a check
+/// of "none left" cannot pass by not looking.
 pub fn unacknowledged_count(queue: &str) -> u32 {
     let listed = Command::new("rabbitmqctl")
         .args(["-q", "list_queues", "name", "messages_unacknowledged"])
         .output()
         .expect("rabbitmqctl runs");
+    assert!(listed.status.success(), "rabbitmqctl list_queues failed");
     String::from_utf8_lossy(&listed.stdout)
         .lines()
         .filter_map(|line| line.split_once('\t'))
         .find(|(name, _)| *name == queue)
         .and_then(|(_, count)| count.trim().parse().ok())
-        .unwrap_or(0)
+        .unwrap_or_else(|| panic!("rabbitmqctl does not list queue {queue:?}"))
 }
