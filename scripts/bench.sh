@@ -1,0 +1,572 @@
+#!/usr/bin/env bash
+# The benchmark: fib-rpc against the references, measured side by side in one run, printed
+# as ONE table (on stdout; progress goes to stderr) with the ratio to each target.
+#
+# Every throughput measurement below (rows 1, 2, 7 and 8 and their references) is run R
+# times (--rounds), each run S seconds long (--seconds), interleaved by round: round 1 runs
+# each of them once, then round 2 does the same, and so on, so that a slow phase of the
+# machine hits them all alike. The order within a round: on our server, 1 caller (and with
+# direct reply-to), 64 callers (and direct), the bare amiquip client; on the tutorial's, its
+# client alone, then four at once; on the floor's echo server, the floor client with 64 in
+# flight, then 1. The three servers are each started once, before round 1, and stay up
+# (idle between their own runs) until the last round is over. The table shows each
+# measurement's median over its runs with the min–max range; a ratio is ours' median / the
+# reference's median, and the last column gives the ratio within each round.
+#
+#   1. one caller, sequential fib(10): `fib-rpc bench --callers 1` on `fib-rpc serve`
+#      vs the tutorial's Python client in a loop on the tutorial's Python server (≥ 1.8×);
+#   2. 64 callers sharing one client, fib(10): `fib-rpc bench --callers 64` vs four tutorial
+#      clients at once on one tutorial server (sum, ≥ 8×) and vs the bare amiquip floor
+#      (examples/amiquip_floor.rs, 64 in flight, its client on its echo server; ≥ 0.70×).
+#      Then the clients alone: the bare amiquip client, 64 in flight, on our `fib-rpc serve`
+#      (counting the answer 55), against the floor pair (the servers compared; no target),
+#      and `fib-rpc bench --callers 64` against it (both on `fib-rpc serve`; ≥ 0.70×);
+#   3. a cold `fib-rpc call 1000` process vs a cold tutorial client process calling 1000,
+#      both against our `fib-rpc serve` (hyperfine mean wall time; ≤ 0.1×);
+#   4. fib(10^6) computed and formatted: examples/fib_speed vs bench/python/gmp_fib.py
+#      (gmpy2), total_ms (≤ 2×); "n/a" when either is missing;
+#   5. peak RSS (VmHWM) of `fib-rpc serve`, read after each round's 64-caller run; the table
+#      shows the last reading, the peak over all the rounds (≤ 8 MB = 8,000,000 B);
+#   6. the stripped release binary, default features (no TLS) (≤ 2 MB = 2,000,000 B);
+#   7. rows 1 and 2 again with `--reply-to direct`, when `fib-rpc --help` mentions it;
+#   8. the floor pair with 1 in flight against row 1's one caller (no target);
+#   9. where the time goes, under the table: for each Rust client measurement above (rows 1,
+#      2, 7 and 8), CPU time per successful call in µs of the broker (the beam.smp process:
+#      if several, the one with `-sname rabbit`, else the oldest), of the server process and
+#      of the client process, and the client's context switches per call (voluntary +
+#      involuntary), each summed over the measurement's R runs (total CPU / total successful
+#      calls). Broker and server: utime + stime from /proc/PID/stat, the difference over each
+#      run; the client: GNU time (/usr/bin/time; n/a without it). The broker may be shared,
+#      so others' work counts in its figure: its idle CPU, sampled for 2 s before the runs,
+#      is shown alongside.
+#
+# Usage: scripts/bench.sh [--quick] [--seconds S] [--rounds R]
+#   --seconds S  seconds per throughput run (default 6; env BENCH_SECONDS)
+#   --rounds R   runs of each throughput measurement, interleaved by round (default 3;
+#                env BENCH_ROUNDS)
+#   --quick      smoke test: 3 s runs, 1 round, 5 hyperfine runs (env BENCH_QUICK=1)
+# The full default run (3 rounds of 9 runs of 6 s) takes about 3 minutes once built.
+#
+# It starts everything it needs: the broker (scripts/ensure-rabbitmq.sh), a release build
+# (`cargo build --release --bins --examples`), the Python venv (scripts/python-env.sh; gmpy2
+# is added for row 4), the three servers, each on its own uniquely named queue. Measurements
+# run one at a time, never overlapping. On exit it stops what it started and deletes the
+# queues it created. Raw results go to <cargo target dir>/bench/results.json (every run, and
+# the medians), and each step's output and logs to <cargo target dir>/bench/last-run/ (a
+# throughput run's files are named NAME.ROUND.*). Needs hyperfine for row 3 (n/a without).
+# Honours AMQP_URL (default amqp://guest:guest@localhost:5672/%2f) and CARGO_TARGET_DIR;
+# BENCH_FIB_SPEED / BENCH_GMP_FIB run other programs for row 4 (stand-ins, for testing).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+log() { echo "bench: $*" >&2; }
+die() {
+    log "ERROR: $*"
+    exit 1
+}
+
+usage() { sed -n '/^# Usage:/,/^# The full/p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; }
+
+run_seconds="${BENCH_SECONDS:-}"
+rounds="${BENCH_ROUNDS:-}"
+quick="${BENCH_QUICK:-0}"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) quick=1 ;;
+        --seconds)
+            [ $# -ge 2 ] || die "--seconds needs a value"
+            run_seconds="$2"
+            shift
+            ;;
+        --seconds=*) run_seconds="${1#--seconds=}" ;;
+        --rounds)
+            [ $# -ge 2 ] || die "--rounds needs a value"
+            rounds="$2"
+            shift
+            ;;
+        --rounds=*) rounds="${1#--rounds=}" ;;
+        -h | --help)
+            usage
+            exit 0
+            ;;
+        *)
+            usage
+            die "unknown argument: $1"
+            ;;
+    esac
+    shift
+done
+if [ "$quick" = 1 ]; then
+    run_seconds="${run_seconds:-3}"
+    rounds="${rounds:-1}"
+    hf_warmup=1
+    hf_runs=5
+else
+    run_seconds="${run_seconds:-6}"
+    rounds="${rounds:-3}"
+    hf_warmup=3
+    hf_runs=30
+fi
+[[ $run_seconds =~ ^[0-9]+([.][0-9]+)?$ ]] && [ "${run_seconds//[.0]/}" != "" ] ||
+    die "seconds per run must be a number above 0, got '$run_seconds'"
+[[ $rounds =~ ^[1-9][0-9]?$ ]] || die "rounds must be a whole number from 1 to 99, got '$rounds'"
+# Bounds for each step, so nothing hangs: a throughput run gets its length plus a margin.
+run_bound=$((${run_seconds%.*} + 61))
+
+export AMQP_URL="${AMQP_URL:-amqp://guest:guest@localhost:5672/%2f}"
+target_dir="${CARGO_TARGET_DIR:-$ROOT/target}"
+case "$target_dir" in /*) ;; *) target_dir="$ROOT/$target_dir" ;; esac
+out_dir="$target_dir/bench"
+run_dir="$out_dir/last-run"
+rm -rf "$run_dir"
+mkdir -p "$run_dir"
+started_at=$SECONDS
+
+# ---- cleanup: stop what we started, delete the queues we created ----
+pids=()    # processes started in the background (servers, parallel clients)
+queues=()  # queues created on the broker
+py=""      # the venv python, once known (deletes the queues)
+
+alive() { # true while PID runs (a zombie, exited but not yet waited for, does not count)
+    local state
+    state="$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" || return 1
+    [ -n "$state" ] && [ "$state" != Z ]
+}
+
+# Stops PID with SIGTERM, SIGKILL after $2 seconds (default 10); sets `stopped_status`.
+stop_pid() {
+    local pid="$1" bound="${2:-10}" waited=0
+    kill -TERM "$pid" 2>/dev/null || true
+    while alive "$pid" && [ "$waited" -lt $((bound * 10)) ]; do
+        sleep 0.1
+        waited=$((waited + 1))
+    done
+    if alive "$pid"; then
+        log "process $pid did not stop within ${bound}s of SIGTERM; killing it"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    stopped_status=0
+    wait "$pid" 2>/dev/null || stopped_status=$?
+    forget_pid "$pid"
+}
+
+forget_pid() { # PID has been waited for: nothing left to stop
+    local kept=() p
+    for p in "${pids[@]}"; do [ "$p" = "$1" ] || kept+=("$p"); done
+    pids=("${kept[@]}")
+}
+
+delete_queues() {
+    [ "${#queues[@]}" -gt 0 ] || return 0
+    if [ -z "$py" ]; then
+        log "cannot delete queues ${queues[*]}: no Python venv"
+        return 0
+    fi
+    timeout 30 "$py" - "${queues[@]}" <<'PYEOF' || log "deleting queues ${queues[*]} failed"
+import os, sys, pika
+try:
+    connection = pika.BlockingConnection(pika.URLParameters(os.environ['AMQP_URL']))
+except Exception as err:
+    sys.exit("bench: cannot connect to delete queues: %r" % err)
+for queue in sys.argv[1:]:
+    channel = connection.channel()  # a fresh channel each: an error closes the channel
+    try:
+        channel.queue_delete(queue=queue)
+        channel.close()
+    except Exception as err:
+        print("bench: could not delete queue %s: %s" % (queue, err), file=sys.stderr)
+connection.close()
+PYEOF
+    queues=()
+}
+
+cleanup() {
+    local status=$?
+    set +e
+    for pid in "${pids[@]}"; do stop_pid "$pid" 5; done
+    delete_queues
+    if [ "$status" -eq 130 ] || [ "$status" -eq 143 ]; then
+        log "interrupted after $((SECONDS - started_at)) s; stopped what it started"
+    elif [ "$status" -ne 0 ]; then
+        log "failed after $((SECONDS - started_at)) s; step outputs and logs are in $run_dir"
+    fi
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---- step helpers ----
+
+# Runs one step under a time bound: `step NAME BOUND CMD...` writes stdout to
+# $run_dir/NAME.out and stderr to $run_dir/NAME.err; on failure says which step and shows
+# its stderr, then exits.
+step() {
+    local name="$1" bound="$2"
+    shift 2
+    local status=0 pid
+    # In the background and waited for, so that a signal to this script stops it at once.
+    timeout --kill-after=5 "$bound" "$@" >"$run_dir/$name.out" 2>"$run_dir/$name.err" &
+    pid=$!
+    pids+=("$pid")
+    wait "$pid" || status=$?
+    forget_pid "$pid"
+    if [ "$status" -ne 0 ]; then
+        [ "$status" -eq 124 ] && log "step '$name' took longer than ${bound}s"
+        log "step '$name' failed (exit $status): $*"
+        tail -n 20 "$run_dir/$name.err" >&2 || true
+        exit 1
+    fi
+}
+
+# One round's run of `fib-rpc bench` on our server, as a measured step:
+# `ours_run NAME CALLERS [GLOBAL OPTIONS...]`; its JSON goes to NAME.ROUND.json.
+ours_run() {
+    local name="$1" callers="$2"
+    shift 2
+    measured_step "$name.$round" "$run_bound" "$serve_pid" "$fib_rpc" "$@" --queue "$q_ours" \
+        "${bench_args[@]}" --callers "$callers"
+    json_of "$name.$round"
+}
+
+# The last line of step NAME's stdout (a JSON line) into NAME.json.
+json_of() { tail -n 1 "$run_dir/$1.out" >"$run_dir/$1.json"; }
+
+# CPU time used so far by process PID, all its threads: utime + stime (fields 14 and 15 of
+# /proc/PID/stat) in clock ticks; prints nothing when PID is empty or gone.
+cpu_ticks() {
+    local stat fields
+    [ -n "$1" ] || return 0
+    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 0
+    # Fields from 3 on follow the last ')' (the command name, field 2, may hold spaces).
+    read -r -a fields <<<"${stat##*)}"
+    [ "${#fields[@]}" -ge 13 ] || return 0
+    echo $((fields[11] + fields[12]))
+}
+
+# Ticks used by a process between two `cpu_ticks` readings, or null when either is missing.
+ticks_delta() {
+    if [ -n "$1" ] && [ -n "$2" ]; then echo $(($2 - $1)); else echo null; fi
+}
+
+# `measured_step NAME BOUND SERVER_PID CMD...`: `step NAME BOUND CMD...` (a client run), and
+# the CPU it cost: the broker's and SERVER_PID's ticks before and after go to NAME.cpu.json,
+# the client's own CPU time and context switches, from GNU time, to NAME.time.
+measured_step() {
+    local name="$1" bound="$2" server="$3"
+    shift 3
+    local wrapper=() broker_before server_before broker_after server_after started ended
+    if [ -n "$gnu_time" ]; then
+        wrapper=("$gnu_time" -o "$run_dir/$name.time" -f '%e %U %S %w %c')
+    fi
+    broker_before="$(cpu_ticks "$broker_pid")"
+    server_before="$(cpu_ticks "$server")"
+    started="$(date +%s.%N)"
+    step "$name" "$bound" "${wrapper[@]}" "$@"
+    ended="$(date +%s.%N)"
+    broker_after="$(cpu_ticks "$broker_pid")"
+    server_after="$(cpu_ticks "$server")"
+    printf '{"clk_tck":%s,"started":%s,"ended":%s,"broker_ticks":%s,"server_ticks":%s}\n' \
+        "$clk_tck" "$started" "$ended" "$(ticks_delta "$broker_before" "$broker_after")" \
+        "$(ticks_delta "$server_before" "$server_after")" >"$run_dir/$name.cpu.json"
+}
+
+# Starts a server in the background: `start_server NAME QUEUE CMD...`, log in NAME.log; sets
+# `server_pid`. Waits until it answers on QUEUE: polls `fib-rpc call 1` (fib(1) = 1, so the
+# echo floor answers it too) for at most 60 s, failing at once if the server dies.
+start_server() {
+    local name="$1" queue="$2"
+    shift 2
+    log "starting $name on queue $queue"
+    queues+=("$queue")
+    "$@" >"$run_dir/$name.log" 2>&1 &
+    server_pid=$!
+    pids+=("$server_pid")
+    local deadline=$((SECONDS + 60))
+    while :; do
+        if ! alive "$server_pid"; then
+            tail -n 20 "$run_dir/$name.log" >&2 || true
+            die "$name exited while starting (log: $run_dir/$name.log)"
+        fi
+        if timeout 10 "$fib_rpc" --queue "$queue" call --timeout 1 1 >/dev/null 2>&1; then
+            return 0
+        fi
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            tail -n 20 "$run_dir/$name.log" >&2 || true
+            die "$name did not answer on $queue within 60 s (log: $run_dir/$name.log)"
+        fi
+        sleep 0.2
+    done
+}
+
+# ---- preparation ----
+
+log "checking the broker"
+"$ROOT/scripts/ensure-rabbitmq.sh" >&2 || die "no RabbitMQ broker (scripts/ensure-rabbitmq.sh failed)"
+
+log "building (cargo build --release --bins --examples)"
+examples_built=yes
+if ! cargo build --release --quiet --bins --examples; then
+    # An example that does not build (row 4's fib_speed, say) must not cost the other rows.
+    log "building all examples failed; building the binary and the floor only"
+    examples_built=no
+    cargo build --release --quiet --bins --example amiquip_floor ||
+        die "cargo build --release --bins --example amiquip_floor failed"
+fi
+fib_rpc="$target_dir/release/fib-rpc"
+floor="$target_dir/release/examples/amiquip_floor"
+[ -x "$fib_rpc" ] && [ -x "$floor" ] || die "built binaries not found under $target_dir/release"
+
+log "preparing the Python venv"
+py="$("$ROOT/scripts/python-env.sh")" || die "scripts/python-env.sh failed"
+[ -x "$py" ] || die "scripts/python-env.sh did not print a python path"
+
+run_id="$$-$(date +%s)-$RANDOM"
+q_ours="fib-rpc-bench-$run_id-ours"
+q_tutorial="fib-rpc-bench-$run_id-tutorial"
+q_floor="fib-rpc-bench-$run_id-floor"
+
+help_text="$("$fib_rpc" --help 2>&1)" || die "fib-rpc --help failed"
+if [[ $help_text == *--reply-to* ]]; then
+    reply_to_option=yes
+else
+    reply_to_option=no
+fi
+load_at_start="$(cut -d' ' -f1-3 /proc/loadavg)"
+log "seconds per run: $run_seconds; rounds: $rounds; direct reply-to: $reply_to_option;" \
+    "load: $load_at_start"
+
+# For CPU per call: the broker process (beam.smp; if several, the one named rabbit, else
+# the oldest), the clock tick, and GNU time for the clients (not bash's `time` keyword).
+clk_tck="$(getconf CLK_TCK)" || die "getconf CLK_TCK failed"
+broker_pid=""
+for pid in $(pgrep -f beam.smp || true); do
+    if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- '-sname rabbit'; then
+        broker_pid="$pid"
+        break
+    fi
+done
+[ -n "$broker_pid" ] || broker_pid="$(pgrep -o -f beam.smp || true)"
+[ -n "$broker_pid" ] || log "no beam.smp process found: the broker's CPU per call shows n/a"
+gnu_time=""
+if [ -x /usr/bin/time ] && /usr/bin/time -f '%U' true >/dev/null 2>&1; then
+    gnu_time=/usr/bin/time
+else
+    log "GNU time (/usr/bin/time) not found: the clients' CPU per call shows n/a" \
+        "(install it: apt-get install time)"
+fi
+# How busy the (shared) broker is with nothing of ours running: other users' work shows up
+# in its CPU per call too.
+if [ -n "$broker_pid" ]; then
+    log "sampling the broker's idle CPU (2 s)"
+    idle_before="$(cpu_ticks "$broker_pid")"
+    idle_started="$(date +%s.%N)"
+    sleep 2
+    printf '{"clk_tck":%s,"started":%s,"ended":%s,"broker_ticks":%s,"server_ticks":null}\n' \
+        "$clk_tck" "$idle_started" "$(date +%s.%N)" \
+        "$(ticks_delta "$idle_before" "$(cpu_ticks "$broker_pid")")" \
+        >"$run_dir/broker_idle.cpu.json"
+fi
+
+bench_args=(bench --seconds "$run_seconds" --n 10 --json)
+
+# ---- the three servers: each started once, up through all the rounds ----
+
+start_server fib-rpc-serve "$q_ours" "$fib_rpc" --queue "$q_ours" serve
+serve_pid=$server_pid
+start_server tutorial-server "$q_tutorial" "$py" -u bench/python/tutorial_server.py "$q_tutorial"
+tutorial_pid=$server_pid
+start_server amiquip-floor-server "$q_floor" "$floor" server "$q_floor"
+floor_pid=$server_pid
+
+# Fails when a server has exited: a client run on a dead server may still exit 0.
+check_servers() {
+    set -- fib-rpc-serve "$serve_pid" tutorial-server "$tutorial_pid" \
+        amiquip-floor-server "$floor_pid"
+    while [ $# -ge 2 ]; do
+        if ! alive "$2"; then
+            tail -n 20 "$run_dir/$1.log" >&2 || true
+            die "$1 (pid $2) exited during the runs (log: $run_dir/$1.log)"
+        fi
+        shift 2
+    done
+}
+
+# `py4 ROUND`: four tutorial clients at once on the tutorial server, py4_I.ROUND.
+py4() {
+    local round="$1" i pid status client_pids=()
+    for i in 1 2 3 4; do
+        timeout --kill-after=5 "$run_bound" "$py" bench/python/tutorial_client.py \
+            "$q_tutorial" 10 "$run_seconds" >"$run_dir/py4_$i.$round.out" \
+            2>"$run_dir/py4_$i.$round.err" &
+        client_pids+=($!)
+        pids+=($!)
+    done
+    for i in 1 2 3 4; do
+        pid="${client_pids[$((i - 1))]}"
+        status=0
+        wait "$pid" || status=$?
+        forget_pid "$pid"
+        if [ "$status" -ne 0 ]; then
+            tail -n 20 "$run_dir/py4_$i.$round.err" >&2 || true
+            die "tutorial client $i of 4 (round $round) failed (exit $status)"
+        fi
+        json_of "py4_$i.$round"
+    done
+}
+
+# ---- the throughput runs, round by round: rows 1, 2, 5, 7 and 8 ----
+# (Each run of a Rust client is a `measured_step`: its CPU per call, row 9. A run's files
+# are NAME.ROUND.*.)
+
+per_round=9
+[ "$reply_to_option" = yes ] || per_round=7
+log "$rounds round(s) of $per_round runs of ${run_seconds}s each" \
+    "(about $((rounds * per_round * (${run_seconds%.*} + 1))) s)"
+for ((round = 1; round <= rounds; round++)); do
+    check_servers
+    at="round $round/$rounds"
+
+    log "$at, row 1: fib-rpc bench --callers 1 (${run_seconds}s)"
+    ours_run ours_seq 1
+    if [ "$reply_to_option" = yes ]; then
+        log "$at, row 7: fib-rpc --reply-to direct bench --callers 1 (${run_seconds}s)"
+        ours_run ours_seq_direct 1 --reply-to direct
+    fi
+
+    log "$at, row 2: fib-rpc bench --callers 64 (${run_seconds}s)"
+    ours_run ours_64 64
+    # Row 5, right after the 64-caller run: the server's peak resident set, in kB (KiB).
+    awk '/^VmHWM:/ {print $2}' "/proc/$serve_pid/status" \
+        >"$run_dir/serve_vmhwm_kib.$round.txt" ||
+        die "cannot read VmHWM of fib-rpc serve (pid $serve_pid)"
+    if [ "$reply_to_option" = yes ]; then
+        log "$at, row 7: fib-rpc --reply-to direct bench --callers 64 (${run_seconds}s)"
+        ours_run ours_64_direct 64 --reply-to direct
+    fi
+
+    # Row 2, the clients alone: the bare amiquip client on our server, counting only the
+    # right answer (fib(10) = 55, as `bench --n 10` asks).
+    log "$at, row 2: amiquip floor client on fib-rpc serve, 64 in flight (${run_seconds}s)"
+    measured_step "floor_on_ours.$round" "$run_bound" "$serve_pid" "$floor" client "$q_ours" \
+        64 "$run_seconds" 55
+    json_of "floor_on_ours.$round"
+
+    # The tutorial's Python pair: rows 1 and 2.
+    log "$at, row 1: tutorial client alone (${run_seconds}s)"
+    step "py_seq.$round" "$run_bound" "$py" bench/python/tutorial_client.py "$q_tutorial" 10 \
+        "$run_seconds"
+    json_of "py_seq.$round"
+    log "$at, row 2: four tutorial clients at once (${run_seconds}s)"
+    py4 "$round"
+
+    # The bare amiquip floor pair: rows 2 and 8.
+    log "$at, row 2: amiquip floor pair, 64 in flight (${run_seconds}s)"
+    measured_step "floor.$round" "$run_bound" "$floor_pid" "$floor" client "$q_floor" 64 \
+        "$run_seconds"
+    json_of "floor.$round"
+    log "$at, row 8: amiquip floor pair, 1 in flight (${run_seconds}s)"
+    measured_step "floor_seq.$round" "$run_bound" "$floor_pid" "$floor" client "$q_floor" 1 \
+        "$run_seconds"
+    json_of "floor_seq.$round"
+done
+check_servers
+
+log "stopping the tutorial server and the floor's echo server"
+stop_pid "$tutorial_pid" 10
+stop_pid "$floor_pid" 10 # it runs until killed
+
+# ---- row 3, on our server alone ----
+
+# Both cold processes against our server (the tutorial's recursive server cannot compute
+# fib(1000)). First check that they print the same number.
+if command -v hyperfine >/dev/null 2>&1; then
+    step cold_check_ours 60 "$fib_rpc" --queue "$q_ours" call 1000
+    step cold_check_py 60 "$py" bench/python/tutorial_client.py "$q_ours" 1000 0
+    cmp -s "$run_dir/cold_check_ours.out" "$run_dir/cold_check_py.out" ||
+        die "fib-rpc call 1000 and the tutorial client print different numbers (see $run_dir/cold_check_*.out)"
+    hf=(hyperfine --shell=none --style basic --warmup "$hf_warmup" --runs "$hf_runs")
+    log "row 3: hyperfine, fib-rpc call 1000 ($hf_runs runs)"
+    step hf_ours 300 "${hf[@]}" --export-json "$run_dir/hf_ours.json" \
+        "$(printf '%q ' "$fib_rpc" --queue "$q_ours" call 1000)"
+    log "row 3: hyperfine, tutorial client 1000 ($hf_runs runs)"
+    step hf_py 300 "${hf[@]}" --export-json "$run_dir/hf_py.json" \
+        "$(printf '%q ' "$py" bench/python/tutorial_client.py "$q_ours" 1000 0)"
+else
+    log "hyperfine not found: row 3 shows n/a (install it: apt-get install hyperfine)"
+    echo "hyperfine missing" >"$run_dir/hf.na"
+fi
+
+log "stopping fib-rpc serve (SIGTERM)"
+stop_pid "$serve_pid" 40
+echo "$stopped_status" >"$run_dir/serve_exit_status.txt"
+[ "$stopped_status" -eq 0 ] || log "fib-rpc serve exited with status $stopped_status after SIGTERM"
+
+delete_queues
+
+# ---- row 4: fib(10^6), ours and GMP's (files written separately; either may be missing) ----
+
+# BENCH_FIB_SPEED and BENCH_GMP_FIB name other programs to run instead (for testing).
+fib_speed="${BENCH_FIB_SPEED:-}"
+if [ -z "$fib_speed" ]; then
+    if [ ! -f examples/fib_speed.rs ]; then
+        echo "missing" >"$run_dir/fib_speed.na"
+    elif [ "$examples_built" = no ]; then
+        echo "build failed" >"$run_dir/fib_speed.na"
+    else
+        fib_speed="$target_dir/release/examples/fib_speed"
+    fi
+fi
+if [ -n "$fib_speed" ]; then
+    log "row 4: $fib_speed"
+    if timeout --kill-after=5 300 "$fib_speed" >"$run_dir/fib_speed.out" \
+        2>"$run_dir/fib_speed.err"; then
+        json_of fib_speed
+    else
+        log "fib_speed failed (exit $?); see $run_dir/fib_speed.err"
+        echo "failed" >"$run_dir/fib_speed.na"
+    fi
+fi
+gmp_fib="${BENCH_GMP_FIB:-bench/python/gmp_fib.py}"
+if [ ! -f "$gmp_fib" ]; then
+    echo "missing" >"$run_dir/gmp.na"
+else
+    if ! "$py" -c 'import gmpy2' >/dev/null 2>&1; then
+        log "installing gmpy2 into the venv"
+        timeout 300 "$py" -m pip install -q --disable-pip-version-check gmpy2 >&2 ||
+            log "installing gmpy2 failed: row 4 shows n/a"
+    fi
+    if ! "$py" -c 'import gmpy2' >/dev/null 2>&1; then
+        echo "no gmpy2" >"$run_dir/gmp.na"
+    else
+        log "row 4: $gmp_fib 1000000"
+        if timeout --kill-after=5 300 "$py" "$gmp_fib" 1000000 \
+            >"$run_dir/gmp.out" 2>"$run_dir/gmp.err"; then
+            json_of gmp
+        else
+            log "gmp_fib.py failed (exit $?); see $run_dir/gmp.err"
+            echo "failed" >"$run_dir/gmp.na"
+        fi
+    fi
+fi
+
+# ---- row 6: the stripped binary (the build above: default features, no tls) ----
+
+stat -c %s "$fib_rpc" >"$run_dir/binary_bytes.txt"
+strip -o "$run_dir/fib-rpc.stripped" "$fib_rpc" || die "strip failed"
+stat -c %s "$run_dir/fib-rpc.stripped" >"$run_dir/stripped_bytes.txt"
+{ ldd "$run_dir/fib-rpc.stripped" 2>/dev/null || true; } | grep -c 'libssl' \
+    >"$run_dir/stripped_links_libssl.txt" || true
+
+# ---- the table ----
+
+"$py" bench/python/report.py "$run_dir" "$out_dir/results.json" \
+    "seconds_per_run=$run_seconds" "rounds=$rounds" "quick=$quick" "hyperfine_runs=$hf_runs" \
+    "hyperfine_warmup=$hf_warmup" "reply_to_option=$reply_to_option" \
+    "load_at_start=$load_at_start" "cpus=$(nproc)" "broker_pid=${broker_pid:-none}" \
+    "gnu_time=${gnu_time:-none}" \
+    "commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+    "duration_s=$((SECONDS - started_at))" ||
+    die "bench/python/report.py failed"
