@@ -43,11 +43,15 @@ use uuid::Uuid;
 use crate::broker::{check_settings, deadline_after, is_generic, ConnectSettings};
 use crate::error::{Error, Result};
 use crate::reconnect::{Backoff, BackoffSettings, Brokers};
-use crate::util::{bump, is_disconnected};
+use crate::util::{bump, cancel_consumer, is_disconnected};
 use crate::wire::{self, DEADLINE_HEADER, DEFAULT_QUEUE};
 
 /// How often the reader thread forgets calls whose callers have stopped waiting.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How long the reader waits for amiquip to confirm that the reply consumer is cancelled,
+/// after the broker already has (microseconds in practice; the bound is for a dying I/O thread).
+const CONSUMER_CANCEL_WAIT: Duration = Duration::from_secs(1);
 
 /// Settings for [`RpcClient`] and [`FibonacciRpcClient`].
 ///
@@ -1003,8 +1007,8 @@ impl Reader {
             let _ = ready.send(Ok(()));
         }
         let end = self.serve(&channel, &consumer, &returns, &reply_to);
-        // Dropping the consumer and channel below waits for the broker (cancel, channel
-        // close). When the reason is already known, tell the callers first.
+        // Cancelling the consumer and dropping the channel below wait for the broker. When
+        // the reason is already known, tell the callers first.
         let end = match end {
             SessionEnd::Shutdown => {
                 self.fail_everything();
@@ -1018,6 +1022,10 @@ impl Reader {
                 SessionEnd::Lost { cause, told }
             }
         };
+        // On a lost connection this fails at once; the reason is already known.
+        if let Err(err) = cancel_consumer(&consumer, CONSUMER_CANCEL_WAIT) {
+            log::debug!("fib-rpc client: cancelling the reply consumer: {err}");
+        }
         self.shared.connected.store(false, Ordering::SeqCst);
         Ok(end)
     }
