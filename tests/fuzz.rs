@@ -218,7 +218,7 @@ fn every_answerable_request_gets_exactly_one_right_reply_and_the_server_survives
         .stop_timeout(deadline.saturating_duration_since(Instant::now()))
         .expect("server stops cleanly");
     assert_eq!(queue.message_count(), 0, "requests left in the queue");
-    drop(consumer);
+    common::cancel_consumer(consumer);
     connection.close().unwrap();
     println!(
         "fuzz over the broker: {REQUESTS} requests ({} answerable, {} without reply_to, {} \

@@ -682,8 +682,8 @@ fn redelivered_request_is_served() {
         let Ok(ConsumerMessage::Delivery(_unacked)) = consumer.receiver().recv() else {
             panic!("expected the request");
         };
-        drop(consumer);
-        let _ = connection.close(); // requeues the request, marked redelivered
+        common::cancel_consumer(consumer);
+        connection.close().unwrap(); // requeues the request, marked redelivered
         let server = fib_server(&queue.name);
         assert_eq!(call.join().unwrap().unwrap(), BigUint::from(6765u32));
         server.stop().unwrap();
@@ -1263,8 +1263,8 @@ fn the_default_deadline_grace_serves_slightly_late_requests() {
         .receiver()
         .recv_timeout(Duration::from_millis(300))
         .is_err());
-    drop(consumer);
-    let _ = connection.close();
+    common::cancel_consumer(consumer);
+    connection.close().unwrap();
     server.stop().unwrap();
 }
 

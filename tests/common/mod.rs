@@ -70,6 +70,21 @@ pub fn admin_connection() -> Connection {
         .expect("broker must be running (scripts/ensure-rabbitmq.sh)")
 }
 
+/// Cancels a test's own consumer and waits until amiquip has seen the cancel through, then
+/// drops it. Dropping a consumer straight away races amiquip's I/O thread: if the consumer is
+/// gone before that thread reports `ClientCancelled` to it, the thread dies with
+/// `EventLoopClientDropped` and the connection's `close` fails.
+pub fn cancel_consumer(consumer: amiquip::Consumer<'_>) {
+    consumer.cancel().expect("cancel the consumer");
+    loop {
+        match consumer.receiver().recv_timeout(Duration::from_secs(5)) {
+            Ok(amiquip::ConsumerMessage::Delivery(_)) => continue,
+            Ok(amiquip::ConsumerMessage::ClientCancelled) => return,
+            other => panic!("expected the consumer to end with ClientCancelled, got {other:?}"),
+        }
+    }
+}
+
 /// Starts a Fibonacci server on `queue` with two workers.
 pub fn fib_server(queue: &str) -> RpcServer {
     RpcServer::start(
@@ -187,10 +202,10 @@ where
             };
             respond(index, &request);
         }
-        drop(consumer);
-        // This peer's own close result is not under test (amiquip sometimes reports a
-        // spurious EventLoopClientDropped here).
-        let _ = connection.close();
+        cancel_consumer(consumer);
+        connection
+            .close()
+            .expect("the hand-written server closes cleanly");
     });
     ready_rx.recv().unwrap();
     handle
