@@ -89,7 +89,9 @@ where
 /// Results for `n` of 1,000 and up are kept in a bounded LRU cache
 /// ([`DEFAULT_CACHE_BYTES`] unless set with
 /// [`cache_bytes`](Self::cache_bytes)), so a request redelivered after a server died, or
-/// asked again, is not computed twice. Clones share the cache.
+/// asked again, is not computed twice. Requests for the same `n` that arrive while it is being
+/// computed (on other workers) wait for that result instead of computing it too, also when
+/// the cache is off. Clones share the cache.
 ///
 /// ```
 /// use fib_rpc::{FibonacciHandler, Handler};
@@ -146,11 +148,9 @@ impl Handler for FibonacciHandler {
         if n < MIN_CACHED_N {
             return Ok(fib_decimal(n).into_bytes());
         }
-        if let Some(digits) = self.cache.get(n) {
-            return Ok(digits.to_vec());
-        }
-        let digits: Arc<[u8]> = fib_decimal(n).into_bytes().into();
-        self.cache.insert(n, Arc::clone(&digits));
+        let digits = self
+            .cache
+            .get_or_compute(n, || fib_decimal(n).into_bytes().into());
         Ok(digits.to_vec())
     }
 }

@@ -1086,6 +1086,43 @@ fn repeated_big_n_comes_from_the_cache() {
     server.stop().unwrap();
 }
 
+/// Concurrent requests for the same big n, spread over two workers, are computed once: the
+/// second worker waits for the first's result (or finds it cached) instead of computing it.
+#[test]
+fn concurrent_duplicates_are_computed_once() {
+    const CALLERS: usize = 8;
+    let queue = TestQueue::new("single-flight");
+    let handler = fib_rpc::FibonacciHandler::default();
+    let server = RpcServer::start(
+        &amqp_url(),
+        ServerOptions::default().queue(&queue.name).workers(2),
+        handler.clone(),
+    )
+    .unwrap();
+    let client = fib_client(&queue.name);
+    let barrier = std::sync::Barrier::new(CALLERS);
+    let replies: Vec<String> = std::thread::scope(|scope| {
+        let calls: Vec<_> = (0..CALLERS)
+            .map(|_| {
+                scope.spawn(|| {
+                    barrier.wait();
+                    client.call_decimal(300_000)
+                })
+            })
+            .collect();
+        calls
+            .into_iter()
+            .map(|call| call.join().unwrap().unwrap())
+            .collect()
+    });
+    let expected = fib(300_000).to_string();
+    assert!(replies.iter().all(|reply| *reply == expected));
+    let stats = handler.cache_stats();
+    assert_eq!(stats.misses, 1, "computed more than once: {stats:?}");
+    assert_eq!(stats.hits + stats.shared, CALLERS as u64 - 1, "{stats:?}");
+    server.stop().unwrap();
+}
+
 /// A lazily connecting client with no broker to reach: calls wait within their deadlines
 /// and fail with `NotConnected` (never sent, safe to retry) naming why; once the broker can
 /// be reached, calls work without anything being restarted.
