@@ -20,7 +20,7 @@ pub(crate) const MIN_CACHED_N: u64 = 1_000;
 pub struct CacheStats {
     /// Requests answered from the cache.
     pub hits: u64,
-    /// Cacheable requests that had to be computed.
+    /// Cacheable requests that had to be computed (not counted while the cache is off).
     pub misses: u64,
     /// Requests answered by waiting for the same `n` while another request computed it,
     /// instead of computing it a second time (counted whether or not the cache holds results).

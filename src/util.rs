@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use amiquip::{Consumer, ConsumerMessage};
-use crossbeam_channel::{Receiver, TryRecvError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 
 /// Adds one to a statistics counter. Relaxed: counters are read as a snapshot and order
 /// nothing else.
@@ -34,7 +34,14 @@ pub(crate) fn cancel_consumer(consumer: &Consumer<'_>, within: Duration) -> amiq
         match consumer.receiver().recv_timeout(left) {
             Ok(ConsumerMessage::Delivery(_)) => continue,
             // ClientCancelled, or the stream ended otherwise, or the I/O thread is gone.
-            Ok(_) | Err(_) => return Ok(()),
+            Ok(_) | Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            Err(RecvTimeoutError::Timeout) => {
+                log::warn!(
+                    "fib-rpc: amiquip did not confirm a consumer's cancel within {within:?}; \
+                     the connection may not close cleanly"
+                );
+                return Ok(());
+            }
         }
     }
 }

@@ -16,10 +16,13 @@ use fib_rpc::{ClientOptions, FibonacciRpcClient, ReplyTo};
 const CLOSES: usize = 1_000;
 const THREADS: usize = 4;
 
-/// Keeps the client's warnings, and its debug lines about failing to close or cancel.
+/// Keeps the client's warnings, and its debug lines about failing to close or cancel. Also
+/// counts the line each connection logs, so that reworded logs cannot make the test pass
+/// unseen.
 struct UncleanCloses {
     count: AtomicUsize,
     first: Mutex<Option<String>>,
+    connected: AtomicUsize,
 }
 
 impl log::Log for UncleanCloses {
@@ -32,6 +35,9 @@ impl log::Log for UncleanCloses {
             return;
         }
         let message = record.args().to_string();
+        if message.contains("replies come to") {
+            self.connected.fetch_add(1, Ordering::SeqCst);
+        }
         let unclean = record.level() <= log::Level::Warn
             || message.contains("closing the connection")
             || message.contains("cancelling the reply consumer");
@@ -50,6 +56,7 @@ impl log::Log for UncleanCloses {
 static LOGGER: UncleanCloses = UncleanCloses {
     count: AtomicUsize::new(0),
     first: Mutex::new(None),
+    connected: AtomicUsize::new(0),
 };
 
 #[test]
@@ -78,6 +85,11 @@ fn every_close_ends_the_connection_cleanly() {
             });
         }
     });
+    assert_eq!(
+        LOGGER.connected.load(Ordering::SeqCst),
+        CLOSES,
+        "the client's debug log no longer says \"replies come to\" once per connection"
+    );
     let unclean = LOGGER.count.load(Ordering::SeqCst);
     assert_eq!(
         unclean,
