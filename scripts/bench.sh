@@ -53,7 +53,8 @@
 # run one at a time, never overlapping. On exit it stops what it started and deletes the
 # queues it created. Raw results go to <cargo target dir>/bench/results.json (every run, and
 # the medians), and each step's output and logs to <cargo target dir>/bench/last-run/ (a
-# throughput run's files are named NAME.ROUND.*). Needs hyperfine for row 3 (n/a without).
+# throughput run's files are named NAME.ROUND.*). hyperfine (row 3) and GNU time (CPU per
+# call) are installed with apt-get when missing; without them those figures show n/a.
 # Honours AMQP_URL (default amqp://guest:guest@localhost:5672/%2f) and CARGO_TARGET_DIR;
 # BENCH_FIB_SPEED / BENCH_GMP_FIB run other programs for row 4 (stand-ins, for testing).
 set -euo pipefail
@@ -350,6 +351,24 @@ for pid in $(pgrep -f beam.smp || true); do
 done
 [ -n "$broker_pid" ] || broker_pid="$(pgrep -o -f beam.smp || true)"
 [ -n "$broker_pid" ] || log "no beam.smp process found: the broker's CPU per call shows n/a"
+# hyperfine (row 3) and GNU time (CPU per call) come from Debian's packages: installed here
+# when missing, as scripts/ensure-rabbitmq.sh installs the broker; without apt-get they show
+# n/a.
+install_missing() { # COMMAND PACKAGE
+    command -v "$1" >/dev/null 2>&1 && return 0
+    command -v apt-get >/dev/null 2>&1 || return 0
+    local sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null 2>&1 || return 0
+        sudo=(sudo)
+    fi
+    log "$1 not found: installing Debian's $2 via apt-get"
+    { "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y "$2" ||
+        { "${sudo[@]}" apt-get update && "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y "$2"; }; } >&2 || log "installing $2 failed"
+}
+install_missing hyperfine hyperfine
+install_missing /usr/bin/time time
 gnu_time=""
 if [ -x /usr/bin/time ] && /usr/bin/time -f '%U' true >/dev/null 2>&1; then
     gnu_time=/usr/bin/time
