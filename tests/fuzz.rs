@@ -8,17 +8,18 @@
 //! the seed is printed, and `FIB_RPC_FUZZ_SEED` replaces it.
 
 mod common;
+// The lib's fuzz test and this one draw from the same generator.
+#[path = "../src/wire/fuzz/rng.rs"]
+mod rng;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use amiquip::{
-    AmqpProperties, AmqpValue, ConsumerMessage, ConsumerOptions, Delivery, FieldTable, Publish,
-    QueueDeclareOptions,
-};
+use amiquip::{AmqpProperties, AmqpValue, ConsumerMessage, Delivery, FieldTable, Publish};
 use common::{admin_connection, amqp_url, TestQueue};
 use fib_rpc::{ClientOptions, FibonacciHandler, FibonacciRpcClient, RpcServer, ServerOptions};
 use num_bigint::BigUint;
+use rng::Rng;
 
 const REQUESTS: usize = 20_000;
 
@@ -57,21 +58,7 @@ fn every_answerable_request_gets_exactly_one_right_reply_and_the_server_survives
 
     let mut connection = admin_connection();
     let channel = connection.open_channel(None).unwrap();
-    let reply_queue = channel
-        .queue_declare(
-            "",
-            QueueDeclareOptions {
-                exclusive: true,
-                ..QueueDeclareOptions::default()
-            },
-        )
-        .unwrap();
-    let consumer = reply_queue
-        .consume(ConsumerOptions {
-            no_ack: true,
-            ..ConsumerOptions::default()
-        })
-        .unwrap();
+    let (reply_queue, consumer) = common::reply_consumer(&channel);
     let decimal = decimal_template();
 
     // Requests with a unique id, by id; and those sharing no id or the empty id, as multisets
@@ -98,7 +85,7 @@ fn every_answerable_request_gets_exactly_one_right_reply_and_the_server_survives
                 4 => "amq.rabbitmq.reply-to.garbage".into(),
                 _ => "amq.rabbitmq.reply-to.g1h2AA5yZXBseUAyMjkwMjg5NQAAAEQAAAAAXk2BzA==".into(),
             }),
-            _ => Some(reply_queue.name().to_owned()),
+            _ => Some(reply_queue.clone()),
         };
         let mut properties = random_properties(&mut rng, &decimal);
         if let Some(id) = &correlation_id {
@@ -107,7 +94,7 @@ fn every_answerable_request_gets_exactly_one_right_reply_and_the_server_survives
         if let Some(to) = &reply_to {
             properties = properties.with_reply_to(to.clone());
         }
-        let answered = reply_to.as_deref() == Some(reply_queue.name());
+        let answered = reply_to.as_deref() == Some(reply_queue.as_str());
         kinds[match (answered, &reply_to) {
             (true, _) => 0,
             (false, None) => 1,
@@ -314,37 +301,6 @@ fn fib_table(max: u64) -> Vec<String> {
         a = std::mem::replace(&mut b, next);
     }
     table
-}
-
-/// SplitMix64: tiny, reproducible from its seed, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn index(&mut self, n: usize) -> usize {
-        self.below(n as u64) as usize
-    }
-
-    fn pick<'a, T: ?Sized>(&mut self, items: &[&'a T]) -> &'a T {
-        items[self.index(items.len())]
-    }
-
-    fn bytes_of(&mut self, alphabet: &[u8], len: usize) -> Vec<u8> {
-        (0..len)
-            .map(|_| alphabet[self.index(alphabet.len())])
-            .collect()
-    }
 }
 
 const SPACES: &[&str] = &["", "", " ", "\t", "\r\n", "\n", "\x0b", "\x0c", "\u{a0}"];

@@ -1246,21 +1246,7 @@ fn the_default_deadline_grace_serves_slightly_late_requests() {
     let server = fib_server(&queue.name);
     let mut connection = common::admin_connection();
     let channel = connection.open_channel(None).unwrap();
-    let reply_queue = channel
-        .queue_declare(
-            "",
-            QueueDeclareOptions {
-                exclusive: true,
-                ..QueueDeclareOptions::default()
-            },
-        )
-        .unwrap();
-    let consumer = reply_queue
-        .consume(ConsumerOptions {
-            no_ack: true,
-            ..ConsumerOptions::default()
-        })
-        .unwrap();
+    let (reply_queue, consumer) = common::reply_consumer(&channel);
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -1272,7 +1258,7 @@ fn the_default_deadline_grace_serves_slightly_late_requests() {
             amiquip::AmqpValue::LongLongInt(now_ms - late_ms),
         );
         let properties = AmqpProperties::default()
-            .with_reply_to(reply_queue.name().to_owned())
+            .with_reply_to(reply_queue.clone())
             .with_correlation_id(id.to_owned())
             .with_headers(headers);
         channel

@@ -21,6 +21,9 @@ use super::{check_decimal_reply, decode_reply, parse_n, ErrorCode, ERROR_HEADER}
 use crate::broker::{redact, BrokerUrl};
 use crate::server::{FibonacciHandler, Handler};
 
+mod rng;
+use rng::Rng;
+
 /// Inputs per run, at least: enough to reach rare shapes, few enough for a debug build.
 const MIN_INPUTS: u64 = 1_000_000;
 
@@ -159,47 +162,6 @@ fn env_u64(name: &str) -> Option<u64> {
         None => text.parse(),
     };
     Some(parsed.unwrap_or_else(|_| panic!("{name}={text:?} is not a number")))
-}
-
-/// SplitMix64: a handful of lines, good enough statistics for test inputs, and every stream
-/// reproducible from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform enough in `0..n` (the modulo bias is irrelevant here); `n` must be above 0.
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn index(&mut self, n: usize) -> usize {
-        self.below(n as u64) as usize
-    }
-
-    fn one_in(&mut self, n: u64) -> bool {
-        self.below(n) == 0
-    }
-
-    fn pick<'a, T: ?Sized>(&mut self, items: &[&'a T]) -> &'a T {
-        items[self.index(items.len())]
-    }
-
-    fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.next() as u8).collect()
-    }
-
-    fn bytes_of(&mut self, alphabet: &[u8], len: usize) -> Vec<u8> {
-        (0..len)
-            .map(|_| alphabet[self.index(alphabet.len())])
-            .collect()
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -70,6 +70,24 @@ pub fn admin_connection() -> Connection {
         .expect("broker must be running (scripts/ensure-rabbitmq.sh)")
 }
 
+/// The reply side of a hand-made client: an exclusive, server-named queue on `channel` and a
+/// no-ack consumer of it. Returns the queue's name (for `reply_to`) and the consumer; hand the
+/// consumer to [`cancel_consumer`] before closing the connection.
+pub fn reply_consumer(channel: &amiquip::Channel) -> (String, amiquip::Consumer<'_>) {
+    let options = QueueDeclareOptions {
+        exclusive: true,
+        ..QueueDeclareOptions::default()
+    };
+    let queue = channel.queue_declare("", options).unwrap();
+    let consumer = queue
+        .consume(amiquip::ConsumerOptions {
+            no_ack: true,
+            ..amiquip::ConsumerOptions::default()
+        })
+        .unwrap();
+    (queue.name().to_owned(), consumer)
+}
+
 /// Cancels a test's own consumer and waits until amiquip has seen the cancel through, then
 /// drops it. Dropping a consumer straight away races amiquip's I/O thread: if the consumer is
 /// gone before that thread reports `ClientCancelled` to it, the thread dies with
