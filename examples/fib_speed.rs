@@ -12,7 +12,7 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use fib_rpc::fib::{fib, fib_decimal, to_decimal};
+use fib_rpc::{fib, fib_decimal, to_decimal};
 use num_bigint::BigUint;
 
 fn main() -> ExitCode {

@@ -10,7 +10,7 @@
 
 use std::time::Instant;
 
-use fib_rpc::fib::fib;
+use fib_rpc::fib;
 use fib_rpc::FibonacciRpcClient;
 
 const THREADS: u64 = 64;

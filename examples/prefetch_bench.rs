@@ -16,7 +16,8 @@
 use std::time::{Duration, Instant};
 
 use fib_rpc::{
-    ClientOptions, FibonacciHandler, Handler, RemoteError, RpcClient, RpcServer, ServerOptions,
+    ClientOptions, FibonacciHandler, Handler, RemoteError, Request, RpcClient, RpcServer,
+    ServerOptions,
 };
 
 const CALLERS: usize = 64;
@@ -38,7 +39,7 @@ fn main() -> Result<(), fib_rpc::Error> {
         let queue = format!("fib-rpc-prefetch-bench-{}", uuid::Uuid::new_v4().simple());
         let options = ServerOptions::default().queue(&queue).prefetch(prefetch);
         let server = RpcServer::start(&url, options.clone(), FibonacciHandler::default())?;
-        let client = RpcClient::connect(&url, ClientOptions::default().queue(&queue))?;
+        let client = RpcClient::connect_with(&url, ClientOptions::default().queue(&queue))?;
         let sequential = run(&client, 1, cell);
         let parallel = run(&client, CALLERS, cell);
 
@@ -46,7 +47,7 @@ fn main() -> Result<(), fib_rpc::Error> {
         let slow_server = RpcServer::start(
             &url,
             options,
-            move |request: &[u8]| -> Result<Vec<u8>, RemoteError> {
+            move |request: &Request| -> Result<Vec<u8>, RemoteError> {
                 std::thread::sleep(Duration::from_millis(5));
                 fibonacci.handle(request)
             },

@@ -8,7 +8,7 @@
 //! interrupted. Unlike the tutorial it computes with fast doubling, serves on several threads,
 //! and answers bad requests with an error reply instead of crashing.
 
-use fib_rpc::{FibonacciHandler, Handler, RemoteError, RpcServer, ServerOptions};
+use fib_rpc::{FibonacciHandler, Handler, RemoteError, Request, RpcServer, ServerOptions};
 
 fn main() -> Result<(), fib_rpc::Error> {
     let url = std::env::var("AMQP_URL").unwrap_or_else(|_| fib_rpc::DEFAULT_URL.to_owned());
@@ -16,8 +16,11 @@ fn main() -> Result<(), fib_rpc::Error> {
     let server = RpcServer::start(
         &url,
         ServerOptions::default(),
-        move |request: &[u8]| -> Result<Vec<u8>, RemoteError> {
-            println!(" [.] fib({})", String::from_utf8_lossy(request).trim());
+        move |request: &Request| -> Result<Vec<u8>, RemoteError> {
+            println!(
+                " [.] fib({})",
+                String::from_utf8_lossy(request.body()).trim()
+            );
             fibonacci.handle(request)
         },
     )?;

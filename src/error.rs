@@ -1,8 +1,13 @@
-//! The one error type of this crate.
+//! The one error type of this crate, and the broker failures it carries.
 //!
 //! Every failure a caller can meet is a variant of [`Error`], so a program can `match` on what
-//! went wrong (retry on [`Error::Timeout`], alert on [`Error::NoServer`], report
-//! [`Error::Remote`] to its own user) without parsing messages.
+//! went wrong without parsing messages, or ask the two questions most callers decide on:
+//! [`Error::is_transient`] (may the same call work later?) and [`Error::request_unsent`] (is a
+//! retry certain not to run the request twice?).
+//!
+//! Causes are chained, not repeated: an error's `Display` says what failed, and the cause
+//! behind it (a [`BrokerError`], an I/O error, the last reconnection failure) comes from
+//! [`std::error::Error::source`]. Print the chain to see both.
 
 use std::fmt;
 use std::sync::Arc;
@@ -17,14 +22,43 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 ///
 /// The enum is `#[non_exhaustive]`: later versions may add variants, so keep a `_` arm.
 ///
+/// Whether to call again depends on two things: whether the failure may pass
+/// ([`is_transient`](Self::is_transient)), and whether the request may already have run
+/// ([`request_unsent`](Self::request_unsent)). A call whose outcome is unknown
+/// ([`Error::Timeout`], [`Error::ConnectionLost`]) should be sent again only if it is
+/// idempotent: the server may have run it.
+///
 /// ```
 /// use fib_rpc::Error;
 /// use std::time::Duration;
 ///
-/// fn should_retry(err: &Error) -> bool {
-///     matches!(err, Error::Timeout { .. } | Error::ConnectionLost { .. })
+/// /// Retry policy for a call that must not run twice.
+/// fn worth_retrying(err: &Error) -> bool {
+///     err.is_transient() && err.request_unsent()
 /// }
-/// assert!(should_retry(&Error::Timeout { waited: Duration::from_secs(1) }));
+///
+/// let never_sent = Error::NotConnected { waited: Duration::from_secs(1), last_error: None };
+/// assert!(worth_retrying(&never_sent));
+/// // The server may have run it: only an idempotent call may go again.
+/// let timed_out = Error::Timeout { waited: Duration::from_secs(1) };
+/// assert!(timed_out.is_transient() && !timed_out.request_unsent());
+/// ```
+///
+/// To print an error with its causes:
+///
+/// ```
+/// use fib_rpc::Error;
+///
+/// fn report(err: &Error) -> String {
+///     let mut text = err.to_string();
+///     let mut cause = std::error::Error::source(err);
+///     while let Some(err) = cause {
+///         text = format!("{text}: {err}");
+///         cause = err.source();
+///     }
+///     text
+/// }
+/// assert_eq!(report(&Error::Closed), "closed");
 /// ```
 #[derive(Debug)]
 #[non_exhaustive]
@@ -33,18 +67,21 @@ pub enum Error {
     /// request above the client's size limit. Nothing was sent to the broker.
     InvalidArgument(String),
 
-    /// The broker could not be reached or refused us (TCP, handshake, credentials, vhost).
+    /// The broker could not be reached or refused us (TCP, TLS, handshake, credentials,
+    /// vhost). [`BrokerError::kind`] tells which; [`BrokerErrorKind::Refused`] will not pass
+    /// by waiting.
     Connect {
         /// Where we tried to connect, with any password masked.
         broker: String,
-        /// What failed.
-        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+        /// What failed (also the error's `source()`).
+        cause: BrokerError,
     },
 
     /// No reply arrived before the call's deadline. The request carried that deadline as its
-    /// AMQP `expiration` and its [`DEADLINE_HEADER`](crate::wire::DEADLINE_HEADER), so a
-    /// request still queued is dropped by the broker, and one a server receives late is
-    /// dropped by the server, rather than computed for nobody. Also returned by [`RpcServer::stop_timeout`](crate::RpcServer::stop_timeout)
+    /// AMQP `expiration` and its [`DEADLINE_HEADER`](crate::DEADLINE_HEADER), so a request
+    /// still queued is dropped by the broker, and one a server receives late is dropped by the
+    /// server, rather than computed for nobody. The outcome is unknown: the server may have
+    /// run the request. Also returned by [`RpcServer::stop_timeout`](crate::RpcServer::stop_timeout)
     /// when the server did not stop in time.
     Timeout {
         /// How long the call waited.
@@ -52,8 +89,8 @@ pub enum Error {
     },
 
     /// The broker has no queue of that name, so no server has ever set it up (the request came
-    /// back as unroutable). Returned at once, without waiting for the deadline. A queue that
-    /// exists but has no server consuming it gives [`Error::Timeout`] instead.
+    /// back as unroutable, unrun). Returned at once, without waiting for the deadline. A queue
+    /// that exists but has no server consuming it gives [`Error::Timeout`] instead.
     NoServer {
         /// The routing key (queue name) that had no queue.
         queue: String,
@@ -63,8 +100,8 @@ pub enum Error {
     /// The outcome is unknown: the server may or may not have run the request. The client
     /// reconnects by itself; calls not sent yet wait for that (see [`Error::NotConnected`]).
     ConnectionLost {
-        /// Why the connection ended, when the AMQP client told us.
-        cause: Option<Arc<amiquip::Error>>,
+        /// Why the connection ended, when the AMQP client told us (also the `source()`).
+        cause: Option<BrokerError>,
     },
 
     /// The client was reconnecting to the broker for as long as the call could wait, so the
@@ -73,7 +110,7 @@ pub enum Error {
         /// How long the call waited.
         waited: Duration,
         /// Why the client is not connected: the last connection attempt's error, or how the
-        /// last connection was lost.
+        /// last connection was lost (also the `source()`).
         last_error: Option<Arc<Error>>,
     },
 
@@ -86,49 +123,95 @@ pub enum Error {
     /// The client or server was closed by its owner; no further calls are possible.
     Closed,
 
-    /// An AMQP operation failed outside of a call (declaring or consuming a queue, opening a
-    /// channel).
-    Amqp(amiquip::Error),
+    /// A broker operation failed outside of a call: declaring or consuming a queue, opening a
+    /// channel, publishing.
+    Broker(BrokerError),
 
     /// The operating system refused something (for example, spawning a thread).
     Io(std::io::Error),
+}
+
+impl Error {
+    /// True when the same call may succeed later with nothing changed: a timeout, a lost or
+    /// unreachable broker, a queue nobody has declared yet. False for refusals (bad
+    /// arguments, credentials, error replies, a closed client), which repeat until someone
+    /// changes something.
+    ///
+    /// ```
+    /// use fib_rpc::{Error, RemoteError};
+    /// use std::time::Duration;
+    ///
+    /// assert!(Error::Timeout { waited: Duration::from_secs(1) }.is_transient());
+    /// assert!(!Error::Remote(RemoteError::bad_request("not a number")).is_transient());
+    /// ```
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Timeout { .. }
+            | Error::NoServer { .. }
+            | Error::ConnectionLost { .. }
+            | Error::NotConnected { .. } => true,
+            Error::Connect { cause, .. } | Error::Broker(cause) => cause.is_transient(),
+            Error::InvalidArgument(_)
+            | Error::Remote(_)
+            | Error::InvalidReply(_)
+            | Error::Closed
+            | Error::Io(_) => false,
+        }
+    }
+
+    /// True when the request certainly reached no server, so sending it again cannot run it
+    /// twice: it was refused before sending ([`Error::InvalidArgument`]), never published
+    /// ([`Error::Connect`], [`Error::NotConnected`]) or returned unroutable
+    /// ([`Error::NoServer`]). False when the server may have run it ([`Error::Timeout`],
+    /// [`Error::ConnectionLost`], [`Error::Closed`] while it waited) or did
+    /// ([`Error::Remote`], [`Error::InvalidReply`]).
+    ///
+    /// ```
+    /// use fib_rpc::Error;
+    ///
+    /// assert!(Error::NoServer { queue: "rpc_queue".into() }.request_unsent());
+    /// assert!(!Error::ConnectionLost { cause: None }.request_unsent());
+    /// ```
+    pub fn request_unsent(&self) -> bool {
+        matches!(
+            self,
+            Error::InvalidArgument(_)
+                | Error::Connect { .. }
+                | Error::NotConnected { .. }
+                | Error::NoServer { .. }
+        )
+    }
+
+    /// Wraps an AMQP client error from an operation outside of a call.
+    pub(crate) fn amqp(err: amiquip::Error) -> Self {
+        Error::Broker(BrokerError::amqp(err))
+    }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
-            Error::Connect { broker, source } => {
-                write!(f, "cannot connect to broker {broker}: {source}")
-            }
+            Error::Connect { broker, .. } => write!(f, "cannot connect to broker {broker}"),
             Error::Timeout { waited } => {
                 write!(f, "no reply within {:.3} s", waited.as_secs_f64())
             }
             Error::NoServer { queue } => {
                 write!(f, "no server: the broker has no queue named {queue:?}")
             }
-            Error::ConnectionLost { cause: Some(cause) } => {
-                write!(f, "connection to broker lost (outcome unknown): {cause}")
-            }
-            Error::ConnectionLost { cause: None } => {
+            Error::ConnectionLost { .. } => {
                 f.write_str("connection to broker lost (outcome unknown)")
             }
-            Error::NotConnected { waited, last_error } => {
-                write!(
-                    f,
-                    "not connected to the broker for {:.3} s, request not sent",
-                    waited.as_secs_f64()
-                )?;
-                match last_error {
-                    Some(why) => write!(f, " ({why})"),
-                    None => Ok(()),
-                }
-            }
+            Error::NotConnected { waited, .. } => write!(
+                f,
+                "not connected to the broker for {:.3} s, request not sent",
+                waited.as_secs_f64()
+            ),
             Error::Remote(remote) => write!(f, "server error: {remote}"),
             Error::InvalidReply(why) => write!(f, "invalid reply: {why}"),
             Error::Closed => f.write_str("closed"),
-            Error::Amqp(err) => write!(f, "AMQP error: {err}"),
-            Error::Io(err) => write!(f, "I/O error: {err}"),
+            Error::Broker(_) => f.write_str("broker operation failed"),
+            Error::Io(_) => f.write_str("operating system error"),
         }
     }
 }
@@ -136,23 +219,17 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Connect { source, .. } => Some(source.as_ref()),
-            Error::ConnectionLost { cause: Some(cause) } => Some(cause.as_ref()),
+            Error::Connect { cause, .. } => Some(cause),
+            Error::ConnectionLost { cause: Some(cause) } => Some(cause),
             Error::NotConnected {
                 last_error: Some(why),
                 ..
             } => Some(why.as_ref()),
-            Error::Remote(remote) => Some(remote),
-            Error::Amqp(err) => Some(err),
+            Error::Broker(err) => Some(err),
             Error::Io(err) => Some(err),
+            // A remote error's text is already in the message.
             _ => None,
         }
-    }
-}
-
-impl From<amiquip::Error> for Error {
-    fn from(err: amiquip::Error) -> Self {
-        Error::Amqp(err)
     }
 }
 
@@ -162,11 +239,192 @@ impl From<RemoteError> for Error {
     }
 }
 
-impl Error {
-    /// Wraps a lost-connection cause. Shared by every call that was pending on the connection.
-    pub(crate) fn connection_lost(cause: &Option<Arc<amiquip::Error>>) -> Self {
-        Error::ConnectionLost {
-            cause: cause.clone(),
+/// What the broker, or the connection to it, reported: the cause inside [`Error::Connect`],
+/// [`Error::ConnectionLost`] and [`Error::Broker`].
+///
+/// Callers classify it with [`kind`](Self::kind) and [`reply_code`](Self::reply_code); its
+/// `Display` says what happened in words. Cheap to clone: the calls that were pending on one
+/// connection share its cause. The AMQP client's own error behind it is not part of the API.
+#[derive(Clone)]
+pub struct BrokerError {
+    kind: BrokerErrorKind,
+    reply_code: Option<u16>,
+    inner: Arc<dyn std::error::Error + Send + Sync + 'static>,
+}
+
+/// The classes of [`BrokerError`], for deciding what to do about one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BrokerErrorKind {
+    /// The broker refused us: wrong user name or password, or no access to the virtual host
+    /// or resource (AMQP 403, 530). Waiting does not fix it.
+    Refused,
+    /// The broker could not be reached, or the connection to it failed: name resolution, TCP,
+    /// a handshake that timed out, missed heartbeats, a socket that died. May pass.
+    Unreachable,
+    /// The broker ended the connection or a channel with a reply code other than a refusal
+    /// (see [`BrokerError::reply_code`]): 320 when it shuts down, 404 for a missing queue, 406
+    /// for a queue declared with other arguments.
+    Closed,
+    /// The TLS handshake failed: a certificate not trusted or not for this host.
+    Tls,
+    /// Anything else: a protocol error, a local resource.
+    Other,
+}
+
+/// AMQP reply codes with a meaning here.
+const CONNECTION_FORCED: u16 = 320;
+const ACCESS_REFUSED: u16 = 403;
+const NOT_ALLOWED: u16 = 530;
+
+impl BrokerError {
+    /// Which class of failure this is.
+    pub fn kind(&self) -> BrokerErrorKind {
+        self.kind
+    }
+
+    /// The AMQP reply code the broker closed the connection or channel with, if it did
+    /// (for example 320, 403, 404, 406, 530).
+    pub fn reply_code(&self) -> Option<u16> {
+        self.reply_code
+    }
+
+    /// True for failures that may pass with nothing changed: an unreachable broker, a lost
+    /// connection, a broker shutting down (320).
+    pub fn is_transient(&self) -> bool {
+        match self.kind {
+            BrokerErrorKind::Unreachable => true,
+            BrokerErrorKind::Closed => self.reply_code == Some(CONNECTION_FORCED),
+            _ => false,
         }
+    }
+
+    /// Wraps an error of the AMQP client, classifying it.
+    pub(crate) fn amqp(err: amiquip::Error) -> Self {
+        use amiquip::Error as E;
+        let (kind, reply_code) = match &err {
+            E::InvalidCredentials => (BrokerErrorKind::Refused, None),
+            E::ServerClosedConnection { code, .. } | E::ServerClosedChannel { code, .. } => {
+                let kind = if matches!(*code, ACCESS_REFUSED | NOT_ALLOWED) {
+                    BrokerErrorKind::Refused
+                } else {
+                    BrokerErrorKind::Closed
+                };
+                (kind, Some(*code))
+            }
+            #[cfg(feature = "tls")]
+            E::TlsHandshake { .. } => (BrokerErrorKind::Tls, None),
+            E::UnexpectedSocketClose
+            | E::IoErrorReadingSocket { .. }
+            | E::IoErrorWritingSocket { .. }
+            | E::ResolveUrlToSocketAddr { .. }
+            | E::UrlNoSocketAddrs { .. }
+            | E::FailedToConnect { .. }
+            | E::ConnectionTimeout
+            | E::MissedServerHeartbeats
+            | E::EventLoopDropped
+            | E::EventLoopClientDropped
+            | E::ClientClosedChannel
+            | E::ClientClosedConnection
+            | E::IoThreadPanic => (BrokerErrorKind::Unreachable, None),
+            _ => (BrokerErrorKind::Other, None),
+        };
+        BrokerError {
+            kind,
+            reply_code,
+            inner: Arc::new(err),
+        }
+    }
+
+    /// Wraps an I/O error met while connecting: the broker is unreachable.
+    pub(crate) fn io(err: std::io::Error) -> Self {
+        Self::other(BrokerErrorKind::Unreachable, err)
+    }
+
+    /// Wraps any other error, with its class.
+    pub(crate) fn other(
+        kind: BrokerErrorKind,
+        err: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        BrokerError {
+            kind,
+            reply_code: None,
+            inner: Arc::from(err.into()),
+        }
+    }
+
+    /// The AMQP client's error behind this one, if that is what it wraps.
+    pub(crate) fn amqp_error(&self) -> Option<&amiquip::Error> {
+        self.inner.downcast_ref::<amiquip::Error>()
+    }
+
+    /// True when the AMQP client said only that its I/O thread is gone, not why.
+    pub(crate) fn is_generic(&self) -> bool {
+        self.amqp_error().is_some_and(crate::connect::is_generic)
+    }
+}
+
+impl fmt::Display for BrokerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.inner, f)
+    }
+}
+
+impl fmt::Debug for BrokerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BrokerError")
+            .field("kind", &self.kind)
+            .field("reply_code", &self.reply_code)
+            .field("message", &self.inner.to_string())
+            .finish()
+    }
+}
+
+/// Its message already includes whatever lies beneath (the AMQP client's errors say their
+/// own causes), so it has no `source()` of its own: the chain does not say anything twice.
+impl std::error::Error for BrokerError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_errors_are_classified() {
+        let refused = BrokerError::amqp(amiquip::Error::InvalidCredentials);
+        assert_eq!(refused.kind(), BrokerErrorKind::Refused);
+        assert!(!refused.is_transient());
+        let vhost = BrokerError::amqp(amiquip::Error::ServerClosedConnection {
+            code: 530,
+            message: "NOT_ALLOWED".into(),
+        });
+        assert_eq!(
+            (vhost.kind(), vhost.reply_code()),
+            (BrokerErrorKind::Refused, Some(530))
+        );
+        let shutdown = BrokerError::amqp(amiquip::Error::ServerClosedConnection {
+            code: 320,
+            message: "CONNECTION_FORCED".into(),
+        });
+        assert!(shutdown.is_transient());
+        let heartbeats = BrokerError::amqp(amiquip::Error::MissedServerHeartbeats);
+        assert_eq!(heartbeats.kind(), BrokerErrorKind::Unreachable);
+        assert!(Error::Connect {
+            broker: "amqp://localhost".into(),
+            cause: heartbeats
+        }
+        .is_transient());
+    }
+
+    #[test]
+    fn the_cause_is_told_once_in_the_chain() {
+        let cause = BrokerError::io(std::io::Error::other("connection refused"));
+        let err = Error::Connect {
+            broker: "amqp://guest:***@localhost:1/%2f".into(),
+            cause,
+        };
+        let shown = err.to_string();
+        assert!(!shown.contains("refused"), "{shown}");
+        let source = std::error::Error::source(&err).expect("a cause");
+        assert_eq!(source.to_string(), "connection refused");
     }
 }

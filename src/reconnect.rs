@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use amiquip::Connection;
 
-use crate::broker::{BrokerUrl, ConnectSettings};
+use crate::connect::{BrokerUrl, ConnectSettings};
 use crate::error::{Error, Result};
 
 /// How long to wait between reconnection rounds; part of the client's and server's options.
@@ -141,12 +141,17 @@ impl Brokers {
 
     /// One round: tries each broker once, starting with the last one that worked, until one
     /// connects. `give_up` is asked between attempts, so a client being closed does not try
-    /// every remaining broker first. Returns the last attempt's error when all fail.
+    /// every remaining broker first.
+    ///
+    /// When all fail, returns the last error that may pass by waiting (a broker down), or the
+    /// last error if every broker refused us: so one broker refusing our credentials while
+    /// another is merely down does not make a caller give up.
     pub(crate) fn connect_round(
         &mut self,
         settings: &ConnectSettings,
         give_up: impl Fn() -> bool,
     ) -> Result<Connection> {
+        let mut transient = None;
         let mut last_error = None;
         for _ in 0..self.urls.len() {
             if give_up() {
@@ -157,14 +162,18 @@ impl Brokers {
                 Ok(connection) => return Ok(connection),
                 Err(err) => {
                     if self.urls.len() > 1 {
-                        log::warn!("fib-rpc: {err}; trying the next broker");
+                        log::warn!("{}; trying the next broker", crate::util::chain(&err));
                     }
-                    last_error = Some(err);
+                    if err.is_transient() {
+                        transient = Some(err);
+                    } else {
+                        last_error = Some(err);
+                    }
                     self.next = (self.next + 1) % self.urls.len();
                 }
             }
         }
-        Err(last_error.unwrap_or(Error::Closed))
+        Err(transient.or(last_error).unwrap_or(Error::Closed))
     }
 }
 

@@ -9,7 +9,7 @@
 
 mod common;
 // The lib's fuzz test and this one draw from the same generator.
-#[path = "../src/wire/fuzz/rng.rs"]
+#[path = "../src/fuzz/rng.rs"]
 mod rng;
 
 use std::collections::HashMap;

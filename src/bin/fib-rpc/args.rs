@@ -125,7 +125,7 @@ pub fn parse(
             .filter(|urls: &Vec<String>| !urls.is_empty())
             .unwrap_or_else(|| vec![DEFAULT_URL.to_owned()]),
         heartbeat: DEFAULT_HEARTBEAT,
-        queue: fib_rpc::wire::DEFAULT_QUEUE.to_owned(),
+        queue: fib_rpc::DEFAULT_QUEUE.to_owned(),
         reply_to: None,
         verbosity: 0,
     };

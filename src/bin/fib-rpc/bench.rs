@@ -67,7 +67,7 @@ pub fn run(global: &Global, args: BenchArgs) -> Result<(), Failure> {
         .reply_to(global.reply_to.unwrap_or_default())
         .connection_name(format!("fib-rpc bench (pid {})", std::process::id()));
     let client = FibonacciRpcClient::connect_failover(&global.urls, options)?;
-    let expected = fib_rpc::fib::fib(args.n).to_string();
+    let expected = fib_rpc::fib(args.n).to_string();
 
     let shared = Shared {
         client: &client,

@@ -205,12 +205,12 @@ fn written(result: std::io::Result<()>) -> Result<bool, Failure> {
     }
 }
 
-/// N as the server reads it (see [`fib_rpc::wire::parse_n`]), with a message for people.
+/// N as the server reads it (see [`fib_rpc::parse_n`]), with a message for people.
 fn parse_n(text: &[u8]) -> Result<u64, String> {
     if text.iter().all(u8::is_ascii_whitespace) {
         return Err("empty; expected a non-negative whole number".into());
     }
-    fib_rpc::wire::parse_n(text, u64::MAX).map_err(|err| err.message)
+    fib_rpc::parse_n(text, u64::MAX).map_err(|err| err.message)
 }
 
 /// Reads one N per line from stdin on its own thread, so the pipeline never blocks on input

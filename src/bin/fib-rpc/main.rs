@@ -161,7 +161,7 @@ Exit codes:
   0  success
 ",
         default_url = fib_rpc::DEFAULT_URL,
-        queue = fib_rpc::wire::DEFAULT_QUEUE,
+        queue = fib_rpc::DEFAULT_QUEUE,
         heartbeat = args::DEFAULT_HEARTBEAT,
     ));
     for class in Class::ALL {

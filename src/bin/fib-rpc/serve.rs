@@ -3,10 +3,10 @@
 //! Three threads matter: the main thread waits for events; `fib-rpc-serve-wait` owns the
 //! server and returns when it has stopped; `fib-rpc-signals` turns SIGINT/SIGTERM into events.
 //!
-//! A broker that cannot be reached at start-up is waited for (with backoff), so `serve` can
-//! start before the broker at boot; the library then keeps it serving through broker
-//! restarts. Credentials or a vhost the broker refuses end it at once (exit 7): waiting
-//! would not fix them.
+//! A broker that cannot be reached at start-up is waited for (the library's lazy start, with
+//! backoff), so `serve` can start before the broker at boot; the library then keeps it serving
+//! through broker restarts. Credentials or a vhost the brokers refuse end it at once (exit 7):
+//! waiting would not fix them.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -14,15 +14,18 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::Receiver;
-use fib_rpc::{Backoff, Error, FibonacciHandler, QueueKind, RpcServer, ServerOptions};
+use fib_rpc::{Error, FibonacciHandler, QueueKind, RpcServer, ServerOptions, DEFAULT_STOP_TIMEOUT};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::args::{Global, ServeArgs};
 use crate::exit::{Class, Failure};
 
-/// How long a signalled server may take to answer what it has; the library's stop timeout.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a signalled server may take to answer what it has: the library's stop timeout.
+const DRAIN_TIMEOUT: Duration = DEFAULT_STOP_TIMEOUT;
+
+/// How often the start-up wait looks whether the server has ended instead of becoming ready.
+const READY_POLL: Duration = Duration::from_millis(200);
 
 enum Event {
     Signal(i32),
@@ -35,7 +38,8 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
         .prefetch(args.prefetch)
         .stop_timeout(DRAIN_TIMEOUT)
         .heartbeat(global.heartbeat)
-        .connection_name(format!("fib-rpc serve (pid {})", std::process::id()));
+        .connection_name(format!("fib-rpc serve (pid {})", std::process::id()))
+        .lazy_start(true);
     if let Some(workers) = args.workers {
         options = options.workers(workers);
     }
@@ -68,26 +72,15 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
         })?
     };
     let handler = FibonacciHandler::new(args.max_n).cache_bytes(args.cache_bytes);
-    // Between start-up attempts: the library's reconnection backoff.
-    let mut backoff = Backoff::default();
-    let server = loop {
-        match RpcServer::start_failover(&global.urls, options.clone(), handler.clone()) {
-            Ok(server) => break server,
-            // A signal meanwhile ends the process (see the signal thread).
-            Err(err) if worth_waiting_for(&err) => {
-                let wait = backoff.next_delay();
-                log::warn!(
-                    "fib-rpc serve: {err}; retrying in {:.1} s",
-                    wait.as_secs_f64()
-                );
-                std::thread::sleep(wait);
-            }
-            Err(err) => {
-                signal_handle.close();
-                let _ = signal_thread.join();
-                return Err(err.into());
-            }
-        }
+    // Lazy: returns at once and waits for the broker in the background, logging why it waits.
+    // A signal meanwhile ends the process (see the signal thread).
+    let server = match RpcServer::start_failover(&global.urls, options, handler) {
+        Ok(server) => server,
+        Err(err) => return Err(stop_signals(signal_handle, signal_thread, err)),
+    };
+    let server = match wait_until_ready(server) {
+        Ok(server) => server,
+        Err(err) => return Err(stop_signals(signal_handle, signal_thread, err)),
     };
     serving.store(true, Ordering::SeqCst);
     let stop = server.stop_handle();
@@ -184,22 +177,32 @@ fn stopped_on_its_own(result: fib_rpc::Result<()>) -> Result<(), Failure> {
     }
 }
 
-/// Whether a failed start may succeed later without anyone changing anything: the broker is
-/// down, restarting or unreachable. Not when it refused our credentials or vhost.
-fn worth_waiting_for(err: &Error) -> bool {
-    let Error::Connect { source, .. } = err else {
-        return false;
-    };
-    const ACCESS_REFUSED: u16 = 403;
-    const NOT_ALLOWED: u16 = 530;
-    !matches!(
-        source.downcast_ref::<amiquip::Error>(),
-        Some(amiquip::Error::InvalidCredentials)
-            | Some(amiquip::Error::ServerClosedConnection {
-                code: ACCESS_REFUSED | NOT_ALLOWED,
-                ..
-            })
-    )
+/// Waits until the server consumes. It ends instead only when the brokers refuse it (the
+/// library gives up on nothing else), and then `wait` says why.
+fn wait_until_ready(server: RpcServer) -> Result<RpcServer, Error> {
+    loop {
+        match server.wait_ready(READY_POLL) {
+            Ok(()) => return Ok(server),
+            Err(Error::Timeout { .. }) => continue,
+            Err(_) => {
+                return Err(match server.wait() {
+                    Err(err) => err,
+                    Ok(()) => Error::Closed,
+                })
+            }
+        }
+    }
+}
+
+/// Stops the signal thread after a failed start and passes the failure on.
+fn stop_signals(
+    signals: signal_hook::iterator::Handle,
+    thread: JoinHandle<()>,
+    err: Error,
+) -> Failure {
+    signals.close();
+    let _ = thread.join();
+    err.into()
 }
 
 fn signal_name(signal: i32) -> &'static str {

@@ -18,14 +18,14 @@
 //!   reciprocals need only a third of its bits.
 //!
 //! The powers and reciprocals (a [`Plan`]) depend only on the number of digits, so
-//! [`fib_decimal`](crate::fib::fib_decimal) computes them while the last product of fib(n)
+//! [`fib_decimal`](crate::fib_decimal) computes them while the last product of fib(n)
 //! is being computed.
 
 use std::f64::consts::{LOG10_2, LOG2_10};
 
 use num_bigint::BigUint;
 
-use crate::parallel;
+use super::parallel;
 
 /// Pieces of at most this many digits are formatted by `to_str_radix`.
 const LEAF_DIGITS: usize = 600;

@@ -1,5 +1,5 @@
 //! Two-way parallelism for big-number arithmetic: `num-bigint` runs on one core, so the large
-//! products in [`fib`](crate::fib) and the decimal formatting are split in two by hand.
+//! products in [`fib`](crate::fib()) and the decimal formatting are split in two by hand.
 
 use std::sync::{Mutex, OnceLock};
 

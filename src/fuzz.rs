@@ -1,7 +1,10 @@
 //! Property tests over generated inputs ("fuzzing" without a fuzzer or a dependency): request
 //! parsing, reply decoding, the decimal check, the Fibonacci handler and URL redaction, each
-//! checked against an oracle written independently here, on at least a million inputs per
-//! `cargo test` run.
+//! checked against an oracle written independently here.
+//!
+//! An ordinary `cargo test` runs a short round ([`SHORT_RUN`] inputs, a second or so in a debug
+//! build); the full round of a million or more runs on demand:
+//! `cargo test --release --lib fuzz -- --ignored`.
 //!
 //! Everything these functions read comes from the network or from people, so besides the
 //! oracles the one property that always holds is: no panic, whatever the input.
@@ -17,14 +20,19 @@ use std::time::{Duration, Instant};
 
 use amiquip::{AmqpValue, FieldTable};
 
-use super::{check_decimal_reply, decode_reply, parse_n, ErrorCode, ERROR_HEADER};
-use crate::broker::{redact, BrokerUrl};
-use crate::server::{FibonacciHandler, Handler};
+use crate::connect::{redact, BrokerUrl};
+use crate::fib::{check_decimal_reply, parse_n, FibonacciHandler};
+use crate::server::{Handler, Request};
+use crate::wire::reply::decode as decode_reply;
+use crate::wire::{ErrorCode, ERROR_HEADER};
 
 mod rng;
 use rng::Rng;
 
-/// Inputs per run, at least: enough to reach rare shapes, few enough for a debug build.
+/// Inputs of the round every `cargo test` runs: every target gets thousands of cases.
+const SHORT_RUN: u64 = 100_000;
+
+/// Inputs of the full round, at least: enough to reach rare shapes.
 const MIN_INPUTS: u64 = 1_000_000;
 
 /// Root seed of a normal run; fixed so that a failure in CI reproduces locally.
@@ -39,10 +47,21 @@ const HANDLER_MAX_N: u64 = 2000;
 const MAX_MESSAGE: usize = 400;
 
 #[test]
+fn generated_inputs_without_a_panic_or_a_wrong_answer() {
+    run(SHORT_RUN);
+}
+
+#[test]
+#[ignore = "the full round: run on demand, best with --release"]
 fn million_generated_inputs_without_a_panic_or_a_wrong_answer() {
+    run(MIN_INPUTS);
+}
+
+/// Runs at least `at_least` inputs (more with `FIB_RPC_FUZZ_ITERATIONS`) across the targets.
+fn run(at_least: u64) {
     let seed = env_u64("FIB_RPC_FUZZ_SEED").unwrap_or(DEFAULT_SEED);
-    let requested = env_u64("FIB_RPC_FUZZ_ITERATIONS").unwrap_or(MIN_INPUTS);
-    let total = requested.max(MIN_INPUTS);
+    let requested = env_u64("FIB_RPC_FUZZ_ITERATIONS").unwrap_or(at_least);
+    let total = requested.max(at_least);
     let fibs = fib_table(HANDLER_MAX_N);
 
     // Shares of the inputs, so that the slower targets (URL parsing, fib) get fewer.
@@ -109,7 +128,7 @@ fn million_generated_inputs_without_a_panic_or_a_wrong_answer() {
         elapsed.as_secs_f64(),
         inputs as f64 / elapsed.as_secs_f64()
     );
-    assert!(inputs >= MIN_INPUTS, "only {inputs} inputs ran");
+    assert!(inputs >= at_least, "only {inputs} inputs ran");
     assert_eq!(inputs, total);
 }
 
@@ -454,7 +473,7 @@ fn fuzz_handler(context: &Context<'_>, cases: u64, _notes: &mut Vec<String>) -> 
         let handler = FibonacciHandler::new(max_n);
         let input = (ByteText(&body), max_n);
         context.case(index, &input, || {
-            let got = handler.handle(&body);
+            let got = handler.handle(&Request::new(body.clone()));
             match (got, expected_n(&body, max_n)) {
                 (Ok(reply), Ok(n)) => {
                     let expected = &context.fibs[n as usize];

@@ -19,10 +19,17 @@ use std::time::{Duration, Instant};
 
 use amiquip::{Auth, Connection, ConnectionOptions, ConnectionTuning};
 
-use crate::error::{Error, Result};
+use crate::error::{BrokerError, Error, Result};
 
 /// The broker URL used when none is given: the local RabbitMQ with its default account.
 pub const DEFAULT_URL: &str = "amqp://guest:guest@localhost:5672/%2f";
+
+/// Bound on connecting (TCP, TLS and AMQP handshakes) and on closing, unless told otherwise.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// AMQP heartbeat interval in seconds unless told otherwise. A silently dead TCP path is
+/// noticed after about two intervals.
+pub const DEFAULT_HEARTBEAT_SECS: u16 = 15;
 
 /// The query parameters `amqps://` URLs take (RabbitMQ's URI query parameter names).
 const TLS_PARAMETERS: [&str; 3] = ["cacertfile", "server_name_indication", "verify"];
@@ -202,10 +209,10 @@ impl BrokerUrl {
             // dead already. Dropping it lets amiquip's I/O thread end.
             Ok(_) | Err(_) if too_late => Err(self.handshake_timeout(timeout)),
             Ok(connection) => Ok(connection),
-            Err(err) if is_amqp_timeout(err.as_ref()) => Err(self.handshake_timeout(timeout)),
-            Err(err) => Err(Error::Connect {
+            Err(err) if is_amqp_timeout(&err) => Err(self.handshake_timeout(timeout)),
+            Err(cause) => Err(Error::Connect {
                 broker: self.redacted.clone(),
-                source: err,
+                cause,
             }),
         }
     }
@@ -215,13 +222,13 @@ impl BrokerUrl {
         &self,
         stream: mio::net::TcpStream,
         options: ConnectionOptions<Auth>,
-    ) -> std::result::Result<Connection, BoxError> {
+    ) -> std::result::Result<Connection, BrokerError> {
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.tls {
             return tls.open(&self.host, &self.redacted, stream, options);
         }
         Connection::insecure_open_stream(stream, options, ConnectionTuning::default())
-            .map_err(Into::into)
+            .map_err(BrokerError::amqp)
     }
 
     fn handshake_timeout(&self, timeout: Duration) -> Error {
@@ -248,23 +255,17 @@ impl BrokerUrl {
         return false;
     }
 
-    fn connect_error(&self, source: impl Into<BoxError>) -> Error {
+    fn connect_error(&self, err: std::io::Error) -> Error {
         Error::Connect {
             broker: self.redacted.clone(),
-            source: source.into(),
+            cause: BrokerError::io(err),
         }
     }
 }
 
-/// The error type `Error::Connect` carries.
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
 /// amiquip's own handshake timeout (no event from the peer within `connection_timeout`).
-fn is_amqp_timeout(err: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
-    matches!(
-        err.downcast_ref::<amiquip::Error>(),
-        Some(amiquip::Error::ConnectionTimeout)
-    )
+fn is_amqp_timeout(err: &BrokerError) -> bool {
+    matches!(err.amqp_error(), Some(amiquip::Error::ConnectionTimeout))
 }
 
 /// Shuts a socket down when a deadline passes unless disarmed first, which fails whatever
@@ -336,11 +337,11 @@ pub(crate) struct ConnectSettings {
 }
 
 impl ConnectSettings {
-    /// The defaults: 10 s to connect, 15 s heartbeats.
+    /// The defaults: [`DEFAULT_CONNECT_TIMEOUT`], [`DEFAULT_HEARTBEAT_SECS`].
     pub(crate) fn named(name: &str) -> Self {
         ConnectSettings {
-            timeout: Duration::from_secs(10),
-            heartbeat_secs: 15,
+            timeout: DEFAULT_CONNECT_TIMEOUT,
+            heartbeat_secs: DEFAULT_HEARTBEAT_SECS,
             name: name.to_owned(),
         }
     }
@@ -492,8 +493,8 @@ mod tls {
 
     use amiquip::{Auth, Connection, ConnectionOptions, ConnectionTuning};
 
-    use super::{BoxError, TLS_PARAMETERS};
-    use crate::error::{Error, Result};
+    use super::TLS_PARAMETERS;
+    use crate::error::{BrokerError, BrokerErrorKind, Error, Result};
 
     /// What an `amqps://` URL's query parameters asked for.
     #[derive(Clone)]
@@ -578,7 +579,7 @@ mod tls {
             broker: &str,
             stream: mio::net::TcpStream,
             options: ConnectionOptions<Auth>,
-        ) -> std::result::Result<Connection, BoxError> {
+        ) -> std::result::Result<Connection, BrokerError> {
             if !self.verify {
                 log::warn!(
                     "{broker}: TLS certificate verification is off: the broker is not \
@@ -586,9 +587,9 @@ mod tls {
                      it and read the password"
                 );
             }
-            let connector = self
-                .connector()
-                .map_err(|err| format!("cannot set up TLS: {err}"))?;
+            let connector = self.connector().map_err(|err| {
+                BrokerError::other(BrokerErrorKind::Tls, format!("cannot set up TLS: {err}"))
+            })?;
             let name = self.server_name.as_deref().unwrap_or(host);
             // amiquip starts the handshake here on the non-blocking socket, then drives it from
             // its I/O thread as the socket becomes ready, then does the AMQP handshake.
@@ -622,9 +623,9 @@ mod tls {
         /// Says in words why a TLS handshake failed when it is the certificate. The texts
         /// matched are OpenSSL's (native-tls on Linux); elsewhere the platform's message is
         /// shown as it is.
-        fn explain(&self, name: &str, err: amiquip::Error) -> BoxError {
+        fn explain(&self, name: &str, err: amiquip::Error) -> BrokerError {
             let amiquip::Error::TlsHandshake { source } = &err else {
-                return err.into();
+                return BrokerError::amqp(err);
             };
             let detail = source.to_string();
             let headline =
@@ -647,10 +648,13 @@ mod tls {
                 } else {
                     "TLS handshake failed".to_owned()
                 };
-            Box::new(TlsFailure {
-                message: format!("{headline}: {detail}"),
-                source: err,
-            })
+            BrokerError::other(
+                BrokerErrorKind::Tls,
+                TlsFailure {
+                    message: format!("{headline}: {detail}"),
+                    source: err,
+                },
+            )
         }
     }
 
@@ -742,7 +746,7 @@ mod tests {
     #[test]
     fn amqps_says_which_feature_it_needs() {
         let err = BrokerUrl::parse("amqps://u:topsecret@localhost/%2f").unwrap_err();
-        let text = err.to_string();
+        let text = crate::util::chain(&err);
         assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
         assert!(text.contains("--features tls"), "{text}");
         assert!(!text.contains("topsecret"), "{text}");
@@ -763,7 +767,7 @@ mod tests {
             ("amqp://u:topsecret@h/%2f?channel_max=9", "not supported"),
         ] {
             let err = BrokerUrl::parse(url).unwrap_err();
-            let text = err.to_string();
+            let text = crate::util::chain(&err);
             assert!(matches!(err, Error::InvalidArgument(_)), "{url}: {err:?}");
             assert!(text.contains(says), "{url}: {text}");
             assert!(!text.contains("topsecret"), "{url}: {text}");
@@ -784,7 +788,7 @@ mod tests {
             assert!(!shown.contains("s3cr"), "{leaky} -> {shown}");
             let err = BrokerUrl::parse(leaky).unwrap_err();
             assert!(matches!(err, Error::InvalidArgument(_)), "{leaky}: {err:?}");
-            assert!(!err.to_string().contains("s3cr"), "{leaky}: {err}");
+            assert!(!crate::util::chain(&err).contains("s3cr"), "{leaky}: {err}");
         }
     }
 
@@ -837,7 +841,7 @@ mod tests {
         ] {
             let url = format!("amqps://u:topsecret@h/%2f?{query}");
             let err = BrokerUrl::parse(&url).unwrap_err();
-            let text = err.to_string();
+            let text = crate::util::chain(&err);
             assert!(matches!(err, Error::InvalidArgument(_)), "{url}: {err:?}");
             assert!(text.contains(says), "{url}: {text}");
             assert!(!text.contains("topsecret"), "{url}: {text}");
@@ -872,11 +876,10 @@ mod tests {
         assert!(waited < Duration::from_millis(1900), "{waited:?}");
         assert!(matches!(err, Error::Connect { .. }), "{err:?}");
         assert!(
-            err.to_string()
-                .contains("AMQP handshake did not finish within"),
+            crate::util::chain(&err).contains("AMQP handshake did not finish within"),
             "{err}"
         );
-        assert!(!err.to_string().contains("topsecret"), "{err}");
+        assert!(!crate::util::chain(&err).contains("topsecret"), "{err}");
         peer.join().unwrap();
     }
 
@@ -905,7 +908,10 @@ mod tests {
                 assert!(!shown.contains(secret), "{leaky:?} -> {shown}");
             }
             match BrokerUrl::parse(leaky) {
-                Err(err) => assert!(!err.to_string().contains("s3cr"), "{leaky:?}: {err}"),
+                Err(err) => assert!(
+                    !crate::util::chain(&err).contains("s3cr"),
+                    "{leaky:?}: {err}"
+                ),
                 Ok(url) => assert!(!url.to_string().contains("s3cr"), "{leaky:?}: {url}"),
             }
         }
@@ -917,7 +923,7 @@ mod tests {
             ));
         }
         let err = BrokerUrl::parse("amqp://u:topsecret@h/a/b").unwrap_err();
-        assert!(!err.to_string().contains("topsecret"), "{err}");
+        assert!(!crate::util::chain(&err).contains("topsecret"), "{err}");
         let url = BrokerUrl::parse("amqp://u:topsecret@h").unwrap();
         assert!(!format!("{url} {url:?}").contains("topsecret"));
     }
@@ -941,6 +947,6 @@ mod tests {
         let err = url.connect(&settings).unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(3));
         assert!(matches!(err, Error::Connect { .. }), "{err:?}");
-        assert!(!err.to_string().contains("topsecret"), "{err}");
+        assert!(!crate::util::chain(&err).contains("topsecret"), "{err}");
     }
 }

@@ -1,0 +1,140 @@
+//! One call's life: its correlation id, the state that caller and reader decide together,
+//! and what the reader keeps while the call is out.
+
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_channel::Sender;
+use uuid::Uuid;
+
+use crate::error::Result;
+
+/// Where a caller's reply (or the reason there is none) is sent: one slot per call.
+pub(super) type ReplySender = Sender<Result<Vec<u8>>>;
+
+/// Whether a call's request has gone out, decided once by whichever of caller and reader
+/// gets there first, so a caller that gives up can say truthfully whether it was sent.
+///
+/// `Queued` until the reader publishes it (`Sent`) or the caller gives up first
+/// (`Abandoned`). A caller that gives up later also marks it `Abandoned`, so a call whose
+/// publish failed is not put back for the next connection. Shared by the caller's
+/// [`PendingReply`](super::PendingReply) and the reader's [`OutgoingCall`].
+#[derive(Clone, Debug)]
+pub(super) struct CallState(Arc<AtomicU8>);
+
+const QUEUED: u8 = 0;
+const SENT: u8 = 1;
+const ABANDONED: u8 = 2;
+
+impl CallState {
+    pub(super) fn new() -> Self {
+        CallState(Arc::new(AtomicU8::new(QUEUED)))
+    }
+
+    fn swap(&self, from: u8, to: u8) -> bool {
+        self.0
+            .compare_exchange(from, to, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+
+    /// Reader: claims the call for publishing; false if its caller has already given up.
+    pub(super) fn claim(&self) -> bool {
+        self.swap(QUEUED, SENT)
+    }
+
+    /// Reader: the publish failed; true if the call is queued again for the next
+    /// connection, false if its caller gave up meanwhile.
+    pub(super) fn unclaim(&self) -> bool {
+        self.swap(SENT, QUEUED)
+    }
+
+    /// Reader: not yet sent and not given up.
+    pub(super) fn is_queued(&self) -> bool {
+        self.0.load(Ordering::SeqCst) == QUEUED
+    }
+
+    /// Caller: gives the call up. Returns true if the request had not been sent (it never
+    /// will be); if it has (or is being published right now), marks it given up all the same.
+    pub(super) fn abandon(&self) -> bool {
+        self.swap(QUEUED, ABANDONED) || {
+            self.swap(SENT, ABANDONED);
+            false
+        }
+    }
+}
+
+/// A call on its way from a caller to the reader, which publishes it.
+pub(super) struct OutgoingCall {
+    pub(super) correlation_id: String,
+    pub(super) body: Vec<u8>,
+    pub(super) deadline: Instant,
+    pub(super) reply: ReplySender,
+    pub(super) state: CallState,
+}
+
+impl OutgoingCall {
+    /// Still worth sending: the caller waits and its deadline has not passed.
+    pub(super) fn is_live(&self, now: Instant) -> bool {
+        self.deadline > now && self.state.is_queued()
+    }
+}
+
+/// A call the reader has published and is waiting to answer.
+pub(super) struct PendingCall {
+    pub(super) deadline: Instant,
+    pub(super) reply: ReplySender,
+}
+
+/// Makes each call's `correlation_id`: a UUID v4 whose first half is random per client and
+/// whose second half counts the client's calls. So an id never repeats within a client (a
+/// late reply can never be taken for a newer call's), and a call costs no system call for
+/// fresh randomness.
+pub(super) struct CorrelationIds {
+    client: [u8; 8],
+    calls: AtomicU64,
+}
+
+impl CorrelationIds {
+    pub(super) fn new() -> Self {
+        let random = Uuid::new_v4().into_bytes();
+        let mut client = [0; 8];
+        client.copy_from_slice(&random[..8]);
+        CorrelationIds {
+            client,
+            calls: AtomicU64::new(0),
+        }
+    }
+
+    pub(super) fn next(&self) -> String {
+        let call = self.calls.fetch_add(1, Ordering::Relaxed);
+        let mut bytes = [0; 16];
+        bytes[..8].copy_from_slice(&self.client);
+        bytes[8..].copy_from_slice(&call.to_be_bytes());
+        // Sets the version bits (4 of the random half, leaving 60) and the variant bits (the
+        // count's top two, which would take 2^62 calls to reach).
+        uuid::Builder::from_random_bytes(bytes)
+            .into_uuid()
+            .to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn correlation_ids_are_distinct_uuid_v4s() {
+        let ids = CorrelationIds::new();
+        let made: Vec<String> = (0..1000).map(|_| ids.next()).collect();
+        let distinct: std::collections::HashSet<&String> = made.iter().collect();
+        assert_eq!(distinct.len(), made.len());
+        for id in &made {
+            let parsed = Uuid::parse_str(id).unwrap();
+            assert_eq!(parsed.get_version_num(), 4, "{id}");
+            assert_eq!(parsed.get_variant(), uuid::Variant::RFC4122, "{id}");
+        }
+        // Another client's ids differ in their random half.
+        assert_ne!(CorrelationIds::new().next()[..18], made[0][..18]);
+    }
+}

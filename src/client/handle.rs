@@ -1,0 +1,477 @@
+//! The client's handle: what callers hold and call through, and the pending reply they wait
+//! on.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender, TryRecvError};
+
+use super::call::{CallState, CorrelationIds, OutgoingCall};
+use super::options::ClientOptions;
+use super::reader::Reader;
+use super::stats::{ClientStats, Counters};
+use crate::connect::{check_settings, deadline_after};
+use crate::error::{BrokerError, BrokerErrorKind, Error, Result};
+use crate::reconnect::Brokers;
+use crate::util::is_disconnected;
+use crate::wire;
+
+/// State shared by callers and the reader thread.
+pub(super) struct Shared {
+    pub(super) counters: Counters,
+    /// True while a session (connection, reply consumer) is up.
+    pub(super) connected: AtomicBool,
+    /// Why the last connection attempt failed or the last connection ended; given to calls
+    /// that time out unsent.
+    last_error: Mutex<Option<Arc<Error>>>,
+}
+
+impl Shared {
+    pub(super) fn set_disconnected(&self, why: Error) {
+        self.connected.store(false, Ordering::SeqCst);
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(why));
+    }
+
+    pub(super) fn set_connected(&self) {
+        self.connected.store(true, Ordering::SeqCst);
+    }
+
+    pub(super) fn last_error(&self) -> Option<Arc<Error>> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// The reader thread, joined on close.
+struct ReaderHandle {
+    thread: JoinHandle<()>,
+    /// Disconnects when the thread ends, so joining can be bounded.
+    finished: Receiver<()>,
+}
+
+impl ReaderHandle {
+    /// Joins the thread if it ends within `bound`; otherwise leaves it to end on its own (it
+    /// is stuck in an AMQP operation that heartbeats will end) and says so.
+    fn join_within(self, bound: Duration) {
+        match self.finished.recv_timeout(bound) {
+            Err(RecvTimeoutError::Disconnected) => {
+                let _ = self.thread.join();
+            }
+            _ => log::warn!(
+                "fib-rpc client: reader thread did not stop within {bound:?}; \
+                 it will end when the broker answers or heartbeats time out"
+            ),
+        }
+    }
+}
+
+/// A byte-level RPC client: sends a request body to the server queue and returns the reply
+/// body. Share one client between threads (`&RpcClient` or `Arc<RpcClient>`); it is
+/// `Send + Sync`.
+///
+/// ```no_run
+/// use fib_rpc::{ClientOptions, RpcClient};
+///
+/// let client = RpcClient::connect_with(
+///     "amqp://guest:guest@localhost:5672/%2f",
+///     ClientOptions::default().queue("echo"),
+/// )?;
+/// let reply: Vec<u8> = client.call(b"hello")?;
+/// # Ok::<(), fib_rpc::Error>(())
+/// ```
+pub struct RpcClient {
+    /// Calls for the reader to publish.
+    commands: Sender<OutgoingCall>,
+    shared: Arc<Shared>,
+    /// Disconnects when the reader thread ends: wakes callers whose request it never saw.
+    reader_finished: Receiver<()>,
+    /// The one shutdown signal: disconnects when `close()` starts (or the client is dropped).
+    /// The reader stops, new calls fail at once, and waiting callers wake even if the reader
+    /// is stuck.
+    closed: Receiver<()>,
+    close_signal: Mutex<Option<Sender<()>>>,
+    reader: Mutex<Option<ReaderHandle>>,
+    options: ClientOptions,
+    ids: CorrelationIds,
+}
+
+impl std::fmt::Debug for RpcClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RpcClient")
+            .field("queue", &self.options.queue)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl RpcClient {
+    /// Connects to the broker at `url` (`amqp://user:password@host:port/vhost`) with the
+    /// default options: the tutorial's queue `rpc_queue` and a [`DEFAULT_TIMEOUT`] per call.
+    /// See [`connect_with`](Self::connect_with).
+    ///
+    /// [`DEFAULT_TIMEOUT`]: crate::DEFAULT_TIMEOUT
+    pub fn connect(url: &str) -> Result<RpcClient> {
+        Self::connect_with(url, ClientOptions::default())
+    }
+
+    /// Connects to the broker at `url`, sets up the reply consumer (see
+    /// [`ClientOptions::reply_to`]) and starts the reader thread.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for a malformed URL or unusable options;
+    /// [`Error::Connect`] when the broker cannot be reached within the connect timeout
+    /// (unless [`ClientOptions::lazy_connect`]). Once connected, the client reconnects by
+    /// itself.
+    pub fn connect_with(url: &str, options: ClientOptions) -> Result<RpcClient> {
+        Self::connect_failover(&[url], options)
+    }
+
+    /// Like [`connect_with`](Self::connect_with), with several brokers (for example the nodes of a
+    /// cluster): each is tried in turn, first on connecting and again whenever the connection
+    /// is lost, starting with the one that worked last.
+    ///
+    /// ```no_run
+    /// use fib_rpc::{ClientOptions, RpcClient};
+    ///
+    /// let client = RpcClient::connect_failover(
+    ///     &["amqp://app:secret@rabbit-1/%2f", "amqp://app:secret@rabbit-2/%2f"],
+    ///     ClientOptions::default(),
+    /// )?;
+    /// # Ok::<(), fib_rpc::Error>(())
+    /// ```
+    pub fn connect_failover<S: AsRef<str>>(
+        urls: &[S],
+        options: ClientOptions,
+    ) -> Result<RpcClient> {
+        let brokers = Brokers::parse(urls)?;
+        let settings = options.connect.clone();
+        check_settings(&settings)?;
+        options.backoff.check()?;
+        if options.timeout.is_zero() {
+            return Err(Error::InvalidArgument(
+                "call timeout must be above zero".into(),
+            ));
+        }
+        wire::check_queue_name(&options.queue)?;
+        let first_broker = brokers.current().to_string(); // redacted
+        let shared = Arc::new(Shared {
+            counters: Counters::default(),
+            connected: AtomicBool::new(false),
+            last_error: Mutex::new(None),
+        });
+        let (commands, command_rx) = crossbeam_channel::unbounded::<OutgoingCall>();
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+        let (finished_tx, finished) = crossbeam_channel::bounded::<()>(0);
+        let (close_signal, closed) = crossbeam_channel::bounded::<()>(0);
+        let reader = Reader::new(
+            brokers,
+            &options,
+            command_rx,
+            closed.clone(),
+            Arc::clone(&shared),
+        );
+        let thread = std::thread::Builder::new()
+            .name("fib-rpc-client".into())
+            .spawn(move || {
+                let _finished = finished_tx; // dropped when this thread ends
+                reader.run(ready_tx);
+            })
+            .map_err(Error::Io)?;
+        let handle = ReaderHandle {
+            thread,
+            finished: finished.clone(),
+        };
+
+        // Setup is a round of connection attempts (each bounded by connect_timeout) plus
+        // three quick AMQP round trips. Lazy clients report ready at once.
+        let setup_bound = options
+            .connect
+            .timeout
+            .saturating_mul(u32::try_from(urls.len()).unwrap_or(u32::MAX))
+            .saturating_add(Duration::from_secs(5));
+        match ready_rx.recv_timeout(setup_bound) {
+            Ok(Ok(())) => Ok(RpcClient {
+                commands,
+                shared,
+                reader_finished: finished,
+                closed,
+                close_signal: Mutex::new(Some(close_signal)),
+                reader: Mutex::new(Some(handle)),
+                options,
+                ids: CorrelationIds::new(),
+            }),
+            Ok(Err(err)) => {
+                handle.join_within(options.connect.timeout);
+                Err(err)
+            }
+            Err(_) => {
+                // The broker accepted us but stalls: stop waiting; the thread ends on its own.
+                drop(close_signal);
+                Err(Error::Connect {
+                    broker: first_broker,
+                    cause: BrokerError::other(
+                        BrokerErrorKind::Unreachable,
+                        format!("broker did not finish setup within {setup_bound:?}"),
+                    ),
+                })
+            }
+        }
+    }
+
+    /// Sends `body` and waits for the reply, up to the configured timeout.
+    pub fn call(&self, body: &[u8]) -> Result<Vec<u8>> {
+        self.call_timeout(body, self.options.timeout)
+    }
+
+    /// Sends `body` and waits for the reply, up to `timeout`.
+    pub fn call_timeout(&self, body: &[u8], timeout: Duration) -> Result<Vec<u8>> {
+        self.call_deadline(body, deadline_after(timeout))
+    }
+
+    /// Sends `body` and waits for the reply until `deadline`.
+    ///
+    /// Ends with the reply, [`Error::Remote`] for an error reply, [`Error::Timeout`] at the
+    /// deadline, [`Error::NoServer`] at once if no queue has the configured name, or
+    /// [`Error::ConnectionLost`] at once if the connection dies meanwhile.
+    pub fn call_deadline(&self, body: &[u8], deadline: Instant) -> Result<Vec<u8>> {
+        self.send(body, deadline)?.wait()
+    }
+
+    /// Sends `body` without waiting for the reply, so one thread can keep many calls in flight
+    /// (pipelining). [`PendingReply::wait`] collects the reply; it ends as
+    /// [`call_deadline`](Self::call_deadline) describes.
+    ///
+    /// Fails at once, without sending, when the client is closed or the request is too large.
+    ///
+    /// ```no_run
+    /// use fib_rpc::{ClientOptions, RpcClient};
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let client = RpcClient::connect("amqp://guest:guest@localhost:5672/%2f")?;
+    /// let deadline = Instant::now() + Duration::from_secs(5);
+    /// // Send all three before waiting for any: they are computed concurrently.
+    /// let pending: Vec<_> = [b"10", b"20", b"30"]
+    ///     .iter()
+    ///     .map(|body| client.send(*body, deadline))
+    ///     .collect::<Result<_, _>>()?;
+    /// for reply in pending {
+    ///     println!("{}", String::from_utf8_lossy(&reply.wait()?));
+    /// }
+    /// # Ok::<(), fib_rpc::Error>(())
+    /// ```
+    pub fn send(&self, body: &[u8], deadline: Instant) -> Result<PendingReply<'_>> {
+        let counters = &self.shared.counters;
+        counters.calls.fetch_add(1, Ordering::Relaxed);
+        let sent = self.send_inner(body, deadline);
+        if let Err(err) = &sent {
+            counters.record_error(err);
+        }
+        sent
+    }
+
+    fn send_inner(&self, body: &[u8], deadline: Instant) -> Result<PendingReply<'_>> {
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        if body.len() > self.options.max_request_bytes {
+            return Err(Error::InvalidArgument(format!(
+                "request of {} bytes is above the client's limit of {} bytes",
+                body.len(),
+                self.options.max_request_bytes
+            )));
+        }
+        let started = Instant::now();
+        if deadline <= started {
+            return Err(Error::Timeout {
+                waited: Duration::ZERO,
+            });
+        }
+        // "Forever" is a century: far enough, and safe to add to clocks.
+        let deadline = deadline.min(deadline_after(Duration::MAX));
+        let (reply, reply_rx) = crossbeam_channel::bounded(1);
+        let state = CallState::new();
+        let call = OutgoingCall {
+            correlation_id: self.ids.next(),
+            body: body.to_vec(),
+            deadline,
+            reply,
+            state: state.clone(),
+        };
+        if self.commands.send(call).is_err() {
+            return Err(self.gone_error());
+        }
+        Ok(PendingReply {
+            client: self,
+            reply: reply_rx,
+            state,
+            started,
+            deadline,
+        })
+    }
+
+    /// True once `close()` has started.
+    fn is_closed(&self) -> bool {
+        is_disconnected(&self.closed)
+    }
+
+    /// The error for a caller who found the reader thread gone: closed by its owner, or
+    /// (which should not happen) ended by a panic.
+    fn gone_error(&self) -> Error {
+        if self.is_closed() {
+            Error::Closed
+        } else {
+            Error::ConnectionLost { cause: None }
+        }
+    }
+
+    /// A snapshot of this client's counters; cheap enough to read at any time.
+    pub fn stats(&self) -> ClientStats {
+        self.shared.counters.snapshot()
+    }
+
+    /// True while the client has a working connection; false while it reconnects.
+    pub fn is_connected(&self) -> bool {
+        self.shared.connected.load(Ordering::SeqCst)
+    }
+
+    /// The server queue this client calls.
+    pub fn queue(&self) -> &str {
+        &self.options.queue
+    }
+
+    /// The default call timeout.
+    pub fn timeout(&self) -> Duration {
+        self.options.timeout
+    }
+
+    /// Closes the connection and stops the reader thread. Calls still waiting fail with
+    /// [`Error::Closed`], and so do later ones. Dropping the client does the same.
+    ///
+    /// Waits at most the connect timeout for the broker to acknowledge the close; if it does
+    /// not, the reader thread is left to end on its own (heartbeats bound it) and `close`
+    /// returns anyway. If another thread is already closing the client, returns at once.
+    pub fn close(&self) {
+        self.close_signal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let reader = self.reader.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(reader) = reader {
+            reader.join_within(
+                self.options
+                    .connect
+                    .timeout
+                    .saturating_add(Duration::from_secs(1)),
+            );
+        }
+    }
+}
+
+impl Drop for RpcClient {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// A call sent with [`RpcClient::send`] whose reply has not been collected yet.
+///
+/// Dropping it gives up the call: if the request has not been sent yet (say, the client is
+/// reconnecting) it never will be; a reply that still comes is discarded (and counted in
+/// [`ClientStats::discarded_replies`]).
+#[must_use = "the reply is only read by `wait`"]
+pub struct PendingReply<'client> {
+    client: &'client RpcClient,
+    reply: Receiver<Result<Vec<u8>>>,
+    /// Shared with the reader: whether the request was sent.
+    state: CallState,
+    started: Instant,
+    deadline: Instant,
+}
+
+impl Drop for PendingReply<'_> {
+    /// A call given up unwaited is not sent if it has not been yet (say, while reconnecting).
+    fn drop(&mut self) {
+        self.abandon();
+    }
+}
+
+impl std::fmt::Debug for PendingReply<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingReply")
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PendingReply<'_> {
+    /// When this call gives up waiting.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Waits for the reply until the call's deadline; see [`RpcClient::call_deadline`].
+    pub fn wait(self) -> Result<Vec<u8>> {
+        self.wait_and_check(Ok)
+    }
+
+    /// Waits for the reply and passes it through `check` before the call is counted, so a
+    /// reply the typed client rejects counts as an error, not as ok.
+    pub(crate) fn wait_and_check<T>(self, check: impl FnOnce(Vec<u8>) -> Result<T>) -> Result<T> {
+        let result = self.wait_inner().and_then(check);
+        self.client.shared.counters.record(&result);
+        result
+    }
+
+    fn wait_inner(&self) -> Result<Vec<u8>> {
+        let client = self.client;
+        let answer = select! {
+            // `Err` here means the reader dropped our call unanswered: expired, or stopping.
+            recv(self.reply) -> answer => answer.ok(),
+            // The reader ended without seeing our call; it may have answered just before.
+            recv(client.reader_finished) -> _ => self.reply.try_recv().ok(),
+            // Closed by its owner: stop waiting, whatever the reader is doing (and make sure it
+            // does not send the request later).
+            recv(client.closed) -> _ => Some(self.reply.try_recv().unwrap_or_else(|_| {
+                self.abandon();
+                Err(Error::Closed)
+            })),
+            // A reply that lands exactly at the deadline still counts.
+            default(self.deadline.saturating_duration_since(Instant::now())) => {
+                self.reply.try_recv().ok()
+            }
+        };
+        match answer {
+            Some(result) => result,
+            None if client.reader_finished.try_recv() == Err(TryRecvError::Disconnected) => {
+                Err(client.gone_error())
+            }
+            None => Err(self.give_up()),
+        }
+    }
+
+    /// Stops the reader from sending the request if it has not yet; true if it had not.
+    fn abandon(&self) -> bool {
+        self.state.abandon()
+    }
+
+    /// The deadline passed without an answer. If the reader has not sent the request yet,
+    /// it never will (the claim below stops it), and the caller learns why it was not sent.
+    fn give_up(&self) -> Error {
+        let waited = self.started.elapsed();
+        let unsent = self.abandon();
+        let shared = &self.client.shared;
+        if unsent && !shared.connected.load(Ordering::SeqCst) {
+            Error::NotConnected {
+                waited,
+                last_error: shared.last_error(),
+            }
+        } else {
+            Error::Timeout { waited }
+        }
+    }
+}

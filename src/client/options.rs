@@ -1,0 +1,145 @@
+//! Settings for the client.
+
+use std::time::Duration;
+
+use crate::connect::ConnectSettings;
+use crate::reconnect::BackoffSettings;
+use crate::wire::DEFAULT_QUEUE;
+
+/// How long a call waits for its reply unless told otherwise ([`ClientOptions::timeout`]).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Settings for [`RpcClient`] and [`FibonacciRpcClient`].
+///
+/// ```
+/// use fib_rpc::ClientOptions;
+/// use std::time::Duration;
+///
+/// let options = ClientOptions::default()
+///     .queue("fib_requests")
+///     .timeout(Duration::from_secs(5))
+///     .heartbeat(5)
+///     .reconnect_backoff(Duration::from_millis(50), Duration::from_secs(2));
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    pub(super) queue: String,
+    pub(super) timeout: Duration,
+    pub(super) connect: ConnectSettings,
+    pub(super) backoff: BackoffSettings,
+    pub(super) lazy_connect: bool,
+    pub(super) max_request_bytes: usize,
+    pub(super) reply_to: ReplyTo,
+}
+
+/// Where a client receives its replies; see [`ClientOptions::reply_to`].
+///
+/// ```
+/// use fib_rpc::{ClientOptions, ReplyTo};
+///
+/// let options = ClientOptions::default().reply_to(ReplyTo::Direct);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ReplyTo {
+    /// An exclusive, server-named queue declared on each connection, as in the tutorial.
+    /// The broker deletes it when the connection closes.
+    #[default]
+    ExclusiveQueue,
+    /// RabbitMQ's direct reply-to (`amq.rabbitmq.reply-to`): replies go straight to this
+    /// client's channel without a queue, so nothing is declared or deleted per connection.
+    /// RabbitMQ-only; a reply to a client that has gone is dropped by the broker.
+    Direct,
+}
+
+/// The pseudo-queue a client consumes (no-ack) to use direct reply-to.
+pub(super) const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
+
+impl Default for ClientOptions {
+    /// The tutorial's queue ([`DEFAULT_QUEUE`](crate::DEFAULT_QUEUE)), a
+    /// [`DEFAULT_TIMEOUT`] call timeout, a
+    /// [`DEFAULT_CONNECT_TIMEOUT`](crate::DEFAULT_CONNECT_TIMEOUT), heartbeats every
+    /// [`DEFAULT_HEARTBEAT_SECS`](crate::DEFAULT_HEARTBEAT_SECS), reconnection backoff from
+    /// 100 ms doubling up to 5 s, connecting before `connect` returns, and requests of at most
+    /// 16 MiB.
+    fn default() -> Self {
+        ClientOptions {
+            queue: DEFAULT_QUEUE.to_owned(),
+            timeout: DEFAULT_TIMEOUT,
+            connect: ConnectSettings::named("fib-rpc client"),
+            backoff: BackoffSettings::default(),
+            lazy_connect: false,
+            max_request_bytes: 16 << 20,
+            reply_to: ReplyTo::default(),
+        }
+    }
+}
+
+impl ClientOptions {
+    /// The server queue requests are routed to (default `rpc_queue`).
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = queue.into();
+        self
+    }
+
+    /// How long [`RpcClient::call`](crate::RpcClient::call) waits for a reply (default
+    /// [`DEFAULT_TIMEOUT`]). Per-call deadlines are
+    /// available through [`RpcClient::call_deadline`].
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Bound on each connection attempt (TCP and AMQP handshake) and on closing (default
+    /// 10 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect.timeout = timeout;
+        self
+    }
+
+    /// AMQP heartbeat interval in seconds (default 15, at least 1). A silently dead TCP path
+    /// is noticed after about two intervals; the client then reconnects.
+    pub fn heartbeat(mut self, seconds: u16) -> Self {
+        self.connect.heartbeat_secs = seconds;
+        self
+    }
+
+    /// Wait between reconnection rounds: `initial` after the first failure, doubling up to
+    /// `max`, each wait jittered between half and all of its step (default 100 ms to 5 s).
+    /// A round tries every broker URL once.
+    pub fn reconnect_backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.backoff = BackoffSettings { initial, max };
+        self
+    }
+
+    /// When `true`, [`RpcClient::connect`] returns at once and the client connects in the
+    /// background, retrying with backoff; calls wait for the connection within their
+    /// deadlines. For services that may start before the broker. Default `false`: `connect`
+    /// returns [`Error::Connect`] when no broker can be reached on the first round, which
+    /// is what a script or a misconfigured URL wants to hear.
+    pub fn lazy_connect(mut self, lazy: bool) -> Self {
+        self.lazy_connect = lazy;
+        self
+    }
+
+    /// Name shown for the connection in RabbitMQ's tools (the `information` client property).
+    pub fn connection_name(mut self, name: impl Into<String>) -> Self {
+        self.connect.name = name.into();
+        self
+    }
+
+    /// Largest request body a call may send (default 16 MiB). Larger calls fail with
+    /// [`Error::InvalidArgument`] before anything is sent: a message above the broker's
+    /// `max_message_size` would make it close the channel that every caller shares.
+    pub fn max_request_bytes(mut self, bytes: usize) -> Self {
+        self.max_request_bytes = bytes;
+        self
+    }
+
+    /// Where replies come back (default [`ReplyTo::ExclusiveQueue`]). Both work with any
+    /// tutorial-style server.
+    pub fn reply_to(mut self, reply_to: ReplyTo) -> Self {
+        self.reply_to = reply_to;
+        self
+    }
+}

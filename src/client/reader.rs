@@ -1,0 +1,480 @@
+//! The reader thread: it alone touches the AMQP connection. It publishes callers' requests,
+//! hands each reply to the caller waiting for its `correlation_id`, and reconnects after a
+//! loss.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use amiquip::{
+    Channel, Connection, Consumer, ConsumerMessage, ConsumerOptions, Delivery, Publish,
+    QueueDeclareOptions, Return,
+};
+use crossbeam_channel::{select, Receiver, Sender};
+
+use super::call::{OutgoingCall, PendingCall};
+use super::handle::Shared;
+use super::options::{ClientOptions, ReplyTo, DIRECT_REPLY_TO};
+use crate::connect::ConnectSettings;
+use crate::error::{BrokerError, BrokerErrorKind, Error, Result};
+use crate::reconnect::{Backoff, Brokers};
+use crate::util::{bump, cancel_consumer, chain, is_disconnected};
+use crate::wire;
+
+/// How often the reader thread forgets calls whose callers have stopped waiting.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How long the reader waits for amiquip to confirm that the reply consumer is cancelled,
+/// after the broker already has (microseconds in practice; the bound is for a dying I/O thread).
+const CONSUMER_CANCEL_WAIT: Duration = Duration::from_secs(1);
+
+/// The reader thread's state. It alone touches the AMQP connection.
+pub(super) struct Reader {
+    brokers: Brokers,
+    settings: ConnectSettings,
+    backoff: Backoff,
+    /// Report ready before the first connection (see
+    /// [`ClientOptions::lazy_connect`](crate::ClientOptions::lazy_connect)).
+    lazy: bool,
+    queue: String,
+    reply_to: ReplyTo,
+    commands: Receiver<OutgoingCall>,
+    /// Disconnects when the owner starts closing the client.
+    closed: Receiver<()>,
+    shared: Arc<Shared>,
+    /// Published calls by `correlation_id`.
+    pending: HashMap<String, PendingCall>,
+    /// Calls received while disconnected, in order; sent first on the next connection.
+    waiting: VecDeque<OutgoingCall>,
+    /// Sessions set up so far; every one after the first is a reconnection.
+    sessions: u64,
+}
+
+/// How a session (one connection's life) ended.
+enum SessionEnd {
+    /// The owner closed the client.
+    Shutdown,
+    /// The connection or channel failed, with the AMQP client's error when there is one.
+    /// Pending calls have been told when `told` is true.
+    Lost {
+        cause: Option<BrokerError>,
+        told: bool,
+    },
+}
+
+impl Reader {
+    pub(super) fn new(
+        brokers: Brokers,
+        options: &ClientOptions,
+        commands: Receiver<OutgoingCall>,
+        closed: Receiver<()>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        Reader {
+            brokers,
+            settings: options.connect.clone(),
+            backoff: Backoff::from_settings(options.backoff),
+            lazy: options.lazy_connect,
+            queue: options.queue.clone(),
+            reply_to: options.reply_to,
+            commands,
+            closed,
+            shared,
+            pending: HashMap::new(),
+            waiting: VecDeque::new(),
+            sessions: 0,
+        }
+    }
+
+    /// Connects, serves, and reconnects after losses until the client is closed. The first
+    /// outcome goes to `ready`: the constructor waits for it (unless lazy).
+    pub(super) fn run(mut self, ready: Sender<Result<()>>) {
+        let _disconnected = DisconnectedOnExit(Arc::clone(&self.shared));
+        let mut ready = Some(ready);
+        if self.lazy {
+            let _ = ready.take().map(|ready| ready.send(Ok(())));
+        }
+        let mut pause = None;
+        loop {
+            if let Some(delay) = pause.take() {
+                if !self.wait_while_disconnected(delay) {
+                    break;
+                }
+            }
+            let attempt = self
+                .brokers
+                .connect_round(&self.settings, || is_disconnected(&self.closed));
+            let mut connection = match attempt {
+                Ok(connection) if is_disconnected(&self.closed) => {
+                    let _ = connection.close();
+                    break;
+                }
+                Ok(connection) => connection,
+                Err(err) => {
+                    if let Some(ready) = ready.take() {
+                        let _ = ready.send(Err(err));
+                        return;
+                    }
+                    if is_disconnected(&self.closed) {
+                        break;
+                    }
+                    log::warn!("fib-rpc client: {}; retrying", chain(&err));
+                    self.shared.set_disconnected(err);
+                    pause = Some(self.backoff.next_delay());
+                    continue;
+                }
+            };
+            let started = Instant::now();
+            let end = match self.run_session(&mut connection, &mut ready) {
+                Ok(end) => end,
+                Err(err) => {
+                    let _ = connection.close();
+                    if let Some(ready) = ready.take() {
+                        let _ = ready.send(Err(err));
+                        return;
+                    }
+                    log::warn!(
+                        "fib-rpc client: setting up after reconnecting: {}; retrying",
+                        chain(&err)
+                    );
+                    // This broker accepts connections but cannot serve us: try the next first.
+                    self.brokers.skip_current();
+                    self.shared.set_disconnected(err);
+                    pause = Some(self.backoff.next_delay());
+                    continue;
+                }
+            };
+            match end {
+                SessionEnd::Shutdown => {
+                    if let Err(err) = connection.close() {
+                        log::debug!("fib-rpc client: closing the connection: {err}");
+                    }
+                    break;
+                }
+                SessionEnd::Lost { cause, told } => {
+                    // After a socket failure only closing tells the real cause (quick: the
+                    // I/O thread has already ended). After a clean broker close, closing just
+                    // tidies up.
+                    let closed = connection.close().err().map(BrokerError::amqp);
+                    let cause = match cause {
+                        Some(cause) if !cause.is_generic() => Some(cause),
+                        seen => closed.or(seen),
+                    };
+                    if !told {
+                        self.fail_pending(&cause);
+                    }
+                    let lost = Error::ConnectionLost {
+                        cause: cause.clone(),
+                    };
+                    log::warn!("fib-rpc client: {}; reconnecting", chain(&lost));
+                    // For calls that time out unsent: a reason, not "outcome unknown".
+                    self.shared.set_disconnected(Error::Connect {
+                        broker: self.brokers.current().to_string(),
+                        cause: match &cause {
+                            Some(cause) => BrokerError::other(
+                                cause.kind(),
+                                format!("connection lost: {cause}"),
+                            ),
+                            None => {
+                                BrokerError::other(BrokerErrorKind::Unreachable, "connection lost")
+                            }
+                        },
+                    });
+                    // A connection that lived a while starts the backoff over; one that keeps
+                    // dying at once keeps backing off.
+                    if started.elapsed() >= self.backoff.max() {
+                        self.backoff.reset();
+                    }
+                    pause = Some(self.backoff.next_delay());
+                }
+            }
+        }
+        self.fail_everything();
+    }
+
+    /// Between connection attempts: queues calls for the next connection, forgets the ones
+    /// whose callers gave up, and returns false as soon as the client is closed.
+    fn wait_while_disconnected(&mut self, delay: Duration) -> bool {
+        let until = Instant::now() + delay;
+        let sweep = crossbeam_channel::tick(SWEEP_INTERVAL);
+        loop {
+            let now = Instant::now();
+            if now >= until {
+                return true;
+            }
+            select! {
+                recv(self.commands) -> call => match call {
+                    Ok(call) => self.waiting.push_back(call),
+                    Err(_) => return false,
+                },
+                recv(self.closed) -> _ => return false,
+                recv(sweep) -> _ => {
+                    let now = Instant::now();
+                    self.waiting.retain(|call| call.is_live(now));
+                }
+                default(until - now) => {}
+            }
+        }
+    }
+
+    /// Opens the channel, return listener and reply consumer, and only then sends
+    /// the calls that waited for a connection. Serves callers until shutdown or loss.
+    fn run_session(
+        &mut self,
+        connection: &mut Connection,
+        ready: &mut Option<Sender<Result<()>>>,
+    ) -> Result<SessionEnd> {
+        let channel = connection.open_channel(None).map_err(Error::amqp)?;
+        let returns = channel.listen_for_returns().map_err(Error::amqp)?;
+        // Replies are never acked: an unanswered caller gains nothing from a redelivery.
+        let no_ack = ConsumerOptions {
+            no_ack: true,
+            exclusive: true,
+            ..ConsumerOptions::default()
+        };
+        let (consumer, reply_to) = match self.reply_to {
+            ReplyTo::ExclusiveQueue => {
+                let queue = channel
+                    .queue_declare(
+                        "",
+                        QueueDeclareOptions {
+                            exclusive: true,
+                            ..QueueDeclareOptions::default()
+                        },
+                    )
+                    .map_err(Error::amqp)?;
+                let consumer = queue.consume(no_ack).map_err(Error::amqp)?;
+                (consumer, queue.name().to_owned())
+            }
+            // Consumed before anything is published on this channel, as the broker requires.
+            ReplyTo::Direct => (
+                channel
+                    .basic_consume(DIRECT_REPLY_TO, no_ack)
+                    .map_err(Error::amqp)?,
+                DIRECT_REPLY_TO.to_owned(),
+            ),
+        };
+
+        log::debug!(
+            "fib-rpc client: connected to {}; replies come to {reply_to:?}",
+            self.brokers.current()
+        );
+        self.sessions += 1;
+        if self.sessions > 1 {
+            bump(&self.shared.counters.reconnects);
+            log::warn!("fib-rpc client: reconnected to {}", self.brokers.current());
+        }
+        self.shared.set_connected();
+        if let Some(ready) = ready.take() {
+            let _ = ready.send(Ok(()));
+        }
+        let end = self.serve(&channel, &consumer, &returns, &reply_to);
+        // Cancelling the consumer and dropping the channel below wait for the broker. When
+        // the reason is already known, tell the callers first.
+        let end = match end {
+            SessionEnd::Shutdown => {
+                self.fail_everything();
+                SessionEnd::Shutdown
+            }
+            SessionEnd::Lost { cause, .. } => {
+                let told = cause.as_ref().is_some_and(|cause| !cause.is_generic());
+                if told {
+                    self.fail_pending(&cause);
+                }
+                SessionEnd::Lost { cause, told }
+            }
+        };
+        // On a lost connection this fails at once; the reason is already known.
+        if let Err(err) = cancel_consumer(&consumer, CONSUMER_CANCEL_WAIT) {
+            log::debug!("fib-rpc client: cancelling the reply consumer: {err}");
+        }
+        self.shared.connected.store(false, Ordering::SeqCst);
+        Ok(end)
+    }
+
+    /// The session's main loop.
+    fn serve(
+        &mut self,
+        channel: &Channel,
+        consumer: &Consumer<'_>,
+        returns: &Receiver<Return>,
+        reply_to: &str,
+    ) -> SessionEnd {
+        let lost = |cause| SessionEnd::Lost { cause, told: false };
+        while let Some(call) = self.waiting.pop_front() {
+            if is_disconnected(&self.closed) {
+                self.waiting.push_front(call);
+                return SessionEnd::Shutdown;
+            }
+            if let Err(cause) = self.publish(channel, reply_to, call) {
+                return lost(self.drain_for_reason(consumer).or(Some(cause)));
+            }
+        }
+        let sweep = crossbeam_channel::tick(SWEEP_INTERVAL);
+        loop {
+            select! {
+                recv(self.commands) -> call => match call {
+                    Ok(call) => {
+                        if let Err(cause) = self.publish(channel, reply_to, call) {
+                            // Replies already here still reach their callers.
+                            return lost(self.drain_for_reason(consumer).or(Some(cause)));
+                        }
+                    }
+                    // Every handle is gone: the client was dropped.
+                    Err(_) => return SessionEnd::Shutdown,
+                },
+                recv(self.closed) -> _ => return SessionEnd::Shutdown,
+                recv(consumer.receiver()) -> message => match message {
+                    Ok(ConsumerMessage::Delivery(delivery)) => self.deliver(delivery),
+                    Ok(other) => return lost(close_reason(other)),
+                    Err(_) => return lost(None),
+                },
+                recv(returns) -> returned => match returned {
+                    Ok(returned) => self.fail_returned(returned),
+                    // The channel closed; the consumer holds the reason, behind any replies.
+                    Err(_) => return lost(self.drain_for_reason(consumer)),
+                },
+                recv(sweep) -> _ => self.forget_expired(Instant::now()),
+            }
+        }
+    }
+
+    /// Publishes one request and files its caller, unless the caller has already given up.
+    /// If publishing fails (the connection is gone, so nothing left), the call goes back to
+    /// the front of `waiting`, unsent, for the next connection. The request's properties,
+    /// deadline included, are the wire module's ([`wire::request::properties`]).
+    fn publish(
+        &mut self,
+        channel: &Channel,
+        reply_to: &str,
+        call: OutgoingCall,
+    ) -> std::result::Result<(), BrokerError> {
+        let remaining = call.deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() || !call.state.claim() {
+            return Ok(()); // the caller has given up; dropping `reply` tells it
+        }
+        let publish = Publish {
+            body: &call.body,
+            routing_key: self.queue.clone(),
+            mandatory: true,
+            immediate: false,
+            properties: wire::request::properties(reply_to, &call.correlation_id, remaining),
+        };
+        if let Err(err) = channel.basic_publish("", publish) {
+            // Unless its caller gave up meanwhile, the call waits for the next connection.
+            if call.state.unclaim() {
+                self.waiting.push_front(call);
+            }
+            return Err(BrokerError::amqp(err));
+        }
+        self.pending.insert(
+            call.correlation_id,
+            PendingCall {
+                deadline: call.deadline,
+                reply: call.reply,
+            },
+        );
+        Ok(())
+    }
+
+    /// Hands a reply to the caller waiting for its `correlation_id`, or drops and counts it.
+    fn deliver(&mut self, delivery: Delivery) {
+        let caller = delivery
+            .properties
+            .correlation_id()
+            .as_deref()
+            .and_then(|id| self.pending.remove(id));
+        let delivered = match caller {
+            // Fails only if the caller stopped waiting (timed out) meanwhile.
+            Some(caller) => {
+                let reply =
+                    wire::reply::decode(delivery.properties.headers().as_ref(), delivery.body);
+                caller.reply.send(reply).is_ok()
+            }
+            None => false,
+        };
+        if !delivered {
+            bump(&self.shared.counters.discarded_replies);
+        }
+    }
+
+    /// After the channel closed: deliver the replies still buffered and return the broker's
+    /// reason for the close, if it gave one.
+    fn drain_for_reason(&mut self, consumer: &Consumer<'_>) -> Option<BrokerError> {
+        loop {
+            match consumer.receiver().try_recv() {
+                Ok(ConsumerMessage::Delivery(delivery)) => self.deliver(delivery),
+                Ok(other) => return close_reason(other),
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// The broker returned a mandatory request: no queue is bound to the routing key.
+    fn fail_returned(&mut self, returned: Return) {
+        bump(&self.shared.counters.returns);
+        let caller = returned
+            .properties
+            .correlation_id()
+            .as_deref()
+            .and_then(|id| self.pending.remove(id));
+        if let Some(caller) = caller {
+            let _ = caller.reply.send(Err(Error::NoServer {
+                queue: returned.routing_key,
+            }));
+        }
+    }
+
+    /// Drops calls whose callers have timed out, so their entries do not pile up when no reply
+    /// ever comes (the broker expired the request).
+    fn forget_expired(&mut self, now: Instant) {
+        self.pending.retain(|_, call| call.deadline > now);
+    }
+
+    /// Fails every published call: their outcome is unknown. Calls not sent yet stay queued
+    /// for the next connection.
+    fn fail_pending(&mut self, cause: &Option<BrokerError>) {
+        for (_, call) in self.pending.drain() {
+            let _ = call.reply.send(Err(Error::ConnectionLost {
+                cause: cause.clone(),
+            }));
+        }
+    }
+
+    /// The client is closing: fails every call, published, waiting or still in the queue.
+    fn fail_everything(&mut self) {
+        for (_, call) in self.pending.drain() {
+            let _ = call.reply.send(Err(Error::Closed));
+        }
+        for call in self.waiting.drain(..) {
+            let _ = call.reply.send(Err(Error::Closed));
+        }
+        while let Ok(call) = self.commands.try_recv() {
+            let _ = call.reply.send(Err(Error::Closed));
+        }
+    }
+}
+
+/// Clears `Shared::connected` when the reader thread ends, however it ends (a panic
+/// included), so `is_connected` never reports a dead client as healthy.
+struct DisconnectedOnExit(Arc<Shared>);
+
+impl Drop for DisconnectedOnExit {
+    fn drop(&mut self) {
+        self.0.connected.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The broker's reason for ending a consumer's stream, if the message carries one.
+fn close_reason(message: ConsumerMessage) -> Option<BrokerError> {
+    match message {
+        ConsumerMessage::ServerClosedConnection(err)
+        | ConsumerMessage::ServerClosedChannel(err) => Some(BrokerError::amqp(err)),
+        ConsumerMessage::ServerCancelled => {
+            log::warn!("fib-rpc client: the broker cancelled the reply consumer");
+            None
+        }
+        _ => None,
+    }
+}

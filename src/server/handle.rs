@@ -1,0 +1,341 @@
+//! The server's handle: start it, watch it, stop it.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use super::options::ServerOptions;
+use super::request::Handler;
+use super::supervisor::Supervisor;
+use crate::connect::check_settings;
+use crate::error::{BrokerError, BrokerErrorKind, Error, Result};
+use crate::reconnect::Brokers;
+use crate::wire;
+
+/// Asks a running [`RpcServer`] to stop gracefully. Cloneable and `Send`, so a signal handler
+/// thread or another part of the program can hold one.
+#[derive(Debug, Clone)]
+pub struct StopHandle {
+    /// Dropping the sender wakes every receiver at once: a broadcast with no message.
+    signal: Arc<Mutex<Option<Sender<()>>>>,
+}
+
+impl StopHandle {
+    fn new() -> (StopHandle, Receiver<()>) {
+        let (tx, rx) = crossbeam_channel::bounded(0);
+        let handle = StopHandle {
+            signal: Arc::new(Mutex::new(Some(tx))),
+        };
+        (handle, rx)
+    }
+
+    /// Stops taking new requests; requests already received are finished, replied to and
+    /// acked, then the connection is closed. Returns at once; [`RpcServer::wait`] waits.
+    pub fn stop(&self) {
+        self.signal.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
+/// A running RPC server.
+///
+/// ```no_run
+/// use fib_rpc::{FibonacciHandler, RpcServer, ServerOptions};
+///
+/// let server = RpcServer::start(
+///     "amqp://guest:guest@localhost:5672/%2f",
+///     ServerOptions::default(),
+///     FibonacciHandler::default(),
+/// )?;
+/// let stop = server.stop_handle(); // e.g. for a signal handler
+/// # stop.stop();
+/// server.wait()?; // until stopped
+/// # Ok::<(), fib_rpc::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct RpcServer {
+    stop: StopHandle,
+    supervisor: Option<JoinHandle<Result<()>>>,
+    /// Disconnects when the supervisor thread ends, so waiting can be bounded.
+    finished: Receiver<()>,
+    /// Gets one message when the workers first consume.
+    ready: Receiver<()>,
+    /// Whether `ready` has been received.
+    is_ready: AtomicBool,
+    queue: String,
+    workers: usize,
+    stop_timeout: Duration,
+    stats: Arc<ServerCounters>,
+}
+
+/// A snapshot of a server's counters, from [`RpcServer::stats`]. Every counter only grows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerStats {
+    /// Requests received (redeliveries included).
+    pub received: u64,
+    /// Replies published (answers and error replies).
+    pub replied: u64,
+    /// Error replies among them.
+    pub error_replies: u64,
+    /// Requests dropped unread because their caller's deadline had passed.
+    pub expired: u64,
+    /// Requests without `reply_to`, dropped: there is nowhere to answer.
+    pub no_reply_to: u64,
+    /// Requests dropped because they kept coming back: answering them broke the connection
+    /// or channel each time.
+    pub poison: u64,
+    /// Times the server connected again after losing its connection.
+    pub reconnects: u64,
+}
+
+/// The live counters behind [`ServerStats`], shared with the supervisor and workers.
+#[derive(Debug, Default)]
+pub(super) struct ServerCounters {
+    pub(super) received: AtomicU64,
+    pub(super) replied: AtomicU64,
+    pub(super) error_replies: AtomicU64,
+    pub(super) expired: AtomicU64,
+    pub(super) no_reply_to: AtomicU64,
+    pub(super) poison: AtomicU64,
+    pub(super) reconnects: AtomicU64,
+}
+
+impl RpcServer {
+    /// Connects, makes sure the queue exists, and starts the workers. Returns once every worker
+    /// is consuming, so requests sent after this are served (with
+    /// [`ServerOptions::lazy_start`], at once: see there). From then on the server outlives
+    /// the broker: when the connection is lost it reconnects with backoff, declares the queue
+    /// again if it is gone, and resumes. Only [`stop`](Self::stop) or a [`StopHandle`] ends it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for a malformed URL or unusable options;
+    /// [`Error::Connect`] if the broker cannot be reached or refuses us;
+    /// [`Error::Broker`] if it refuses to set up the queue or a consumer.
+    pub fn start(url: &str, options: ServerOptions, handler: impl Handler) -> Result<RpcServer> {
+        Self::start_failover(&[url], options, handler)
+    }
+
+    /// Like [`start`](Self::start), with several brokers tried in turn (for example the nodes
+    /// of a cluster), first on starting and again whenever the connection is lost.
+    pub fn start_failover<S: AsRef<str>>(
+        urls: &[S],
+        options: ServerOptions,
+        handler: impl Handler,
+    ) -> Result<RpcServer> {
+        let brokers = Brokers::parse(urls)?;
+        let settings = options.connect.clone();
+        check_settings(&settings)?;
+        options.backoff.check()?;
+        wire::check_queue_name(&options.queue)?;
+        if options.workers == 0 {
+            return Err(Error::InvalidArgument("workers must be at least 1".into()));
+        }
+        if options.prefetch == 0 {
+            return Err(Error::InvalidArgument(
+                "prefetch must be at least 1 (0 would mean unlimited)".into(),
+            ));
+        }
+        let (stop, stop_rx) = StopHandle::new();
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+        let lazy = options.lazy_start;
+        let (finished_tx, finished) = crossbeam_channel::bounded::<()>(0);
+        // Connecting is bounded by the connect timeout; the rest is a few AMQP round trips
+        // per worker.
+        let setup_bound = options
+            .connect
+            .timeout
+            .saturating_mul(u32::try_from(urls.len()).unwrap_or(u32::MAX))
+            .saturating_add(Duration::from_secs(10));
+        let broker = brokers.current().to_string(); // redacted
+        let stats = Arc::new(ServerCounters::default());
+        let last_failure = Arc::new(Mutex::new(None));
+        let mut server = RpcServer {
+            stop,
+            supervisor: None,
+            finished,
+            ready: ready_rx,
+            is_ready: AtomicBool::new(false),
+            queue: options.queue.clone(),
+            workers: options.workers,
+            stop_timeout: options.stop_timeout,
+            stats: Arc::clone(&stats),
+        };
+        let supervisor = Supervisor::new(
+            brokers,
+            options,
+            handler,
+            stats,
+            Arc::clone(&last_failure),
+            stop_rx,
+        );
+        let thread = std::thread::Builder::new()
+            .name("fib-rpc-server".into())
+            .spawn(move || {
+                let _finished = finished_tx; // dropped when this thread ends
+                supervisor.run(ready_tx)
+            })
+            .map_err(Error::Io)?;
+        server.supervisor = Some(thread);
+        if lazy {
+            return Ok(server);
+        }
+        match server.ready.recv_timeout(setup_bound) {
+            Ok(()) => {
+                server.is_ready.store(true, Ordering::SeqCst);
+                Ok(server)
+            }
+            // The supervisor failed before it was ready; its result says why.
+            Err(RecvTimeoutError::Disconnected) => match server.join_within(setup_bound) {
+                Err(err) => Err(err),
+                Ok(()) => Err(Error::Closed),
+            },
+            Err(RecvTimeoutError::Timeout) => {
+                // The broker stalls mid-setup. Ask the supervisor to stop and leave it: it ends
+                // when setup fails or finishes; waiting here too would double the bound.
+                server.stop.stop();
+                drop(server.supervisor.take());
+                let why = match last_failure
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take()
+                {
+                    Some(why) => format!(
+                        "server setup did not finish within {setup_bound:?}; last failure: {why}"
+                    ),
+                    None => format!("server setup did not finish within {setup_bound:?}"),
+                };
+                Err(Error::Connect {
+                    broker,
+                    cause: BrokerError::other(BrokerErrorKind::Unreachable, why),
+                })
+            }
+        }
+    }
+
+    /// Waits up to `timeout` until the server consumes its queue: at once after a plain
+    /// [`start`](Self::start), which returns only then; with
+    /// [`ServerOptions::lazy_start`], once the broker is reachable and the workers consume.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] if the server is not consuming yet; [`Error::Closed`] if it ended
+    /// before it ever was (a stop, or the brokers refused it: [`wait`](Self::wait) returns
+    /// why).
+    ///
+    /// ```no_run
+    /// use fib_rpc::{FibonacciHandler, RpcServer, ServerOptions};
+    /// use std::time::Duration;
+    ///
+    /// let server = RpcServer::start(
+    ///     "amqp://guest:guest@localhost:5672/%2f",
+    ///     ServerOptions::default().lazy_start(true),
+    ///     FibonacciHandler::default(),
+    /// )?;
+    /// while let Err(fib_rpc::Error::Timeout { .. }) = server.wait_ready(Duration::from_secs(1)) {
+    ///     eprintln!("waiting for the broker...");
+    /// }
+    /// # Ok::<(), fib_rpc::Error>(())
+    /// ```
+    pub fn wait_ready(&self, timeout: Duration) -> Result<()> {
+        if self.is_ready.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        match self.ready.recv_timeout(timeout) {
+            Ok(()) => {
+                self.is_ready.store(true, Ordering::SeqCst);
+                Ok(())
+            }
+            Err(RecvTimeoutError::Timeout) => Err(Error::Timeout { waited: timeout }),
+            Err(RecvTimeoutError::Disconnected) => Err(Error::Closed),
+        }
+    }
+
+    /// A handle that stops this server from any thread.
+    pub fn stop_handle(&self) -> StopHandle {
+        self.stop.clone()
+    }
+
+    /// The queue this server consumes.
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// The number of worker threads.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// A snapshot of this server's counters.
+    pub fn stats(&self) -> ServerStats {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let counters = &self.stats;
+        ServerStats {
+            received: get(&counters.received),
+            replied: get(&counters.replied),
+            error_replies: get(&counters.error_replies),
+            expired: get(&counters.expired),
+            no_reply_to: get(&counters.no_reply_to),
+            poison: get(&counters.poison),
+            reconnects: get(&counters.reconnects),
+        }
+    }
+
+    /// Serves until the server stops, which is what a server's main thread is for: after a
+    /// [`StopHandle::stop`] it returns `Ok(())` once in-flight requests are answered. Losing
+    /// the broker does not end it (the server reconnects).
+    pub fn wait(mut self) -> Result<()> {
+        match self.supervisor.take() {
+            Some(thread) => thread.join().unwrap_or_else(|_| Err(panicked())),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops gracefully and waits up to the configured stop timeout; see
+    /// [`stop_timeout`](Self::stop_timeout).
+    pub fn stop(self) -> Result<()> {
+        let timeout = self.stop_timeout;
+        self.stop_timeout(timeout)
+    }
+
+    /// Stops gracefully (see [`StopHandle::stop`]) and waits at most `timeout` for in-flight
+    /// requests to be answered and the connection to close. If that takes longer (a handler
+    /// still running, a broker that does not answer) it returns [`Error::Timeout`] and leaves
+    /// the threads to finish on their own.
+    pub fn stop_timeout(mut self, timeout: Duration) -> Result<()> {
+        self.stop.stop();
+        self.join_within(timeout)
+    }
+
+    fn join_within(&mut self, timeout: Duration) -> Result<()> {
+        let Some(thread) = self.supervisor.take() else {
+            return Ok(());
+        };
+        match self.finished.recv_timeout(timeout) {
+            Err(RecvTimeoutError::Disconnected) => {
+                thread.join().unwrap_or_else(|_| Err(panicked()))
+            }
+            _ => {
+                log::warn!("fib-rpc server: not stopped within {timeout:?}; leaving it to finish");
+                Err(Error::Timeout { waited: timeout })
+            }
+        }
+    }
+}
+
+impl Drop for RpcServer {
+    /// Stops gracefully, waiting at most the stop timeout (see [`RpcServer::stop_timeout`]).
+    fn drop(&mut self) {
+        self.stop.stop();
+        if let Err(err) = self.join_within(self.stop_timeout) {
+            log::warn!("fib-rpc server: {err}");
+        }
+    }
+}
+
+fn panicked() -> Error {
+    Error::Io(std::io::Error::other("fib-rpc server thread panicked"))
+}

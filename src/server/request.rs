@@ -1,0 +1,202 @@
+//! What a handler sees of a request, and the [`Handler`] trait itself.
+
+use std::fmt;
+use std::time::{Duration, Instant, SystemTime};
+
+use amiquip::{AmqpProperties, Delivery, FieldTable};
+
+use crate::wire::{self, HeaderValue, RemoteError};
+
+/// Serves one request: its [`Request`] in, the reply body out, or an error reply.
+///
+/// Implemented for closures, so a service can be a one-liner:
+///
+/// ```
+/// use fib_rpc::{Handler, RemoteError, Request};
+///
+/// let shout = |request: &Request| -> Result<Vec<u8>, RemoteError> {
+///     Ok(request.body().to_ascii_uppercase())
+/// };
+/// assert_eq!(shout.handle(&Request::new("hi")).unwrap(), b"HI");
+/// ```
+///
+/// A handler may panic; the panic becomes an `internal` error reply and the worker goes on.
+/// Handlers run on the server's worker threads, several at once, hence `Send + Sync`.
+pub trait Handler: Send + Sync + 'static {
+    /// Computes the reply to `request`.
+    fn handle(&self, request: &Request) -> Result<Vec<u8>, RemoteError>;
+}
+
+impl<F> Handler for F
+where
+    F: Fn(&Request) -> Result<Vec<u8>, RemoteError> + Send + Sync + 'static,
+{
+    fn handle(&self, request: &Request) -> Result<Vec<u8>, RemoteError> {
+        self(request)
+    }
+}
+
+/// One request as a handler sees it: the body, and what the caller sent with it.
+///
+/// The caller's deadline comes from the request's
+/// [`DEADLINE_HEADER`](crate::DEADLINE_HEADER) (the caller's wall clock), converted to this
+/// machine's monotonic clock when the request arrives, so a handler that calls another service
+/// can pass the time left on:
+///
+/// ```no_run
+/// use fib_rpc::{ClientOptions, RemoteError, Request, RpcClient};
+/// use std::time::{Duration, Instant};
+///
+/// let upstream = RpcClient::connect_with(
+///     "amqp://guest:guest@localhost:5672/%2f",
+///     ClientOptions::default().queue("spelling"),
+/// )?;
+/// let handler = move |req: &Request| -> Result<Vec<u8>, RemoteError> {
+///     // Our caller's deadline is upstream's too (or 5 s for callers that sent none).
+///     let deadline = req.deadline().unwrap_or_else(|| Instant::now() + Duration::from_secs(5));
+///     upstream
+///         .call_deadline(req.body(), deadline)
+///         .map_err(|err| RemoteError::internal(format!("spelling service: {err}")))
+/// };
+/// # let _ = handler;
+/// # Ok::<(), fib_rpc::Error>(())
+/// ```
+///
+/// [`Request::new`] builds one, for testing a handler without a broker.
+pub struct Request {
+    body: Vec<u8>,
+    properties: AmqpProperties,
+    deadline: Option<Instant>,
+    redelivered: bool,
+}
+
+impl Request {
+    /// A request with this body and nothing else: no deadline, no headers, not redelivered.
+    ///
+    /// ```
+    /// use fib_rpc::Request;
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let deadline = Instant::now() + Duration::from_secs(1);
+    /// let request = Request::new("30").with_deadline(deadline);
+    /// assert_eq!(request.body(), b"30");
+    /// assert_eq!(request.deadline(), Some(deadline));
+    /// assert!(!request.redelivered());
+    /// ```
+    pub fn new(body: impl Into<Vec<u8>>) -> Self {
+        Request {
+            body: body.into(),
+            properties: AmqpProperties::default(),
+            deadline: None,
+            redelivered: false,
+        }
+    }
+
+    /// Sets the caller's deadline.
+    pub fn with_deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Adds a header.
+    ///
+    /// ```
+    /// use fib_rpc::{HeaderValue, Request};
+    ///
+    /// let request = Request::new("x").with_header("tenant", HeaderValue::Text("acme".into()));
+    /// assert_eq!(request.header("tenant").as_ref().and_then(HeaderValue::as_str), Some("acme"));
+    /// assert_eq!(request.header("missing"), None);
+    /// ```
+    pub fn with_header(mut self, name: impl Into<String>, value: HeaderValue) -> Self {
+        let mut headers = self.properties.headers().clone().unwrap_or_default();
+        headers.insert(name.into(), value.to_amqp());
+        self.properties = self.properties.with_headers(headers);
+        self
+    }
+
+    /// Sets the correlation id.
+    pub fn with_correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.properties = self.properties.with_correlation_id(id.into());
+        self
+    }
+
+    /// The request body, as the caller sent it.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// When the caller stops waiting, on this machine's monotonic clock; `None` when the
+    /// caller sent no deadline (the tutorial's client does not). May already have passed by
+    /// up to the server's [`deadline_grace`](crate::ServerOptions::deadline_grace).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// The time left until [`deadline`](Self::deadline), zero once it has passed.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline
+            .map(|deadline| deadline.saturating_duration_since(Instant::now()))
+    }
+
+    /// The header called `name`, if the request carries it.
+    pub fn header(&self, name: &str) -> Option<HeaderValue> {
+        self.header_table()?.get(name).map(HeaderValue::from_amqp)
+    }
+
+    /// Every header the request carries, by name.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, HeaderValue)> + '_ {
+        self.header_table()
+            .into_iter()
+            .flatten()
+            .map(|(name, value)| (name.as_str(), HeaderValue::from_amqp(value)))
+    }
+
+    /// The request's `correlation_id`, which its reply carries back.
+    pub fn correlation_id(&self) -> Option<&str> {
+        self.properties.correlation_id().as_deref()
+    }
+
+    /// Where the reply goes (`reply_to`).
+    pub fn reply_to(&self) -> Option<&str> {
+        self.properties.reply_to().as_deref()
+    }
+
+    /// True when the broker delivered this request before, to this server or another, which
+    /// did not acknowledge it (it died, or lost its connection): the handler may have run on
+    /// it already.
+    pub fn redelivered(&self) -> bool {
+        self.redelivered
+    }
+
+    /// Takes the body and properties out of a delivery (the worker keeps the rest, to ack
+    /// it), reading the deadline with the two clocks read at the same moment.
+    pub(crate) fn from_delivery(
+        delivery: &mut Delivery,
+        wall_now: SystemTime,
+        now: Instant,
+    ) -> Self {
+        let properties = std::mem::take(&mut delivery.properties);
+        let deadline = wire::request::local_deadline(properties.headers().as_ref(), wall_now, now);
+        Request {
+            body: std::mem::take(&mut delivery.body),
+            properties,
+            deadline,
+            redelivered: delivery.redelivered,
+        }
+    }
+
+    fn header_table(&self) -> Option<&FieldTable> {
+        self.properties.headers().as_ref()
+    }
+}
+
+impl fmt::Debug for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Request")
+            .field("body", &wire::preview(&self.body))
+            .field("correlation_id", &self.correlation_id())
+            .field("deadline", &self.deadline)
+            .field("redelivered", &self.redelivered)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,341 @@
+//! The supervisor thread: owns the server's connection and its workers, and gets a new
+//! connection when one is lost.
+
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use amiquip::{AmqpValue, Connection, FieldTable, QueueDeclareOptions};
+use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender};
+
+use super::handle::ServerCounters;
+use super::options::{QueueKind, ServerOptions};
+use super::redeliveries::Redeliveries;
+use super::request::Handler;
+use super::worker::{Worker, WorkerEnd};
+use crate::connect::{is_generic, more_specific, ConnectSettings};
+use crate::error::{BrokerErrorKind, Error, Result};
+use crate::reconnect::{Backoff, Brokers};
+use crate::util::{bump, chain, is_disconnected};
+
+/// Owns the connection and the workers, and gets a new connection when one is lost.
+pub(super) struct Supervisor<H> {
+    brokers: Brokers,
+    settings: ConnectSettings,
+    options: ServerOptions,
+    backoff: Backoff,
+    handler: Arc<H>,
+    stats: Arc<ServerCounters>,
+    redeliveries: Arc<Redeliveries>,
+    /// Why the last connection or setup failed, for `start` to report if it gives up.
+    last_failure: Arc<Mutex<Option<String>>>,
+    /// Disconnects when the owner asks the server to stop.
+    stop: Receiver<()>,
+}
+
+/// How one connection's life ended.
+enum Served {
+    /// Told to stop; workers drained. Carries the result of closing the connection.
+    Stopped,
+    /// The connection or a channel failed (with the AMQP client's error, when it gave one).
+    Lost(Option<amiquip::Error>),
+}
+
+impl<H: Handler> Supervisor<H> {
+    pub(super) fn new(
+        brokers: Brokers,
+        options: ServerOptions,
+        handler: H,
+        stats: Arc<ServerCounters>,
+        last_failure: Arc<Mutex<Option<String>>>,
+        stop: Receiver<()>,
+    ) -> Self {
+        Supervisor {
+            brokers,
+            settings: options.connect.clone(),
+            backoff: Backoff::from_settings(options.backoff),
+            options,
+            handler: Arc::new(handler),
+            stats,
+            redeliveries: Arc::new(Redeliveries::default()),
+            last_failure,
+            stop,
+        }
+    }
+
+    /// Serves, reconnecting after every loss, until stopped. The first connection is special:
+    /// if it fails, the server ends with the error (which `start` reports) instead of
+    /// retrying; with `lazy_start`, only if the brokers refused us.
+    pub(super) fn run(mut self, ready: Sender<()>) -> Result<()> {
+        let mut ready = Some(ready);
+        let mut connections = 0u64;
+        loop {
+            let attempt = self
+                .brokers
+                .connect_round(&self.settings, || is_disconnected(&self.stop));
+            let mut connection = match attempt {
+                Ok(connection) => connection,
+                Err(err) if ready.is_some() && !self.waits_for(&err) => return Err(err),
+                Err(_) if is_disconnected(&self.stop) => return Ok(()),
+                Err(err) => {
+                    log::warn!("fib-rpc server: {}; retrying", chain(&err));
+                    self.note_failure(chain(&err));
+                    if !self.pause() {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            };
+            if is_disconnected(&self.stop) {
+                return connection.close().map_err(Error::amqp);
+            }
+            let started = Instant::now();
+            let served = self.serve_connection(&mut connection, &mut ready, &mut connections);
+            let closed = connection.close();
+            let lost = match served {
+                Ok(Served::Stopped) => return closed.map_err(Error::amqp),
+                // A refusal while setting up the first time is for `start` to report; losing
+                // the connection meanwhile is not (a poison request can do that): retry.
+                Err(err) if ready.is_some() && !is_connection_loss(&err) => return Err(err),
+                Err(err) => {
+                    // This broker accepts connections but cannot serve us: try the next first.
+                    self.brokers.skip_current();
+                    format!("setting up: {}", chain(&err))
+                }
+                // After a socket failure, closing returns the AMQP client's own error.
+                Ok(Served::Lost(seen)) => match more_specific(seen, closed.err()) {
+                    Some(cause) => format!("connection to broker lost: {cause}"),
+                    None => "connection to broker lost".to_owned(),
+                },
+            };
+            log::error!("fib-rpc server: {lost}; reconnecting");
+            self.note_failure(lost);
+            if started.elapsed() >= self.backoff.max() {
+                self.backoff.reset();
+            }
+            if !self.pause() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Whether to wait for a broker that failed the first connection: only with
+    /// `lazy_start`, and not when it refused us (waiting would not change that).
+    fn waits_for(&self, err: &Error) -> bool {
+        let refused =
+            matches!(err, Error::Connect { cause, .. } if cause.kind() == BrokerErrorKind::Refused);
+        self.options.lazy_start && !refused
+    }
+
+    fn note_failure(&self, why: String) {
+        *self.last_failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+    }
+
+    /// Waits out the next backoff step; false if told to stop meanwhile.
+    fn pause(&mut self) -> bool {
+        let delay = self.backoff.next_delay();
+        !matches!(
+            self.stop.recv_timeout(delay),
+            Err(RecvTimeoutError::Disconnected)
+        )
+    }
+
+    /// Makes sure the queue exists, starts the workers on their own channels, reports ready
+    /// the first time, and waits until told to stop or a worker ends on its own (connection
+    /// trouble). Errors are setup failures.
+    fn serve_connection(
+        &self,
+        connection: &mut Connection,
+        ready: &mut Option<Sender<()>>,
+        sessions: &mut u64,
+    ) -> Result<Served> {
+        ensure_queue(connection, &self.options.queue, self.options.declare_as)?;
+        // Workers stop when this sender is dropped.
+        let (worker_stop, worker_stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let (ended_tx, ended_rx) = crossbeam_channel::unbounded::<()>();
+        let (consuming_tx, consuming_rx) = crossbeam_channel::unbounded();
+        let mut workers = Vec::with_capacity(self.options.workers);
+        let mut started = Ok(());
+        for index in 0..self.options.workers {
+            let spawned = connection
+                .open_channel(None)
+                .and_then(|channel| {
+                    channel.qos(0, self.options.prefetch, false)?;
+                    Ok(channel)
+                })
+                .map_err(Error::amqp)
+                .and_then(|channel| {
+                    let worker = Worker {
+                        channel,
+                        queue: self.options.queue.clone(),
+                        handler: Arc::clone(&self.handler),
+                        stop: worker_stop_rx.clone(),
+                        max_reply_bytes: self.options.max_reply_bytes,
+                        deadline_grace: self.options.deadline_grace,
+                        stats: Arc::clone(&self.stats),
+                        redeliveries: Arc::clone(&self.redeliveries),
+                        ack_batch: usize::from(self.options.prefetch / 2).max(1),
+                    };
+                    let (ended_tx, consuming_tx) = (ended_tx.clone(), consuming_tx.clone());
+                    std::thread::Builder::new()
+                        .name(format!("fib-rpc-worker-{index}"))
+                        .spawn(move || {
+                            let _ended = EndedSignal(ended_tx);
+                            worker.run(consuming_tx)
+                        })
+                        .map_err(Error::Io)
+                });
+            match spawned {
+                Ok(thread) => workers.push(thread),
+                Err(err) => {
+                    started = Err(err);
+                    break;
+                }
+            }
+        }
+        drop(consuming_tx);
+        // Each worker reports once it consumes (Ok) or could not (Err).
+        for _ in 0..workers.len() {
+            match consuming_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => started = started.and(Err(err)),
+                Err(_) => break,
+            }
+        }
+        if let Err(err) = started {
+            let failed_at = Instant::now();
+            drop(worker_stop);
+            join_workers(workers);
+            // Workers that did start may have answered something that broke the connection.
+            self.redeliveries.lost(failed_at);
+            return Err(err);
+        }
+        log::info!(
+            "fib-rpc server: {} workers consuming {:?}",
+            workers.len(),
+            self.options.queue
+        );
+        *sessions += 1;
+        if *sessions > 1 {
+            bump(&self.stats.reconnects);
+            log::warn!("fib-rpc server: reconnected to {}", self.brokers.current());
+        }
+        if let Some(ready) = ready.take() {
+            let _ = ready.send(());
+        }
+
+        drop(ended_tx);
+        select! {
+            recv(self.stop) -> _ => {}
+            recv(ended_rx) -> _ => {}
+        }
+        // Before joining: a worker may take a while to finish its request.
+        let ended_at = Instant::now();
+        drop(worker_stop);
+        Ok(match join_workers(workers) {
+            None => Served::Stopped,
+            Some(seen) => {
+                self.redeliveries.lost(ended_at);
+                Served::Lost(seen)
+            }
+        })
+    }
+}
+
+/// Whether a setup error means the connection went away (rather than the broker refusing
+/// something we asked).
+fn is_connection_loss(err: &Error) -> bool {
+    match err {
+        Error::Broker(err) => err.amqp_error().is_some_and(|err| {
+            is_generic(err) || matches!(err, amiquip::Error::ServerClosedConnection { .. })
+        }),
+        _ => false,
+    }
+}
+
+/// Tells the supervisor that a worker ended, however it ended (a panic included), by sending
+/// when dropped.
+struct EndedSignal(Sender<()>);
+
+impl Drop for EndedSignal {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
+}
+
+/// Joins every worker. Returns `None` if all stopped as asked, otherwise `Some` of the first
+/// AMQP error any of them saw (`Some(None)` when none gave one).
+fn join_workers(workers: Vec<JoinHandle<WorkerEnd>>) -> Option<Option<amiquip::Error>> {
+    let mut lost = false;
+    let mut first_error = None;
+    for worker in workers {
+        match worker.join() {
+            Ok(WorkerEnd::Stopped) => {}
+            Ok(WorkerEnd::Lost(err)) => {
+                lost = true;
+                first_error = first_error.or(err);
+            }
+            Err(_) => {
+                log::error!("fib-rpc server: a worker thread panicked");
+                lost = true;
+            }
+        }
+    }
+    lost.then_some(first_error)
+}
+
+/// Uses the queue if it exists, whatever its kind and arguments; declares it only if absent.
+///
+/// A passive declare of a missing queue closes the channel (404), so each attempt gets its own
+/// channel. Two servers may race to declare; the loser's 406 (exists with other arguments) is
+/// fine because the queue now exists.
+fn ensure_queue(connection: &mut Connection, queue: &str, kind: QueueKind) -> Result<()> {
+    const NOT_FOUND: u16 = 404;
+    const PRECONDITION_FAILED: u16 = 406;
+    let probe = connection.open_channel(None).map_err(Error::amqp)?;
+    match probe.queue_declare_passive(queue) {
+        Ok(_) => {
+            let _ = probe.close();
+            return Ok(());
+        }
+        Err(amiquip::Error::ServerClosedChannel {
+            code: NOT_FOUND, ..
+        }) => {}
+        Err(err) => return Err(Error::amqp(err)),
+    }
+    let declare = connection.open_channel(None).map_err(Error::amqp)?;
+    let options = match kind {
+        QueueKind::Classic => QueueDeclareOptions::default(),
+        QueueKind::DurableQuorum => {
+            let mut arguments = FieldTable::default();
+            arguments.insert(
+                "x-queue-type".into(),
+                AmqpValue::LongString("quorum".into()),
+            );
+            QueueDeclareOptions {
+                durable: true,
+                arguments,
+                ..QueueDeclareOptions::default()
+            }
+        }
+    };
+    match declare.queue_declare(queue, options) {
+        Ok(_) => {
+            log::info!("fib-rpc server: declared {kind:?} queue {queue:?}");
+            let _ = declare.close();
+            Ok(())
+        }
+        Err(amiquip::Error::ServerClosedChannel {
+            code: PRECONDITION_FAILED,
+            ..
+        }) => {
+            // Another process declared it first, with other arguments; make sure it exists.
+            connection
+                .open_channel(None)
+                .and_then(|channel| channel.queue_declare_passive(queue).map(drop))
+                .map_err(Error::amqp)?;
+            Ok(())
+        }
+        Err(err) => Err(Error::amqp(err)),
+    }
+}

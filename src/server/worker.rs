@@ -1,0 +1,311 @@
+//! A worker thread: its own channel, consumer and prefetch window. It runs the handler on
+//! each request, publishes the reply, and only then acks.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use amiquip::{Channel, Consumer, ConsumerMessage, ConsumerOptions, Delivery, Publish};
+use crossbeam_channel::{select, Receiver, Sender};
+
+use super::handle::ServerCounters;
+use super::redeliveries::Redeliveries;
+use super::request::{Handler, Request};
+use crate::error::{Error, Result};
+use crate::util::bump;
+use crate::wire::{self, ErrorCode};
+
+/// How a worker ended.
+pub(super) enum WorkerEnd {
+    /// Told to stop, drained.
+    Stopped,
+    /// The channel or connection failed (with the AMQP client's error, when it gave one).
+    Lost(Option<amiquip::Error>),
+}
+
+/// One worker: its own channel and consumer.
+pub(super) struct Worker<H> {
+    pub(super) channel: Channel,
+    pub(super) queue: String,
+    pub(super) handler: Arc<H>,
+    pub(super) stop: Receiver<()>,
+    pub(super) max_reply_bytes: usize,
+    pub(super) deadline_grace: Duration,
+    pub(super) stats: Arc<ServerCounters>,
+    pub(super) redeliveries: Arc<Redeliveries>,
+    /// Most requests answered before one ack covers them all; see [`Acks`].
+    pub(super) ack_batch: usize,
+}
+
+/// Requests answered but not yet acked, acked together with one `basic.ack` (`multiple`).
+///
+/// A worker defers an ack only while its next request is already waiting in its prefetch
+/// buffer, and for at most `ack_batch` requests: under load that saves the broker most ack
+/// frames, and an idle worker has acked everything. An answered request not yet acked when the
+/// connection dies comes back once more; the client drops the second answer, as after any
+/// loss.
+///
+/// No ack is deferred across a redelivered request: the acks pending are sent before it is
+/// answered, and its own right after. A redelivered request may be one whose reply breaks the
+/// connection (see [`Redeliveries`]); were the acks of the requests answered before it still
+/// pending, they would come back with it at every loss, be marked with it, and be dropped as
+/// poison with it.
+struct Acks {
+    /// The latest answered request: acking it with `multiple` acks every one before it.
+    last: Option<Delivery>,
+    deferred: usize,
+    /// Most requests one ack may cover.
+    batch: usize,
+}
+
+impl Acks {
+    fn new(batch: usize) -> Self {
+        Acks {
+            last: None,
+            deferred: 0,
+            batch,
+        }
+    }
+
+    /// Files an answered request; acks it and those before it unless more are waiting.
+    fn add(&mut self, consumer: &Consumer<'_>, delivery: Delivery) -> amiquip::Result<()> {
+        let redelivered = delivery.redelivered;
+        self.last = Some(delivery);
+        self.deferred += 1;
+        if redelivered || self.deferred >= self.batch || consumer.receiver().is_empty() {
+            self.flush(consumer)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, consumer: &Consumer<'_>) -> amiquip::Result<()> {
+        self.deferred = 0;
+        match self.last.take() {
+            Some(last) => consumer.ack_multiple(last),
+            None => Ok(()),
+        }
+    }
+}
+
+impl<H: Handler> Worker<H> {
+    pub(super) fn run(self, consuming: Sender<Result<()>>) -> WorkerEnd {
+        let consumer = match self
+            .channel
+            .basic_consume(self.queue.as_str(), ConsumerOptions::default())
+        {
+            Ok(consumer) => consumer,
+            Err(err) => {
+                let _ = consuming.send(Err(Error::amqp(err)));
+                return WorkerEnd::Stopped;
+            }
+        };
+        let _ = consuming.send(Ok(()));
+        let end = self.serve(&consumer);
+        drop(consumer);
+        if matches!(end, WorkerEnd::Stopped) {
+            let _ = self.channel.close();
+        }
+        end
+    }
+
+    fn serve(&self, consumer: &Consumer<'_>) -> WorkerEnd {
+        let mut acks = Acks::new(self.ack_batch);
+        loop {
+            let message = select! {
+                recv(self.stop) -> _ => return self.drain(consumer, acks),
+                recv(consumer.receiver()) -> message => message,
+            };
+            match message {
+                Ok(ConsumerMessage::Delivery(delivery)) => {
+                    if let Err(err) = self.serve_one(consumer, delivery, &mut acks) {
+                        return WorkerEnd::Lost(Some(err));
+                    }
+                }
+                Ok(ConsumerMessage::ServerCancelled) => {
+                    // The channel still works: ack what was answered, or it comes back if the
+                    // queue survives (usually it was deleted).
+                    let _ = acks.flush(consumer);
+                    return ended(Ok(ConsumerMessage::ServerCancelled));
+                }
+                other => return ended(other),
+            }
+        }
+    }
+
+    /// Graceful stop: cancel the consumer, then answer what the broker had already sent us
+    /// (at most the prefetch window). amiquip queues `ClientCancelled` behind those deliveries.
+    fn drain(&self, consumer: &Consumer<'_>, mut acks: Acks) -> WorkerEnd {
+        if let Err(err) = acks.flush(consumer).and_then(|()| consumer.cancel()) {
+            return WorkerEnd::Lost(Some(err));
+        }
+        loop {
+            match consumer.receiver().recv() {
+                Ok(ConsumerMessage::Delivery(delivery)) => {
+                    if let Err(err) = self.serve_one(consumer, delivery, &mut acks) {
+                        return WorkerEnd::Lost(Some(err));
+                    }
+                }
+                Ok(ConsumerMessage::ClientCancelled) => {
+                    return match acks.flush(consumer) {
+                        Ok(()) => WorkerEnd::Stopped,
+                        Err(err) => WorkerEnd::Lost(Some(err)),
+                    };
+                }
+                other => return ended(other),
+            }
+        }
+    }
+
+    /// Runs the handler, publishes the reply, and only then acks: a server that dies before
+    /// the ack leaves the request to be redelivered to another server (at least once; the
+    /// client drops a second answer).
+    ///
+    /// Dropped unanswered, but acked: requests without `reply_to` (nowhere to answer) and
+    /// requests whose caller's deadline ([`DEADLINE_HEADER`](crate::wire::DEADLINE_HEADER))
+    /// has passed, and requests that keep coming back (see [`Redeliveries`]).
+    fn serve_one(
+        &self,
+        consumer: &Consumer<'_>,
+        mut delivery: Delivery,
+        acks: &mut Acks,
+    ) -> amiquip::Result<()> {
+        if delivery.redelivered {
+            acks.flush(consumer)?; // see `Acks`
+        }
+        let mut ack = |delivery| acks.add(consumer, delivery);
+        bump(&self.stats.received);
+        let now = Instant::now();
+        // The body and properties move into the request; `delivery` keeps what acking needs.
+        let request = Request::from_delivery(&mut delivery, SystemTime::now(), now);
+        let Some(reply_to) = request.reply_to() else {
+            bump(&self.stats.no_reply_to);
+            log::warn!(
+                "fib-rpc server: request without reply_to dropped (correlation_id {:?}, body {})",
+                request.correlation_id(),
+                wire::preview(request.body())
+            );
+            return ack(delivery);
+        };
+        let late = request
+            .deadline()
+            .map(|deadline| now.saturating_duration_since(deadline));
+        if let Some(late) = late.filter(|late| *late > self.deadline_grace) {
+            let expired = self.stats.expired.fetch_add(1, Ordering::Relaxed) + 1;
+            // Far later than any queue or prefetch delay: more likely the clocks disagree.
+            // Said at the 1st, 2nd, 4th, 8th... such drop, so it is seen but cannot flood.
+            let level = if late > Duration::from_secs(60) && expired.is_power_of_two() {
+                log::Level::Warn
+            } else {
+                log::Level::Debug
+            };
+            log::log!(
+                level,
+                "fib-rpc server: request {} dropped unread: its caller's deadline passed \
+                 {:.3} s ago (if that looks wrong, check the clocks: see deadline_grace)",
+                wire::preview(request.body()),
+                late.as_secs_f64()
+            );
+            return ack(delivery);
+        }
+        let key = Redeliveries::key(reply_to, request.correlation_id(), request.body());
+        if request.redelivered() && self.redeliveries.is_poison(key) {
+            bump(&self.stats.poison);
+            log::error!(
+                "fib-rpc server: request {} (reply_to {reply_to:?}) dropped: the connection or \
+                 channel was lost {} times while answering it",
+                wire::preview(request.body()),
+                Redeliveries::MAX_LOSSES
+            );
+            return ack(delivery);
+        }
+        let (body, error_code) = self.run_handler(&request);
+        let properties = wire::reply::properties(
+            request.correlation_id().map(str::to_owned),
+            error_code.as_ref(),
+        );
+        self.redeliveries.replying(key);
+        self.channel.basic_publish(
+            "",
+            Publish {
+                body: &body,
+                routing_key: reply_to.to_owned(),
+                mandatory: false,
+                immediate: false,
+                properties,
+            },
+        )?;
+        bump(&self.stats.replied);
+        if error_code.is_some() {
+            bump(&self.stats.error_replies);
+        }
+        ack(delivery)
+    }
+
+    /// The reply body, and an error code for error replies. Oversized replies and panics
+    /// become `internal` error replies.
+    fn run_handler(&self, request: &Request) -> (Vec<u8>, Option<ErrorCode>) {
+        let outcome = catch_unwind(AssertUnwindSafe(|| self.handler.handle(request)));
+        match outcome {
+            Ok(Ok(reply)) if reply.len() > self.max_reply_bytes => {
+                log::error!(
+                    "fib-rpc server: reply of {} bytes to {} is above the limit of {} bytes",
+                    reply.len(),
+                    wire::preview(request.body()),
+                    self.max_reply_bytes
+                );
+                let message = format!(
+                    "the reply ({} bytes) is above this server's limit of {} bytes",
+                    reply.len(),
+                    self.max_reply_bytes
+                );
+                (self.fit(message.into_bytes()), Some(ErrorCode::Internal))
+            }
+            Ok(Ok(reply)) => (reply, None),
+            Ok(Err(refusal)) => (self.fit(refusal.message.into_bytes()), Some(refusal.code)),
+            Err(panic) => {
+                let what = panic_message(panic.as_ref());
+                log::error!(
+                    "fib-rpc server: handler panicked on {}: {what}",
+                    wire::preview(request.body())
+                );
+                let message = format!("the handler failed: {what}");
+                (self.fit(message.into_bytes()), Some(ErrorCode::Internal))
+            }
+        }
+    }
+}
+
+impl<H> Worker<H> {
+    /// Cuts an error message to the reply limit, so an error reply can never be the message
+    /// that breaks the channel.
+    fn fit(&self, mut message: Vec<u8>) -> Vec<u8> {
+        message.truncate(self.max_reply_bytes);
+        message
+    }
+}
+
+/// Maps a consumer's end-of-stream to why the worker ended.
+fn ended(message: std::result::Result<ConsumerMessage, crossbeam_channel::RecvError>) -> WorkerEnd {
+    match message {
+        Ok(ConsumerMessage::ServerClosedConnection(err))
+        | Ok(ConsumerMessage::ServerClosedChannel(err)) => WorkerEnd::Lost(Some(err)),
+        Ok(ConsumerMessage::ServerCancelled) => {
+            log::error!("fib-rpc server: the broker cancelled our consumer (queue deleted?)");
+            WorkerEnd::Lost(None)
+        }
+        Ok(_) => WorkerEnd::Stopped,
+        // The connection's I/O thread ended: the socket died.
+        Err(_) => WorkerEnd::Lost(None),
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "panic with a non-text payload".to_owned()
+    }
+}
