@@ -6,6 +6,9 @@
 
 pub mod load;
 pub mod proxy;
+// `fib-rpc` as a process: only where the binary is built.
+#[cfg(feature = "cli")]
+pub mod serve;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
