@@ -19,15 +19,12 @@ use std::sync::Arc;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use common::load::{Load, LoadConfig};
+use common::load::{Load, LoadConfig, MARGIN};
 use common::{amqp_url, eventually, unique_connection_name, TestQueue};
 use fib_rpc::{ClientOptions, FibonacciHandler, FibonacciRpcClient, RpcServer, ServerOptions};
 
 /// The reason the broker gives; callers see it in their `ConnectionLost` errors.
 const REASON: &str = "fib-rpc fault test";
-
-/// How late after its deadline a call may end.
-const MARGIN: Duration = Duration::from_secs(1);
 
 /// The broker's connections, one line each (name, then client properties, which hold the
 /// connection name we gave).

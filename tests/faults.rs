@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use common::load::{Load, LoadConfig, Run};
+use common::load::{Load, LoadConfig, Run, MARGIN};
 use common::proxy::TcpProxy;
 use common::serve::Serve;
 use common::{amqp_url, eventually, unique_connection_name, TestQueue};
@@ -21,9 +21,6 @@ use fib_rpc::fib::fib;
 use fib_rpc::{
     ClientOptions, Error, FibonacciHandler, FibonacciRpcClient, RpcServer, ServerOptions,
 };
-
-/// How late after its deadline a call may end: thread wake-ups on a busy two-core box.
-const MARGIN: Duration = Duration::from_secs(1);
 
 /// The tests measure recovery times, so they run one at a time: in parallel they would
 /// compete for the CPU with each other's load and measure that instead.
