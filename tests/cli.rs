@@ -5,10 +5,10 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::proxy::TcpProxy;
+use common::serve::{fib_rpc, Serve};
 use common::{amqp_url, eventually, TestQueue};
 use fib_rpc::fib::fib;
 use fib_rpc::{ErrorCode, RemoteError, RpcServer, ServerOptions};
@@ -27,12 +27,6 @@ mod exit {
     pub const NO_SERVER: i32 = 6;
     pub const BROKER_UNREACHABLE: i32 = 7;
     pub const CONNECTION_LOST: i32 = 8;
-}
-
-fn fib_rpc() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_fib-rpc"));
-    command.env_remove("RUST_LOG").env_remove("AMQP_URL");
-    command
 }
 
 /// Runs `fib-rpc ARGS --url <test broker>` with `stdin` as input.
@@ -83,95 +77,10 @@ fn assert_fails(output: &Output, code: i32, reason: &str) {
     assert!(err.contains(reason), "expected {reason:?} in: {err}");
 }
 
-/// A `fib-rpc serve` child process, killed if a test fails before stopping it.
-struct ServeProcess {
-    child: Child,
-    stderr_lines: Arc<Mutex<Vec<String>>>,
-    reader: Option<std::thread::JoinHandle<()>>,
-}
-
-impl ServeProcess {
-    /// Starts `fib-rpc serve` with `args` and waits for its readiness line.
-    fn start(url: &str, args: &[&str]) -> ServeProcess {
-        let mut child = fib_rpc()
-            .arg("serve")
-            .args(args)
-            .args(["--url", url])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("fib-rpc serve starts");
-        let stderr_lines = Arc::new(Mutex::new(Vec::new()));
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let pipe = child.stderr.take().unwrap();
-        let lines = Arc::clone(&stderr_lines);
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let ready = line.contains(": ready: consuming");
-                lines.lock().unwrap().push(line);
-                if ready {
-                    let _ = ready_tx.send(());
-                }
-            }
-        });
-        let mut serve = ServeProcess {
-            child,
-            stderr_lines,
-            reader: Some(reader),
-        };
-        if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
-            let _ = serve.child.kill();
-            panic!("serve never became ready: {:?}", serve.stderr());
-        }
-        serve
-    }
-
-    fn stderr(&self) -> Vec<String> {
-        self.stderr_lines.lock().unwrap().clone()
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// Waits (bounded) for the process to exit and returns its exit code.
-    fn wait_exit(&mut self, within: Duration) -> Option<i32> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                if let Some(reader) = self.reader.take() {
-                    reader.join().unwrap();
-                }
-                return status.code();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "serve did not exit: {:?}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for ServeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A fresh queue with `fib-rpc serve` on it.
-fn served_queue(purpose: &str, serve_args: &[&str]) -> (TestQueue, ServeProcess) {
+fn served_queue(purpose: &str, serve_args: &[&str]) -> (TestQueue, Serve) {
     let queue = TestQueue::new(purpose);
-    let mut args = vec!["--queue", queue.name.as_str()];
-    args.extend_from_slice(serve_args);
-    let serve = ServeProcess::start(&amqp_url(), &args);
+    let serve = Serve::start(&amqp_url(), &queue.name, serve_args);
     (queue, serve)
 }
 
@@ -502,18 +411,10 @@ fn connection_lost_mid_call_exits_8() {
 #[test]
 fn serve_drains_on_sigterm_and_exits_0() {
     let queue = TestQueue::new("cli-sigterm");
-    let mut serve = ServeProcess::start(
+    let mut serve = Serve::start(
         &amqp_url(),
-        &[
-            "--queue",
-            &queue.name,
-            "--workers",
-            "1",
-            "--prefetch",
-            "4",
-            "--max-n",
-            "10000000",
-        ],
+        &queue.name,
+        &["--workers", "1", "--prefetch", "4", "--max-n", "10000000"],
     );
     let ready = serve.stderr();
     assert_eq!(ready.len(), 1, "one readiness line: {ready:?}");
@@ -652,7 +553,7 @@ fn bench_seconds_is_a_bound_even_when_nobody_answers() {
 fn serve_reconnects_after_a_cut() {
     let queue = TestQueue::new("cli-serve-cut");
     let proxy = TcpProxy::to_broker();
-    let mut serve = ServeProcess::start(&proxy.url(), &["--queue", &queue.name]);
+    let mut serve = Serve::start(&proxy.url(), &queue.name, &[]);
     let call = || {
         run(
             &["call", "25", "--queue", &queue.name, "--timeout", "2"],

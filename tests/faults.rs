@@ -9,22 +9,18 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::{sleep, JoinHandle};
+use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use common::load::{Load, LoadConfig, Run};
+use common::load::{Load, LoadConfig, Run, MARGIN};
 use common::proxy::TcpProxy;
+use common::serve::Serve;
 use common::{amqp_url, eventually, unique_connection_name, TestQueue};
 use fib_rpc::fib::fib;
 use fib_rpc::{
     ClientOptions, Error, FibonacciHandler, FibonacciRpcClient, RpcServer, ServerOptions,
 };
-
-/// How late after its deadline a call may end: thread wake-ups on a busy two-core box.
-const MARGIN: Duration = Duration::from_secs(1);
 
 /// The tests measure recovery times, so they run one at a time: in parallel they would
 /// compete for the CPU with each other's load and measure that instead.
@@ -343,13 +339,13 @@ fn server_killed_with_sigkill_while_a_second_serves() {
     let _serial = serial();
     let queue = TestQueue::new("faults-sigkill");
     let args = ["--workers", "2", "--prefetch", "4"];
-    let mut doomed = Serve::spawn(&amqp_url(), &queue, &args);
+    let mut doomed = Serve::spawn(&amqp_url(), &queue.name, &args);
     assert!(
         doomed.wait_ready(Duration::from_secs(30)).is_some(),
         "{:?}",
         doomed.stderr()
     );
-    let mut survivor = Serve::spawn(&amqp_url(), &queue, &args);
+    let mut survivor = Serve::spawn(&amqp_url(), &queue.name, &args);
     assert!(
         survivor.wait_ready(Duration::from_secs(30)).is_some(),
         "{:?}",
@@ -425,7 +421,7 @@ fn broker_unreachable_at_start_up() {
     let proxy = TcpProxy::to_broker();
     proxy.refuse(true);
     // (c) first, so it has been refused for a while when the broker comes back.
-    let mut serve = Serve::spawn(&proxy.url(), &queue, &["--workers", "1"]);
+    let mut serve = Serve::spawn(&proxy.url(), &queue.name, &["--workers", "1"]);
     // A server on the broker directly answers whatever gets through meanwhile (nothing should).
     let server = start_server(&amqp_url(), &queue);
 
@@ -524,94 +520,4 @@ fn broker_unreachable_at_start_up() {
         "{:?}",
         serve.stderr()
     );
-}
-
-/// A `fib-rpc serve` child process, killed if the test ends first.
-struct Serve {
-    child: Child,
-    stderr: Arc<Mutex<Vec<String>>>,
-    /// Gets when the readiness line came.
-    ready: crossbeam_channel::Receiver<Instant>,
-    reader: Option<JoinHandle<()>>,
-}
-
-impl Serve {
-    /// Starts `fib-rpc serve --queue QUEUE ARGS --url URL` without waiting for it.
-    fn spawn(url: &str, queue: &TestQueue, args: &[&str]) -> Serve {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fib-rpc"))
-            .env_remove("RUST_LOG")
-            .env_remove("AMQP_URL")
-            .args(["serve", "--queue", queue.name.as_str()])
-            .args(args)
-            .args(["--url", url])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("fib-rpc serve starts");
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let (ready_tx, ready) = crossbeam_channel::unbounded();
-        let pipe = child.stderr.take().unwrap();
-        let lines = Arc::clone(&stderr);
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let is_ready = line.contains("ready:");
-                lines.lock().unwrap().push(line);
-                if is_ready {
-                    let _ = ready_tx.send(Instant::now());
-                }
-            }
-        });
-        Serve {
-            child,
-            stderr,
-            ready,
-            reader: Some(reader),
-        }
-    }
-
-    /// When it printed its readiness line, waiting up to `within` for it.
-    fn wait_ready(&self, within: Duration) -> Option<Instant> {
-        self.ready.recv_timeout(within).ok()
-    }
-
-    fn stderr(&self) -> Vec<String> {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// How it exited, if it has.
-    fn exit_status(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().unwrap()
-    }
-
-    /// SIGKILL, as a crash or the OOM killer would: no drain, no goodbye to the broker.
-    fn kill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// Waits up to `within` for it to exit and returns its exit code; panics if it does not.
-    fn wait_exit(&mut self, within: Duration) -> Option<i32> {
-        let exited = eventually(within, || self.child.try_wait().unwrap().is_some());
-        assert!(exited, "serve did not exit: {:?}", self.stderr());
-        if let Some(reader) = self.reader.take() {
-            reader.join().unwrap();
-        }
-        self.child.try_wait().unwrap().unwrap().code()
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

@@ -3,8 +3,8 @@
 //! tutorial-style Python server.
 //!
 //! The Python peers live in `tests/python/`. `scripts/test.sh` makes a virtualenv with pika and
-//! sets `FIB_RPC_PYTHON` (and `FIB_RPC_REQUIRE_INTEROP=1`, so a missing peer fails rather than
-//! skips).
+//! sets `FIB_RPC_PYTHON` to its interpreter. Without `FIB_RPC_PYTHON` these tests fail (they
+//! never skip): a missing peer must not look like a passing interop test.
 
 mod common;
 
@@ -17,18 +17,15 @@ use common::{amqp_url, fib_server, TestQueue};
 use fib_rpc::fib::fib;
 use fib_rpc::{ClientOptions, Error, ErrorCode, FibonacciRpcClient, RpcClient};
 
-/// The Python interpreter with pika, or `None` (test skipped) outside `scripts/test.sh`.
-fn python() -> Option<String> {
+/// The Python interpreter with pika, from `FIB_RPC_PYTHON`; fails the test when it is not set.
+fn python() -> String {
     match std::env::var("FIB_RPC_PYTHON") {
-        Ok(python) if !python.is_empty() => Some(python),
-        _ => {
-            assert!(
-                std::env::var("FIB_RPC_REQUIRE_INTEROP").as_deref() != Ok("1"),
-                "FIB_RPC_REQUIRE_INTEROP=1 but FIB_RPC_PYTHON is not set"
-            );
-            eprintln!("skipped: FIB_RPC_PYTHON not set (run scripts/test.sh for interop tests)");
-            None
-        }
+        Ok(python) if !python.is_empty() => python,
+        _ => panic!(
+            "FIB_RPC_PYTHON is not set: the interop tests need a Python interpreter with pika. \
+             Run them through scripts/test.sh (it sets FIB_RPC_PYTHON), or set it up by hand: \
+             FIB_RPC_PYTHON=\"$(scripts/python-env.sh)\" cargo test --test interop"
+        ),
     }
 }
 
@@ -79,7 +76,7 @@ fn python_server(python: &str, queue: &str) -> PythonServer {
 
 #[test]
 fn python_tutorial_client_against_our_server() {
-    let Some(python) = python() else { return };
+    let python = python();
     let queue = TestQueue::new("interop-py-client");
     let server = fib_server(&queue.name);
     let output = Command::new(&python)
@@ -115,7 +112,7 @@ fn python_tutorial_client_against_our_server() {
 
 #[test]
 fn our_client_against_python_tutorial_server() {
-    let Some(python) = python() else { return };
+    let python = python();
     let queue = TestQueue::new("interop-py-server");
     let _server = python_server(&python, &queue.name);
     let client = FibonacciRpcClient::connect_with(

@@ -447,9 +447,7 @@ fn a_peer_that_never_completes_tls_fails_within_the_connect_timeout() {
 }
 
 fn fib_rpc(url: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fib-rpc"))
-        .env_remove("RUST_LOG")
-        .env_remove("AMQP_URL")
+    common::serve::fib_rpc()
         .args(["--url", url])
         .args(args)
         .output()

@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 use fib_rpc::fib::fib;
 use fib_rpc::{ClientStats, Error, FibonacciRpcClient};
 
+/// How late after its deadline a call may end: thread wake-ups on a busy two-core box.
+pub const MARGIN: Duration = Duration::from_secs(1);
+
 /// Large `n` are drawn from `BIG_N_FROM..BIG_N_FROM + BIG_N_SPAN`: each takes a server a few
 /// milliseconds, so some calls are in flight a while, and they rarely repeat, so a server's
 /// result cache cannot answer them for free.

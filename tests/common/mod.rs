@@ -6,12 +6,15 @@
 
 pub mod load;
 pub mod proxy;
+// `fib-rpc` as a process: only where the binary is built.
+#[cfg(feature = "cli")]
+pub mod serve;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use amiquip::{Connection, QueueDeclareOptions, QueueDeleteOptions};
-use fib_rpc::{FibonacciHandler, RpcServer, ServerOptions};
+use fib_rpc::{ClientOptions, FibonacciHandler, FibonacciRpcClient, RpcServer, ServerOptions};
 
 /// The broker the tests use: `AMQP_URL`, or the local default.
 pub fn amqp_url() -> String {
@@ -111,6 +114,12 @@ pub fn fib_server(queue: &str) -> RpcServer {
         FibonacciHandler::default(),
     )
     .expect("server starts")
+}
+
+/// A Fibonacci client for `queue` with default options.
+pub fn fib_client(queue: &str) -> FibonacciRpcClient {
+    FibonacciRpcClient::connect_with(&amqp_url(), ClientOptions::default().queue(queue))
+        .expect("client connects")
 }
 
 /// A fresh, unique connection name so a test can find exactly its own connection.
