@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::proxy::TcpProxy;
 use common::{amqp_url, eventually, fib_client, fib_server, TestQueue};
-use fib_rpc::fib::fib;
-use fib_rpc::{ClientOptions, Error, RemoteError, RpcClient, RpcServer, ServerOptions};
+use fib_rpc::fib;
+use fib_rpc::{ClientOptions, Error, RemoteError, Request, RpcClient, RpcServer, ServerOptions};
 use num_bigint::BigUint;
 
 #[test]
@@ -185,7 +185,7 @@ fn tiny_deadlines_time_out_and_never_look_like_connection_loss() {
 fn unbounded_timeouts_and_oversized_requests_do_not_break_the_shared_client() {
     let queue = TestQueue::new("limits");
     let _server = fib_server(&queue.name);
-    let client = RpcClient::connect(
+    let client = RpcClient::connect_with(
         &amqp_url(),
         ClientOptions::default()
             .queue(&queue.name)
@@ -274,7 +274,7 @@ fn a_dropped_unsent_call_is_never_sent() {
     queue.declare_classic();
     let proxy = TcpProxy::to_broker();
     proxy.refuse(true);
-    let client = RpcClient::connect(
+    let client = RpcClient::connect_with(
         &proxy.url(),
         ClientOptions::default()
             .queue(&queue.name)
@@ -328,7 +328,7 @@ fn a_reply_that_is_not_decimal_counts_as_an_error_not_ok() {
         ServerOptions::default()
             .queue(queue.name.as_str())
             .workers(1),
-        |_: &[u8]| -> Result<Vec<u8>, RemoteError> { Ok(b"twelve".to_vec()) },
+        |_: &Request| -> Result<Vec<u8>, RemoteError> { Ok(b"twelve".to_vec()) },
     )
     .unwrap();
     let client = fib_client(&queue.name);
@@ -363,7 +363,7 @@ fn a_call_failed_by_close_is_never_sent() {
     queue.declare_classic();
     let proxy = TcpProxy::to_broker();
     proxy.stall(); // connecting hangs in the handshake
-    let client = RpcClient::connect(
+    let client = RpcClient::connect_with(
         &proxy.url(),
         ClientOptions::default()
             .queue(&queue.name)
@@ -388,13 +388,13 @@ fn options_that_would_remove_a_bound_are_refused() {
     let url = amqp_url();
     let refused = |result: Result<(), Error>| matches!(result, Err(Error::InvalidArgument(_)));
     assert!(refused(
-        RpcClient::connect(&url, ClientOptions::default().heartbeat(0)).map(drop)
+        RpcClient::connect_with(&url, ClientOptions::default().heartbeat(0)).map(drop)
     ));
     assert!(refused(
-        RpcClient::connect(&url, ClientOptions::default().queue("")).map(drop)
+        RpcClient::connect_with(&url, ClientOptions::default().queue("")).map(drop)
     ));
     assert!(refused(
-        RpcClient::connect(&url, ClientOptions::default().timeout(Duration::ZERO)).map(drop)
+        RpcClient::connect_with(&url, ClientOptions::default().timeout(Duration::ZERO)).map(drop)
     ));
     let server = |options: ServerOptions| {
         RpcServer::start(&url, options, fib_rpc::FibonacciHandler::default()).map(drop)
@@ -409,7 +409,7 @@ fn options_that_would_remove_a_bound_are_refused() {
 fn queue_names_the_broker_would_refuse_are_refused_up_front() {
     let long = "q".repeat(256);
     for queue in ["", long.as_str()] {
-        let client = RpcClient::connect(&amqp_url(), ClientOptions::default().queue(queue));
+        let client = RpcClient::connect_with(&amqp_url(), ClientOptions::default().queue(queue));
         assert!(
             matches!(client, Err(Error::InvalidArgument(_))),
             "{client:?}"

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use common::proxy::TcpProxy;
 use common::serve::{fib_rpc, Serve};
 use common::{amqp_url, eventually, TestQueue};
-use fib_rpc::fib::fib;
-use fib_rpc::{ErrorCode, RemoteError, RpcServer, ServerOptions};
+use fib_rpc::fib;
+use fib_rpc::{ErrorCode, RemoteError, Request, RpcServer, ServerOptions};
 
 const FIB_1000: &str = "43466557686937456435688527675040625802564660517371780402481729089536555417949051\
                         89040387984007925516929592259308032263477520968962323987332247116164299644090653\
@@ -308,8 +308,8 @@ fn remote_error_exits_4_and_invalid_reply_exits_1() {
         ServerOptions::default()
             .queue(queue.name.as_str())
             .workers(1),
-        |request: &[u8]| -> Result<Vec<u8>, RemoteError> {
-            match request {
+        |request: &Request| -> Result<Vec<u8>, RemoteError> {
+            match request.body() {
                 b"7" => Err(RemoteError::new(ErrorCode::Internal, "disk on fire")),
                 b"8" => Err(RemoteError::new(
                     ErrorCode::Other("quota".into()),

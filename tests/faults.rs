@@ -17,7 +17,7 @@ use common::load::{Load, LoadConfig, Run, MARGIN};
 use common::proxy::TcpProxy;
 use common::serve::Serve;
 use common::{amqp_url, eventually, unique_connection_name, TestQueue};
-use fib_rpc::fib::fib;
+use fib_rpc::fib;
 use fib_rpc::{
     ClientOptions, Error, FibonacciHandler, FibonacciRpcClient, RpcServer, ServerOptions,
 };

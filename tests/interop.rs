@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{amqp_url, fib_server, TestQueue};
-use fib_rpc::fib::fib;
+use fib_rpc::fib;
 use fib_rpc::{ClientOptions, Error, ErrorCode, FibonacciRpcClient, RpcClient};
 
 /// The Python interpreter with pika, from `FIB_RPC_PYTHON`; fails the test when it is not set.
@@ -137,7 +137,8 @@ fn our_client_against_python_tutorial_server() {
         }
     });
     // The Python server's error replies use the same header, so they come back typed.
-    let raw = RpcClient::connect(&amqp_url(), ClientOptions::default().queue(&queue.name)).unwrap();
+    let raw =
+        RpcClient::connect_with(&amqp_url(), ClientOptions::default().queue(&queue.name)).unwrap();
     match raw.call(b"abc") {
         Err(Error::Remote(err)) => assert_eq!(err.code, ErrorCode::BadRequest),
         other => panic!("expected an error reply, got {other:?}"),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::proxy::TcpProxy;
 use common::{amqp_url, eventually, fib_server, TestQueue};
-use fib_rpc::fib::fib;
+use fib_rpc::fib;
 use fib_rpc::{ClientOptions, Error, ErrorCode, FibonacciRpcClient, ReplyTo};
 use num_bigint::BigUint;
 

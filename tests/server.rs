@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use amiquip::{AmqpProperties, ConsumerMessage, ConsumerOptions, Publish, QueueDeclareOptions};
 use common::proxy::TcpProxy;
 use common::{amqp_url, eventually, fib_client, fib_server, TestQueue};
-use fib_rpc::fib::fib;
-use fib_rpc::{Error, ErrorCode, RemoteError, RpcServer, ServerOptions};
+use fib_rpc::fib;
+use fib_rpc::{Error, ErrorCode, RemoteError, Request, RpcServer, ServerOptions};
 use num_bigint::BigUint;
 
 #[test]
@@ -74,11 +74,11 @@ fn handler_panic_becomes_internal_error_reply() {
     let server = RpcServer::start(
         &amqp_url(),
         ServerOptions::default().queue(&queue.name).workers(1),
-        |request: &[u8]| -> Result<Vec<u8>, RemoteError> {
-            if request == b"boom" {
+        |request: &Request| -> Result<Vec<u8>, RemoteError> {
+            if request.body() == b"boom" {
                 panic!("boom requested");
             }
-            Ok(request.to_vec())
+            Ok(request.body().to_vec())
         },
     )
     .unwrap();
@@ -133,7 +133,7 @@ fn long_error_replies_are_cut_to_the_limit() {
             .queue(&queue.name)
             .workers(1)
             .max_reply_bytes(64),
-        |_: &[u8]| -> Result<Vec<u8>, RemoteError> {
+        |_: &Request| -> Result<Vec<u8>, RemoteError> {
             Err(RemoteError::bad_request("no".repeat(500)))
         },
     )
@@ -555,7 +555,7 @@ fn requests_past_their_deadline_are_dropped_unread() {
     let channel = connection.open_channel(None).unwrap();
     let mut headers = amiquip::FieldTable::default();
     headers.insert(
-        fib_rpc::wire::DEADLINE_HEADER.into(),
+        fib_rpc::DEADLINE_HEADER.into(),
         amiquip::AmqpValue::LongLongInt(1_000), // 1970
     );
     let properties = AmqpProperties::default()
@@ -594,7 +594,7 @@ fn the_default_deadline_grace_serves_slightly_late_requests() {
     for (id, late_ms) in [("slightly-late", 300), ("far-too-late", 5_000)] {
         let mut headers = amiquip::FieldTable::default();
         headers.insert(
-            fib_rpc::wire::DEADLINE_HEADER.into(),
+            fib_rpc::DEADLINE_HEADER.into(),
             amiquip::AmqpValue::LongLongInt(now_ms - late_ms),
         );
         let properties = AmqpProperties::default()

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use fib_rpc::fib::fib;
+use fib_rpc::fib;
 use fib_rpc::{ClientStats, Error, FibonacciRpcClient};
 
 /// How late after its deadline a call may end: thread wake-ups on a busy two-core box.
@@ -100,7 +100,7 @@ pub fn kind(err: &Error) -> &'static str {
         Error::Closed => "Closed",
         Error::Connect { .. } => "Connect",
         Error::InvalidArgument(_) => "InvalidArgument",
-        Error::Amqp(_) => "Amqp",
+        Error::Broker(_) => "Broker",
         Error::Io(_) => "Io",
         _ => "other",
     }
@@ -166,7 +166,7 @@ impl Load {
                                 // Computed here: no server's word is taken for it.
                                 Ok(answer) if answer == fib(n) => Outcome::Right,
                                 Ok(answer) => Outcome::Wrong(short(&answer.to_string())),
-                                Err(err) => Outcome::Failed(kind(&err), err.to_string()),
+                                Err(err) => Outcome::Failed(kind(&err), super::error_chain(&err)),
                             };
                             records.lock().unwrap().push(CallRecord {
                                 caller,

@@ -240,7 +240,7 @@ where
 
 /// A byte-level client for `queue` with default options.
 pub fn raw_client(queue: &str) -> fib_rpc::RpcClient {
-    fib_rpc::RpcClient::connect(&amqp_url(), fib_rpc::ClientOptions::default().queue(queue))
+    fib_rpc::RpcClient::connect_with(&amqp_url(), fib_rpc::ClientOptions::default().queue(queue))
         .expect("client connects")
 }
 
@@ -255,10 +255,10 @@ pub fn echo_server(
     let server = RpcServer::start(
         &amqp_url(),
         options,
-        move |request: &[u8]| -> Result<Vec<u8>, fib_rpc::RemoteError> {
+        move |request: &fib_rpc::Request| -> Result<Vec<u8>, fib_rpc::RemoteError> {
             counter.fetch_add(1, Ordering::SeqCst);
             std::thread::sleep(delay);
-            Ok(request.to_vec())
+            Ok(request.body().to_vec())
         },
     )
     .expect("server starts");
@@ -280,4 +280,15 @@ pub fn unacknowledged_count(queue: &str) -> u32 {
         .find(|(name, _)| *name == queue)
         .and_then(|(_, count)| count.trim().parse().ok())
         .unwrap_or_else(|| panic!("rabbitmqctl does not list queue {queue:?}"))
+}
+
+/// An error and its causes on one line, as a program that reports errors whole prints them.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(err) = cause {
+        text = format!("{text}: {err}");
+        cause = err.source();
+    }
+    text
 }
