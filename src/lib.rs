@@ -65,7 +65,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 #![deny(rustdoc::broken_intra_doc_links)]
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 // The transport: generic over bytes, knows nothing of Fibonacci.
 mod client;

@@ -9,7 +9,7 @@ use crate::wire::DEFAULT_QUEUE;
 /// How long a call waits for its reply unless told otherwise ([`ClientOptions::timeout`]).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Settings for [`RpcClient`] and [`FibonacciRpcClient`].
+/// Settings for [`RpcClient`](crate::RpcClient) and [`FibonacciRpcClient`](crate::FibonacciRpcClient).
 ///
 /// ```
 /// use fib_rpc::ClientOptions;
@@ -84,7 +84,7 @@ impl ClientOptions {
 
     /// How long [`RpcClient::call`](crate::RpcClient::call) waits for a reply (default
     /// [`DEFAULT_TIMEOUT`]). Per-call deadlines are
-    /// available through [`RpcClient::call_deadline`].
+    /// available through [`RpcClient::call_deadline`](crate::RpcClient::call_deadline).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -112,10 +112,10 @@ impl ClientOptions {
         self
     }
 
-    /// When `true`, [`RpcClient::connect`] returns at once and the client connects in the
+    /// When `true`, [`RpcClient::connect`](crate::RpcClient::connect) returns at once and the client connects in the
     /// background, retrying with backoff; calls wait for the connection within their
     /// deadlines. For services that may start before the broker. Default `false`: `connect`
-    /// returns [`Error::Connect`] when no broker can be reached on the first round, which
+    /// returns [`Error::Connect`](crate::Error::Connect) when no broker can be reached on the first round, which
     /// is what a script or a misconfigured URL wants to hear.
     pub fn lazy_connect(mut self, lazy: bool) -> Self {
         self.lazy_connect = lazy;
@@ -129,7 +129,7 @@ impl ClientOptions {
     }
 
     /// Largest request body a call may send (default 16 MiB). Larger calls fail with
-    /// [`Error::InvalidArgument`] before anything is sent: a message above the broker's
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) before anything is sent: a message above the broker's
     /// `max_message_size` would make it close the channel that every caller shares.
     pub fn max_request_bytes(mut self, bytes: usize) -> Self {
         self.max_request_bytes = bytes;

@@ -9,7 +9,7 @@ use crate::util::bump;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ClientStats {
-    /// Calls started. A call given up by dropping its [`PendingReply`] unwaited is counted
+    /// Calls started. A call given up by dropping its [`PendingReply`](crate::PendingReply) unwaited is counted
     /// here and in no outcome below.
     pub calls: u64,
     /// Calls that returned a reply.

@@ -27,7 +27,7 @@ pub enum QueueKind {
     DurableQuorum,
 }
 
-/// Settings for [`RpcServer`].
+/// Settings for [`RpcServer`](crate::RpcServer).
 ///
 /// ```
 /// use fib_rpc::{QueueKind, ServerOptions};
