@@ -77,12 +77,12 @@ pub enum Error {
         cause: BrokerError,
     },
 
-    /// No reply arrived before the call's deadline. The request carried that deadline as its
-    /// AMQP `expiration` and its [`DEADLINE_HEADER`](crate::DEADLINE_HEADER), so a request
-    /// still queued is dropped by the broker, and one a server receives late is dropped by the
-    /// server, rather than computed for nobody. The outcome is unknown: the server may have
-    /// run the request. Also returned by [`RpcServer::stop_timeout`](crate::RpcServer::stop_timeout)
-    /// when the server did not stop in time.
+    /// No reply arrived before the call's deadline. The request carried that deadline as its AMQP
+    /// `expiration` and its [`DEADLINE_HEADER`](crate::DEADLINE_HEADER), so a request still queued
+    /// is dropped by the broker, and one a server receives late is dropped by the server, rather
+    /// than computed for nobody. The outcome is unknown: the server may have run the request. Also
+    /// returned by [`RpcServer::stop_timeout`](crate::RpcServer::stop_timeout) when the server did
+    /// not stop in time.
     Timeout {
         /// How long the call waited.
         waited: Duration,

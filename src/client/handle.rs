@@ -12,11 +12,10 @@ use super::call::{CallState, CorrelationIds, OutgoingCall};
 use super::options::ClientOptions;
 use super::reader::Reader;
 use super::stats::{ClientStats, Counters};
-use crate::connect::{check_settings, deadline_after};
+use crate::connect::deadline_after;
 use crate::error::{BrokerError, BrokerErrorKind, Error, Result};
 use crate::reconnect::Brokers;
 use crate::util::is_disconnected;
-use crate::wire;
 
 /// State shared by callers and the reader thread.
 pub(super) struct Shared {
@@ -149,15 +148,7 @@ impl RpcClient {
         options: ClientOptions,
     ) -> Result<RpcClient> {
         let brokers = Brokers::parse(urls)?;
-        let settings = options.connect.clone();
-        check_settings(&settings)?;
-        options.backoff.check()?;
-        if options.timeout.is_zero() {
-            return Err(Error::InvalidArgument(
-                "call timeout must be above zero".into(),
-            ));
-        }
-        wire::check_queue_name(&options.queue)?;
+        options.check()?;
         let first_broker = brokers.current().to_string(); // redacted
         let shared = Arc::new(Shared {
             counters: Counters::default(),

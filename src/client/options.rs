@@ -2,14 +2,16 @@
 
 use std::time::Duration;
 
-use crate::connect::ConnectSettings;
+use crate::connect::{check_settings, ConnectSettings};
+use crate::error::{Error, Result};
 use crate::reconnect::BackoffSettings;
-use crate::wire::DEFAULT_QUEUE;
+use crate::wire::{self, DEFAULT_QUEUE};
 
 /// How long a call waits for its reply unless told otherwise ([`ClientOptions::timeout`]).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Settings for [`RpcClient`](crate::RpcClient) and [`FibonacciRpcClient`](crate::FibonacciRpcClient).
+/// Settings for [`RpcClient`](crate::RpcClient) and
+/// [`FibonacciRpcClient`](crate::FibonacciRpcClient).
 ///
 /// ```
 /// use fib_rpc::ClientOptions;
@@ -112,11 +114,11 @@ impl ClientOptions {
         self
     }
 
-    /// When `true`, [`RpcClient::connect`](crate::RpcClient::connect) returns at once and the client connects in the
-    /// background, retrying with backoff; calls wait for the connection within their
-    /// deadlines. For services that may start before the broker. Default `false`: `connect`
-    /// returns [`Error::Connect`](crate::Error::Connect) when no broker can be reached on the first round, which
-    /// is what a script or a misconfigured URL wants to hear.
+    /// When `true`, [`RpcClient::connect`](crate::RpcClient::connect) returns at once and the
+    /// client connects in the background, retrying with backoff; calls wait for the connection
+    /// within their deadlines. For services that may start before the broker. Default `false`:
+    /// `connect` returns [`Error::Connect`](crate::Error::Connect) when no broker can be reached on
+    /// the first round, which is what a script or a misconfigured URL wants to hear.
     pub fn lazy_connect(mut self, lazy: bool) -> Self {
         self.lazy_connect = lazy;
         self
@@ -129,7 +131,8 @@ impl ClientOptions {
     }
 
     /// Largest request body a call may send (default 16 MiB). Larger calls fail with
-    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) before anything is sent: a message above the broker's
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) before anything is sent: a message
+    /// above the broker's
     /// `max_message_size` would make it close the channel that every caller shares.
     pub fn max_request_bytes(mut self, bytes: usize) -> Self {
         self.max_request_bytes = bytes;
@@ -141,5 +144,17 @@ impl ClientOptions {
     pub fn reply_to(mut self, reply_to: ReplyTo) -> Self {
         self.reply_to = reply_to;
         self
+    }
+
+    /// Refuses settings the client cannot work with, before anything connects.
+    pub(super) fn check(&self) -> Result<()> {
+        check_settings(&self.connect)?;
+        self.backoff.check()?;
+        if self.timeout.is_zero() {
+            return Err(Error::InvalidArgument(
+                "call timeout must be above zero".into(),
+            ));
+        }
+        wire::check_queue_name(&self.queue)
     }
 }

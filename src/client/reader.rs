@@ -51,6 +51,14 @@ pub(super) struct Reader {
     sessions: u64,
 }
 
+/// What the reader does after a connection (or an attempt at one) ends.
+enum Next {
+    /// Wait out the backoff, then connect again.
+    Retry,
+    /// The client is closed, or its constructor was told that connecting failed.
+    Stop,
+}
+
 /// How a session (one connection's life) ended.
 enum SessionEnd {
     /// The owner closed the client.
@@ -95,102 +103,106 @@ impl Reader {
         if self.lazy {
             let _ = ready.take().map(|ready| ready.send(Ok(())));
         }
-        let mut pause = None;
-        loop {
-            if let Some(delay) = pause.take() {
-                if !self.wait_while_disconnected(delay) {
-                    break;
-                }
-            }
-            let attempt = self
-                .brokers
-                .connect_round(&self.settings, || is_disconnected(&self.closed));
-            let mut connection = match attempt {
-                Ok(connection) if is_disconnected(&self.closed) => {
-                    let _ = connection.close();
-                    break;
-                }
-                Ok(connection) => connection,
-                Err(err) => {
-                    if let Some(ready) = ready.take() {
-                        let _ = ready.send(Err(err));
-                        return;
-                    }
-                    if is_disconnected(&self.closed) {
-                        break;
-                    }
-                    log::warn!("fib-rpc client: {}; retrying", chain(&err));
-                    self.shared.set_disconnected(err);
-                    pause = Some(self.backoff.next_delay());
-                    continue;
-                }
-            };
-            let started = Instant::now();
-            let end = match self.run_session(&mut connection, &mut ready) {
-                Ok(end) => end,
-                Err(err) => {
-                    let _ = connection.close();
-                    if let Some(ready) = ready.take() {
-                        let _ = ready.send(Err(err));
-                        return;
-                    }
-                    log::warn!(
-                        "fib-rpc client: setting up after reconnecting: {}; retrying",
-                        chain(&err)
-                    );
-                    // This broker accepts connections but cannot serve us: try the next first.
-                    self.brokers.skip_current();
-                    self.shared.set_disconnected(err);
-                    pause = Some(self.backoff.next_delay());
-                    continue;
-                }
-            };
-            match end {
-                SessionEnd::Shutdown => {
-                    if let Err(err) = connection.close() {
-                        log::debug!("fib-rpc client: closing the connection: {err}");
-                    }
-                    break;
-                }
-                SessionEnd::Lost { cause, told } => {
-                    // After a socket failure only closing tells the real cause (quick: the
-                    // I/O thread has already ended). After a clean broker close, closing just
-                    // tidies up.
-                    let closed = connection.close().err().map(BrokerError::amqp);
-                    let cause = match cause {
-                        Some(cause) if !cause.is_generic() => Some(cause),
-                        seen => closed.or(seen),
-                    };
-                    if !told {
-                        self.fail_pending(&cause);
-                    }
-                    let lost = Error::ConnectionLost {
-                        cause: cause.clone(),
-                    };
-                    log::warn!("fib-rpc client: {}; reconnecting", chain(&lost));
-                    // For calls that time out unsent: a reason, not "outcome unknown".
-                    self.shared.set_disconnected(Error::Connect {
-                        broker: self.brokers.current().to_string(),
-                        cause: match &cause {
-                            Some(cause) => BrokerError::other(
-                                cause.kind(),
-                                format!("connection lost: {cause}"),
-                            ),
-                            None => {
-                                BrokerError::other(BrokerErrorKind::Unreachable, "connection lost")
-                            }
-                        },
-                    });
-                    // A connection that lived a while starts the backoff over; one that keeps
-                    // dying at once keeps backing off.
-                    if started.elapsed() >= self.backoff.max() {
-                        self.backoff.reset();
-                    }
-                    pause = Some(self.backoff.next_delay());
-                }
+        while let Next::Retry = self.one_connection(&mut ready) {
+            let delay = self.backoff.next_delay();
+            if !self.wait_while_disconnected(delay) {
+                break;
             }
         }
         self.fail_everything();
+    }
+
+    /// Connects once and serves until that connection ends; says whether to try again.
+    fn one_connection(&mut self, ready: &mut Option<Sender<Result<()>>>) -> Next {
+        let attempt = self
+            .brokers
+            .connect_round(&self.settings, || is_disconnected(&self.closed));
+        let mut connection = match attempt {
+            Ok(connection) if is_disconnected(&self.closed) => {
+                let _ = connection.close();
+                return Next::Stop;
+            }
+            Ok(connection) => connection,
+            Err(err) => return self.not_connected(err, ready, ""),
+        };
+        let started = Instant::now();
+        match self.run_session(&mut connection, ready) {
+            Ok(SessionEnd::Shutdown) => {
+                if let Err(err) = connection.close() {
+                    log::debug!("fib-rpc client: closing the connection: {err}");
+                }
+                Next::Stop
+            }
+            Ok(SessionEnd::Lost { cause, told }) => {
+                self.after_loss(connection, cause, told, started);
+                Next::Retry
+            }
+            Err(err) => {
+                let _ = connection.close();
+                // This broker accepts connections but cannot serve us: try the next first.
+                self.brokers.skip_current();
+                self.not_connected(err, ready, "setting up after reconnecting: ")
+            }
+        }
+    }
+
+    /// Connecting or setting up failed: the constructor hears of it the first time (unless
+    /// lazy); later, calls hear of it if they time out unsent, and the reader tries again.
+    fn not_connected(
+        &mut self,
+        err: Error,
+        ready: &mut Option<Sender<Result<()>>>,
+        doing: &str,
+    ) -> Next {
+        if let Some(ready) = ready.take() {
+            let _ = ready.send(Err(err));
+            return Next::Stop;
+        }
+        if is_disconnected(&self.closed) {
+            return Next::Stop;
+        }
+        log::warn!("fib-rpc client: {doing}{}; retrying", chain(&err));
+        self.shared.set_disconnected(err);
+        Next::Retry
+    }
+
+    /// A session ended by a loss: fails its calls in flight (unless done already), and
+    /// records why for the calls that will wait for the next connection.
+    fn after_loss(
+        &mut self,
+        connection: Connection,
+        cause: Option<BrokerError>,
+        told: bool,
+        started: Instant,
+    ) {
+        // After a socket failure only closing tells the real cause (quick: the I/O thread has
+        // already ended). After a clean broker close, closing just tidies up.
+        let closed = connection.close().err().map(BrokerError::amqp);
+        let cause = match cause {
+            Some(cause) if !cause.is_generic() => Some(cause),
+            seen => closed.or(seen),
+        };
+        if !told {
+            self.fail_pending(&cause);
+        }
+        let lost = Error::ConnectionLost {
+            cause: cause.clone(),
+        };
+        log::warn!("fib-rpc client: {}; reconnecting", chain(&lost));
+        // For calls that time out unsent: a reason, not "outcome unknown".
+        let why = match &cause {
+            Some(cause) => BrokerError::other(cause.kind(), format!("connection lost: {cause}")),
+            None => BrokerError::other(BrokerErrorKind::Unreachable, "connection lost"),
+        };
+        self.shared.set_disconnected(Error::Connect {
+            broker: self.brokers.current().to_string(),
+            cause: why,
+        });
+        // A connection that lived a while starts the backoff over; one that keeps dying at
+        // once keeps backing off.
+        if started.elapsed() >= self.backoff.max() {
+            self.backoff.reset();
+        }
     }
 
     /// Between connection attempts: queues calls for the next connection, forgets the ones

@@ -5,12 +5,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::error::{Error, Result};
 use crate::util::bump;
 
-/// A snapshot of a client's counters, from [`RpcClient::stats`](crate::RpcClient::stats). Every counter only grows.
+/// A snapshot of a client's counters, from [`RpcClient::stats`](crate::RpcClient::stats). Every
+/// counter only grows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ClientStats {
-    /// Calls started. A call given up by dropping its [`PendingReply`](crate::PendingReply) unwaited is counted
-    /// here and in no outcome below.
+    /// Calls started. A call given up by dropping its [`PendingReply`](crate::PendingReply)
+    /// unwaited is counted here and in no outcome below.
     pub calls: u64,
     /// Calls that returned a reply.
     pub ok: u64,

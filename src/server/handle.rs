@@ -10,10 +10,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use super::options::ServerOptions;
 use super::request::Handler;
 use super::supervisor::Supervisor;
-use crate::connect::check_settings;
 use crate::error::{BrokerError, BrokerErrorKind, Error, Result};
 use crate::reconnect::Brokers;
-use crate::wire;
 
 /// Asks a running [`RpcServer`] to stop gracefully. Cloneable and `Send`, so a signal handler
 /// thread or another part of the program can hold one.
@@ -127,18 +125,7 @@ impl RpcServer {
         handler: impl Handler,
     ) -> Result<RpcServer> {
         let brokers = Brokers::parse(urls)?;
-        let settings = options.connect.clone();
-        check_settings(&settings)?;
-        options.backoff.check()?;
-        wire::check_queue_name(&options.queue)?;
-        if options.workers == 0 {
-            return Err(Error::InvalidArgument("workers must be at least 1".into()));
-        }
-        if options.prefetch == 0 {
-            return Err(Error::InvalidArgument(
-                "prefetch must be at least 1 (0 would mean unlimited)".into(),
-            ));
-        }
+        options.check()?;
         let (stop, stop_rx) = StopHandle::new();
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
         let lazy = options.lazy_start;
@@ -183,21 +170,31 @@ impl RpcServer {
         if lazy {
             return Ok(server);
         }
-        match server.ready.recv_timeout(setup_bound) {
+        server.await_start(setup_bound, broker, &last_failure)
+    }
+
+    /// Waits, up to `setup_bound`, until the supervisor reports that the workers consume.
+    fn await_start(
+        mut self,
+        setup_bound: Duration,
+        broker: String,
+        last_failure: &Mutex<Option<String>>,
+    ) -> Result<RpcServer> {
+        match self.ready.recv_timeout(setup_bound) {
             Ok(()) => {
-                server.is_ready.store(true, Ordering::SeqCst);
-                Ok(server)
+                self.is_ready.store(true, Ordering::SeqCst);
+                Ok(self)
             }
             // The supervisor failed before it was ready; its result says why.
-            Err(RecvTimeoutError::Disconnected) => match server.join_within(setup_bound) {
+            Err(RecvTimeoutError::Disconnected) => match self.join_within(setup_bound) {
                 Err(err) => Err(err),
                 Ok(()) => Err(Error::Closed),
             },
             Err(RecvTimeoutError::Timeout) => {
                 // The broker stalls mid-setup. Ask the supervisor to stop and leave it: it ends
                 // when setup fails or finishes; waiting here too would double the bound.
-                server.stop.stop();
-                drop(server.supervisor.take());
+                self.stop.stop();
+                drop(self.supervisor.take());
                 let why = match last_failure
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())

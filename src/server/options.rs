@@ -3,9 +3,10 @@
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use crate::connect::ConnectSettings;
+use crate::connect::{check_settings, ConnectSettings};
+use crate::error::{Error, Result};
 use crate::reconnect::BackoffSettings;
-use crate::wire::DEFAULT_QUEUE;
+use crate::wire::{self, DEFAULT_QUEUE};
 
 /// How long a stop waits for requests in flight and the broker's close, unless told
 /// otherwise ([`ServerOptions::stop_timeout`]).
@@ -145,9 +146,9 @@ impl ServerOptions {
         self
     }
 
-    /// How late past its caller's deadline ([`DEADLINE_HEADER`](crate::DEADLINE_HEADER))
-    /// a request may arrive and still be served (default [`DEFAULT_DEADLINE_GRACE`]). The deadline is the client's
-    /// wall clock, so this is the clock difference between machines the server tolerates
+    /// How late past its caller's deadline ([`DEADLINE_HEADER`](crate::DEADLINE_HEADER)) a request
+    /// may arrive and still be served (default [`DEFAULT_DEADLINE_GRACE`]). The deadline is the
+    /// client's wall clock, so this is the clock difference between machines the server tolerates
     /// before it starts dropping requests someone still waits for.
     pub fn deadline_grace(mut self, grace: Duration) -> Self {
         self.deadline_grace = grace;
@@ -172,5 +173,21 @@ impl ServerOptions {
     pub fn lazy_start(mut self, lazy: bool) -> Self {
         self.lazy_start = lazy;
         self
+    }
+
+    /// Refuses settings the server cannot work with, before anything connects.
+    pub(super) fn check(&self) -> Result<()> {
+        check_settings(&self.connect)?;
+        self.backoff.check()?;
+        wire::check_queue_name(&self.queue)?;
+        if self.workers == 0 {
+            return Err(Error::InvalidArgument("workers must be at least 1".into()));
+        }
+        if self.prefetch == 0 {
+            return Err(Error::InvalidArgument(
+                "prefetch must be at least 1 (0 would mean unlimited)".into(),
+            ));
+        }
+        Ok(())
     }
 }

@@ -150,69 +150,10 @@ impl<H: Handler> Supervisor<H> {
         sessions: &mut u64,
     ) -> Result<Served> {
         ensure_queue(connection, &self.options.queue, self.options.declare_as)?;
-        // Workers stop when this sender is dropped.
-        let (worker_stop, worker_stop_rx) = crossbeam_channel::bounded::<()>(0);
-        let (ended_tx, ended_rx) = crossbeam_channel::unbounded::<()>();
-        let (consuming_tx, consuming_rx) = crossbeam_channel::unbounded();
-        let mut workers = Vec::with_capacity(self.options.workers);
-        let mut started = Ok(());
-        for index in 0..self.options.workers {
-            let spawned = connection
-                .open_channel(None)
-                .and_then(|channel| {
-                    channel.qos(0, self.options.prefetch, false)?;
-                    Ok(channel)
-                })
-                .map_err(Error::amqp)
-                .and_then(|channel| {
-                    let worker = Worker {
-                        channel,
-                        queue: self.options.queue.clone(),
-                        handler: Arc::clone(&self.handler),
-                        stop: worker_stop_rx.clone(),
-                        max_reply_bytes: self.options.max_reply_bytes,
-                        deadline_grace: self.options.deadline_grace,
-                        stats: Arc::clone(&self.stats),
-                        redeliveries: Arc::clone(&self.redeliveries),
-                        ack_batch: usize::from(self.options.prefetch / 2).max(1),
-                    };
-                    let (ended_tx, consuming_tx) = (ended_tx.clone(), consuming_tx.clone());
-                    std::thread::Builder::new()
-                        .name(format!("fib-rpc-worker-{index}"))
-                        .spawn(move || {
-                            let _ended = EndedSignal(ended_tx);
-                            worker.run(consuming_tx)
-                        })
-                        .map_err(Error::Io)
-                });
-            match spawned {
-                Ok(thread) => workers.push(thread),
-                Err(err) => {
-                    started = Err(err);
-                    break;
-                }
-            }
-        }
-        drop(consuming_tx);
-        // Each worker reports once it consumes (Ok) or could not (Err).
-        for _ in 0..workers.len() {
-            match consuming_rx.recv() {
-                Ok(Ok(())) => {}
-                Ok(Err(err)) => started = started.and(Err(err)),
-                Err(_) => break,
-            }
-        }
-        if let Err(err) = started {
-            let failed_at = Instant::now();
-            drop(worker_stop);
-            join_workers(workers);
-            // Workers that did start may have answered something that broke the connection.
-            self.redeliveries.lost(failed_at);
-            return Err(err);
-        }
+        let crew = self.start_crew(connection)?;
         log::info!(
             "fib-rpc server: {} workers consuming {:?}",
-            workers.len(),
+            crew.workers.len(),
             self.options.queue
         );
         *sessions += 1;
@@ -223,22 +164,120 @@ impl<H: Handler> Supervisor<H> {
         if let Some(ready) = ready.take() {
             let _ = ready.send(());
         }
-
-        drop(ended_tx);
         select! {
             recv(self.stop) -> _ => {}
-            recv(ended_rx) -> _ => {}
+            recv(crew.ended) -> _ => {}
         }
         // Before joining: a worker may take a while to finish its request.
         let ended_at = Instant::now();
-        drop(worker_stop);
-        Ok(match join_workers(workers) {
+        Ok(match crew.stop() {
             None => Served::Stopped,
             Some(seen) => {
                 self.redeliveries.lost(ended_at);
                 Served::Lost(seen)
             }
         })
+    }
+
+    /// Starts every worker and returns once all consume; if any cannot, stops the others
+    /// and returns why.
+    fn start_crew(&self, connection: &mut Connection) -> Result<Crew> {
+        let (stop, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let (ended_tx, ended) = crossbeam_channel::unbounded::<()>();
+        let (consuming_tx, consuming_rx) = crossbeam_channel::unbounded();
+        let mut crew = Crew {
+            workers: Vec::with_capacity(self.options.workers),
+            stop,
+            ended,
+        };
+        let mut started = Ok(());
+        for index in 0..self.options.workers {
+            let spawned = self.spawn_worker(
+                connection,
+                index,
+                stop_rx.clone(),
+                ended_tx.clone(),
+                consuming_tx.clone(),
+            );
+            match spawned {
+                Ok(thread) => crew.workers.push(thread),
+                Err(err) => {
+                    started = Err(err);
+                    break;
+                }
+            }
+        }
+        drop(consuming_tx);
+        // Each worker reports once it consumes (Ok) or could not (Err).
+        for _ in 0..crew.workers.len() {
+            match consuming_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => started = started.and(Err(err)),
+                Err(_) => break,
+            }
+        }
+        if let Err(err) = started {
+            let failed_at = Instant::now();
+            crew.stop();
+            // Workers that did start may have answered something that broke the connection.
+            self.redeliveries.lost(failed_at);
+            return Err(err);
+        }
+        Ok(crew)
+    }
+
+    /// Opens a worker's channel with its prefetch window and starts its thread.
+    fn spawn_worker(
+        &self,
+        connection: &mut Connection,
+        index: usize,
+        stop: Receiver<()>,
+        ended: Sender<()>,
+        consuming: Sender<Result<()>>,
+    ) -> Result<JoinHandle<WorkerEnd>> {
+        let channel = connection
+            .open_channel(None)
+            .and_then(|channel| {
+                channel.qos(0, self.options.prefetch, false)?;
+                Ok(channel)
+            })
+            .map_err(Error::amqp)?;
+        let worker = Worker {
+            channel,
+            queue: self.options.queue.clone(),
+            handler: Arc::clone(&self.handler),
+            stop,
+            max_reply_bytes: self.options.max_reply_bytes,
+            deadline_grace: self.options.deadline_grace,
+            stats: Arc::clone(&self.stats),
+            redeliveries: Arc::clone(&self.redeliveries),
+            ack_batch: usize::from(self.options.prefetch / 2).max(1),
+        };
+        std::thread::Builder::new()
+            .name(format!("fib-rpc-worker-{index}"))
+            .spawn(move || {
+                let _ended = EndedSignal(ended);
+                worker.run(consuming)
+            })
+            .map_err(Error::Io)
+    }
+}
+
+/// The workers serving one connection, and the signals between them and the supervisor.
+struct Crew {
+    workers: Vec<JoinHandle<WorkerEnd>>,
+    /// The workers stop when this is dropped.
+    stop: Sender<()>,
+    /// Gets a message when any worker ends.
+    ended: Receiver<()>,
+}
+
+impl Crew {
+    /// Stops the workers and joins them. Returns `None` if all stopped as asked, otherwise
+    /// `Some` of the first AMQP error any of them saw.
+    fn stop(self) -> Option<Option<amiquip::Error>> {
+        drop(self.stop);
+        join_workers(self.workers)
     }
 }
 
