@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 use common::proxy::TcpProxy;
 use common::{amqp_url, eventually, fib_client, fib_server, TestQueue};
-use fib_rpc::{ClientOptions, Error, FibonacciRpcClient, RpcServer, ServerOptions};
+use fib_rpc::{
+    BrokerErrorKind, ClientOptions, Error, FibonacciHandler, FibonacciRpcClient, RpcServer,
+    ServerOptions,
+};
 use num_bigint::BigUint;
 
 #[test]
@@ -362,4 +365,109 @@ fn after_a_loss_client_and_server_move_to_the_next_broker() {
     assert_eq!(client.call(12).unwrap(), BigUint::from(144u32));
     assert_eq!(client.rpc().stats().reconnects, 1);
     server.stop().unwrap();
+}
+
+/// The URL of the test broker with a password it refuses.
+fn refused_url() -> String {
+    let mut url = url::Url::parse(&amqp_url()).unwrap();
+    url.set_password(Some("definitely-wrong")).unwrap();
+    url.to_string()
+}
+
+#[test]
+fn refused_credentials_are_a_refusal_not_a_transient_failure() {
+    let err = FibonacciRpcClient::connect(&refused_url()).unwrap_err();
+    match &err {
+        Error::Connect { cause, .. } => assert_eq!(cause.kind(), BrokerErrorKind::Refused),
+        other => panic!("expected Connect, got {other:?}"),
+    }
+    assert!(!err.is_transient(), "{err:?}");
+    assert!(err.request_unsent());
+    let down = FibonacciRpcClient::connect("amqp://guest:guest@127.0.0.1:1/%2f").unwrap_err();
+    match &down {
+        Error::Connect { cause, .. } => assert_eq!(cause.kind(), BrokerErrorKind::Unreachable),
+        other => panic!("expected Connect, got {other:?}"),
+    }
+    assert!(down.is_transient(), "{down:?}");
+}
+
+/// Of several brokers, one refusing us and one merely down: the failure reported is the one
+/// that may pass, so a caller that waits for transient failures keeps waiting.
+#[test]
+fn a_refusing_broker_does_not_hide_one_that_is_only_down() {
+    for urls in [
+        [
+            refused_url(),
+            "amqp://guest:guest@127.0.0.1:1/%2f".to_owned(),
+        ],
+        [
+            "amqp://guest:guest@127.0.0.1:1/%2f".to_owned(),
+            refused_url(),
+        ],
+    ] {
+        let err =
+            FibonacciRpcClient::connect_failover(&urls, ClientOptions::default()).unwrap_err();
+        assert!(err.is_transient(), "{urls:?}: {err:?}");
+    }
+    let err = FibonacciRpcClient::connect_failover(
+        &[refused_url(), refused_url()],
+        ClientOptions::default(),
+    )
+    .unwrap_err();
+    assert!(!err.is_transient(), "{err:?}");
+}
+
+/// A lazily started server returns at once, waits for a broker that is down, and serves
+/// once it is up: the library's counterpart of the client's `lazy_connect`.
+#[test]
+fn a_lazily_started_server_waits_for_the_broker() {
+    let queue = TestQueue::new("lazy-start");
+    let proxy = TcpProxy::to_broker();
+    proxy.refuse(true);
+    let started = Instant::now();
+    let server = RpcServer::start(
+        &proxy.url(),
+        ServerOptions::default()
+            .queue(&queue.name)
+            .workers(1)
+            .lazy_start(true)
+            .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(100)),
+        FibonacciHandler::default(),
+    )
+    .expect("a lazy start does not wait for the broker");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(matches!(
+        server.wait_ready(Duration::from_millis(300)),
+        Err(Error::Timeout { .. })
+    ));
+    proxy.refuse(false);
+    server
+        .wait_ready(Duration::from_secs(10))
+        .expect("ready once the broker answers");
+    assert_eq!(
+        fib_client(&queue.name).call(30).unwrap(),
+        BigUint::from(832_040u32)
+    );
+    server.stop().unwrap();
+}
+
+/// Waiting does not fix refused credentials: a lazy server gives up on them, and says why.
+#[test]
+fn a_lazily_started_server_gives_up_on_refused_credentials() {
+    let server = RpcServer::start_failover(
+        &[refused_url()],
+        ServerOptions::default()
+            .queue("fib-rpc-test-never-declared")
+            .lazy_start(true),
+        FibonacciHandler::default(),
+    )
+    .expect("a lazy start returns at once");
+    assert!(matches!(
+        server.wait_ready(Duration::from_secs(10)),
+        Err(Error::Closed)
+    ));
+    match server.wait() {
+        Err(Error::Connect { cause, .. }) => assert_eq!(cause.kind(), BrokerErrorKind::Refused),
+        other => panic!("expected a refused Connect, got {other:?}"),
+    }
 }

@@ -689,3 +689,91 @@ fn concurrent_duplicates_are_computed_once() {
     assert_eq!(stats.hits + stats.shared, CALLERS as u64 - 1, "{stats:?}");
     server.stop().unwrap();
 }
+
+/// What a handler sees of a request from our client: the body, the caller's deadline on the
+/// local clock (within the header's millisecond precision), the deadline header itself, the
+/// correlation id, and that it is a first delivery.
+#[test]
+fn a_handler_sees_the_request_context() {
+    let queue = TestQueue::new("request-context");
+    let server = RpcServer::start(
+        &amqp_url(),
+        ServerOptions::default().queue(&queue.name).workers(1),
+        |req: &Request| -> Result<Vec<u8>, RemoteError> {
+            let left = req.remaining().expect("our client sends a deadline");
+            let header = req
+                .header(fib_rpc::DEADLINE_HEADER)
+                .and_then(|value| value.as_int())
+                .expect("the deadline header");
+            let names: Vec<&str> = req.headers().map(|(name, _)| name).collect();
+            Ok(format!(
+                "{} {} {} {} {} {:?}",
+                String::from_utf8_lossy(req.body()),
+                left.as_millis(),
+                header > 0,
+                req.correlation_id().map_or(0, str::len),
+                req.redelivered(),
+                names
+            )
+            .into_bytes())
+        },
+    )
+    .unwrap();
+    let client = common::raw_client(&queue.name);
+    let reply = client
+        .call_timeout(b"ping", Duration::from_secs(5))
+        .unwrap();
+    let reply = String::from_utf8(reply).unwrap();
+    let parts: Vec<&str> = reply.splitn(6, ' ').collect();
+    assert_eq!(parts[0], "ping");
+    let left_ms: u64 = parts[1].parse().unwrap();
+    assert!((3_000..=5_000).contains(&left_ms), "{reply}");
+    assert_eq!(parts[2], "true", "{reply}");
+    assert_eq!(parts[3], "36", "a UUID: {reply}");
+    assert_eq!(parts[4], "false", "{reply}");
+    assert_eq!(parts[5], "[\"x-rpc-deadline\"]", "{reply}");
+    server.stop().unwrap();
+}
+
+/// A request from a caller that sent no deadline (the tutorial's client) has none.
+#[test]
+fn a_request_without_a_deadline_header_has_no_deadline() {
+    let queue = TestQueue::new("no-deadline");
+    let server = RpcServer::start(
+        &amqp_url(),
+        ServerOptions::default().queue(&queue.name).workers(1),
+        |req: &Request| -> Result<Vec<u8>, RemoteError> {
+            Ok(format!("{:?} {:?}", req.deadline(), req.header("x-rpc-deadline")).into_bytes())
+        },
+    )
+    .unwrap();
+    let mut connection = common::admin_connection();
+    let channel = connection.open_channel(None).unwrap();
+    let (reply_to, consumer) = common::reply_consumer(&channel);
+    channel
+        .basic_publish(
+            "",
+            Publish {
+                body: b"x",
+                routing_key: queue.name.clone(),
+                mandatory: false,
+                immediate: false,
+                properties: AmqpProperties::default()
+                    .with_reply_to(reply_to)
+                    .with_correlation_id("c1".into()),
+            },
+        )
+        .unwrap();
+    let reply = consumer
+        .receiver()
+        .recv_timeout(Duration::from_secs(5))
+        .expect("a reply");
+    let ConsumerMessage::Delivery(reply) = reply else {
+        panic!("{reply:?}");
+    };
+    assert_eq!(reply.body, b"None None");
+    common::cancel_consumer(consumer);
+    drop(channel);
+    connection.close().unwrap();
+    server.stop().unwrap();
+}
