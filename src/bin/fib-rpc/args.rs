@@ -3,6 +3,8 @@
 //! The global options are read here, before or after the command (`fib-rpc --queue q call 5`
 //! and `fib-rpc call 5 --queue q` mean the same); each command reads its own options in its
 //! module, next to its help text, and hands whatever else it meets back to [`Options::take`].
+//! A command's options may also come before it (`fib-rpc --workers 2 serve`): they are kept
+//! aside and read by the command first.
 
 mod bench;
 mod call;
@@ -84,9 +86,9 @@ pub fn parse(
         };
         match arg {
             Value(word) => match word.to_str() {
-                Some("serve") => break serve::parse_serve(&mut parser, &mut options)?,
-                Some("call") => break call::parse_call(&mut parser, &mut options)?,
-                Some("bench") => break bench::parse_bench(&mut parser, &mut options)?,
+                Some("serve") => break serve::parse_serve(options.then(parser), &mut options)?,
+                Some("call") => break call::parse_call(options.then(parser), &mut options)?,
+                Some("bench") => break bench::parse_bench(options.then(parser), &mut options)?,
                 Some("help") => options.help = true,
                 _ => return Err(UsageError(format!("unknown command {word:?}"))),
             },
@@ -103,8 +105,12 @@ struct Options {
     urls: Vec<String>,
     help: bool,
     version: bool,
-    /// The first option of some command met where it does not belong (before the command,
-    /// or after another command); refused once `--help` and `--version` have had their say.
+    /// Options of commands given before the command, with their values, as typed.
+    before_command: Vec<OsString>,
+    /// Whether the command has been read (see [`Options::then`]).
+    in_command: bool,
+    /// The first option of another command met after the command; refused once `--help` and
+    /// `--version` have had their say.
     misplaced: Option<&'static str>,
 }
 
@@ -153,12 +159,14 @@ impl Options {
             urls: Vec::new(),
             help: false,
             version: false,
+            before_command: Vec::new(),
+            in_command: false,
             misplaced: None,
         }
     }
 
-    /// Reads a global option, or notes an option of some command (see `misplaced`); anything
-    /// else is an error.
+    /// Reads a global option, or keeps an option of some command for later (see
+    /// `before_command` and `misplaced`); anything else is an error.
     fn take(&mut self, arg: Unclaimed, parser: &mut Parser) -> Result<(), UsageError> {
         let global = &mut self.global;
         match arg.as_arg() {
@@ -172,17 +180,42 @@ impl Options {
             Long("queue") => global.queue = parser.value()?.string()?,
             Long("reply-to") => global.reply_to = Some(reply_to(parser)?),
             Long(name) => match command_option(name) {
-                Some((option, takes_value)) => {
-                    if takes_value {
-                        parser.value()?;
-                    }
-                    self.misplaced.get_or_insert(option);
-                }
+                Some((option, takes_value)) => self.keep(option, takes_value, parser)?,
                 None => return Err(arg.as_arg().unexpected().into()),
             },
             arg => return Err(arg.unexpected().into()),
         }
         Ok(())
+    }
+
+    /// Keeps `option` of some command (and its value) for the command, or, once in a command,
+    /// as misplaced.
+    fn keep(
+        &mut self,
+        option: &'static str,
+        takes_value: bool,
+        parser: &mut Parser,
+    ) -> Result<(), UsageError> {
+        let value = if takes_value {
+            Some(parser.value()?)
+        } else {
+            None
+        };
+        if self.in_command {
+            self.misplaced.get_or_insert(option);
+        } else {
+            self.before_command.push(option.into());
+            self.before_command.extend(value);
+        }
+        Ok(())
+    }
+
+    /// What the command just named reads, in order: the options of commands given before it,
+    /// then the `rest` of the command line.
+    fn then(&mut self, rest: Parser) -> [Parser; 2] {
+        self.in_command = true;
+        let before = std::mem::take(&mut self.before_command);
+        [Parser::from_args(before), rest]
     }
 
     /// At the end of the command line, when no command was given.
@@ -207,15 +240,7 @@ impl Options {
         }
         let name = command.as_str();
         if let Some(option) = self.misplaced {
-            let owned = command
-                .options()
-                .iter()
-                .any(|entry| option_name(entry) == option);
-            return Err(UsageError(if owned {
-                format!("{option} must come after `{name}`")
-            } else {
-                format!("{option} is not an option of `{name}`")
-            }));
+            return Err(UsageError(format!("{option} is not an option of `{name}`")));
         }
         if command == CommandName::Serve && self.global.reply_to.is_some() {
             return Err(UsageError(format!(
@@ -357,4 +382,118 @@ Exit codes:
         text.push_str(&format!("  {}  {}\n", class.code(), class.meaning()));
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(args: &[&str]) -> Result<(Global, Command), UsageError> {
+        parse(args.iter().map(OsString::from), None)
+    }
+
+    fn error(args: &[&str]) -> String {
+        parse_str(args).expect_err("a usage error").0
+    }
+
+    #[test]
+    fn every_command_option_is_in_its_help_as_listed() {
+        for command in [CommandName::Serve, CommandName::Call, CommandName::Bench] {
+            let text = help(Some(command));
+            for entry in command.options() {
+                assert!(text.contains(&format!("\n  {entry} ")), "{entry}");
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_librarys() {
+        let (global, command) = parse_str(&["serve"]).unwrap();
+        assert_eq!(global.urls, [DEFAULT_URL]);
+        assert_eq!(global.queue, fib_rpc::wire::DEFAULT_QUEUE);
+        assert_eq!(
+            (global.heartbeat, global.reply_to, global.verbosity),
+            (15, None, 0)
+        );
+        let Command::Serve(serve) = command else {
+            panic!("{command:?}")
+        };
+        assert_eq!(serve.prefetch, fib_rpc::DEFAULT_PREFETCH);
+        assert_eq!(serve.max_n, fib_rpc::DEFAULT_MAX_N);
+        assert_eq!(serve.cache_bytes, fib_rpc::DEFAULT_CACHE_BYTES);
+        let (_, command) = parse_str(&["bench"]).unwrap();
+        let Command::Bench(bench) = command else {
+            panic!("{command:?}")
+        };
+        assert_eq!(bench.length, BenchLength::Calls(10_000));
+        assert_eq!(bench.timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn options_before_or_after_the_command_mean_the_same() {
+        let given = ["-v", "--url", "amqp://a", "--workers", "3", "--queue", "q"];
+        let (global, command) = parse_str(&[&given[..], &["serve", "-v"]].concat()).unwrap();
+        assert_eq!((global.verbosity, global.queue.as_str()), (2, "q"));
+        assert_eq!(global.urls, ["amqp://a"]);
+        let Command::Serve(serve) = command else {
+            panic!("{command:?}")
+        };
+        assert_eq!(serve.workers, Some(3));
+        let (_, command) = parse_str(&["--timeout", "2", "call", "5", "--timeout=1"]).unwrap();
+        let Command::Call(call) = command else {
+            panic!("{command:?}")
+        };
+        assert_eq!(call.timeout, Duration::from_secs(1));
+        assert_eq!(call.numbers, Numbers::Args(vec!["5".into()]));
+    }
+
+    #[test]
+    fn usage_errors() {
+        assert_eq!(error(&[]), "missing command: serve, call or bench");
+        assert_eq!(error(&["launch"]), "unknown command \"launch\"");
+        assert_eq!(
+            error(&["call", "--frobnicate"]),
+            "invalid option '--frobnicate'"
+        );
+        assert_eq!(
+            error(&["call", "--workers", "2", "5"]),
+            "--workers is not an option of `call`"
+        );
+        assert_eq!(
+            error(&["--json", "call", "5"]),
+            "--json is not an option of `call`"
+        );
+        assert_eq!(
+            error(&["serve", "--reply-to", "direct"]),
+            "--reply-to is not an option of `serve`"
+        );
+        assert_eq!(error(&["serve", "x"]), "unexpected argument \"x\"");
+        assert_eq!(
+            error(&["call", "5", "-"]),
+            "call: - (read stdin) cannot be mixed with N arguments"
+        );
+        assert_eq!(
+            error(&["bench", "--calls", "5", "--seconds", "1"]),
+            "bench: give --calls or --seconds, not both"
+        );
+    }
+
+    #[test]
+    fn help_and_version_win_over_what_is_missing() {
+        let (_, command) = parse_str(&["call", "--workers", "2", "--help"]).unwrap();
+        assert!(matches!(command, Command::Help(Some(CommandName::Call))));
+        let (_, command) = parse_str(&["help", "bench"]).unwrap();
+        assert!(matches!(command, Command::Help(Some(CommandName::Bench))));
+        let (_, command) = parse_str(&["-V", "call"]).unwrap();
+        assert!(matches!(command, Command::Version));
+    }
+
+    #[test]
+    fn a_negative_n_is_an_n() {
+        let (_, command) = parse_str(&["call", "-5", "--", "-x"]).unwrap();
+        let Command::Call(call) = command else {
+            panic!("{command:?}")
+        };
+        assert_eq!(call.numbers, Numbers::Args(vec!["-5".into(), "-x".into()]));
+    }
 }

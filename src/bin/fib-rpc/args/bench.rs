@@ -38,9 +38,9 @@ const DEFAULT_CALLS: u64 = 10_000;
 /// Most `--callers`: keeps a typo from asking for millions of threads.
 const MAX_CALLERS: usize = 4096;
 
-/// Reads the arguments after `bench`.
+/// Reads the arguments of `bench`: its options given before it, then the arguments after it.
 pub(super) fn parse_bench(
-    parser: &mut Parser,
+    parsers: [Parser; 2],
     options: &mut Options,
 ) -> Result<Command, UsageError> {
     let mut args = BenchArgs {
@@ -51,15 +51,19 @@ pub(super) fn parse_bench(
         json: false,
     };
     let (mut calls, mut seconds) = (None, None);
-    while let Some(arg) = parser.next()? {
-        match arg {
-            Long("callers") => args.callers = whole_number(parser, "--callers", MAX_CALLERS)?,
-            Long("calls") => calls = Some(whole_number(parser, "--calls", u64::MAX)?),
-            Long("seconds") => seconds = Some(seconds_value(parser, "--seconds")?),
-            Long("n") => args.n = parser.value()?.parse()?,
-            Long("timeout") => args.timeout = seconds_value(parser, "--timeout")?,
-            Long("json") => args.json = true,
-            arg => options.take(arg.into(), parser)?,
+    for mut parser in parsers {
+        while let Some(arg) = parser.next()? {
+            match arg {
+                Long("callers") => {
+                    args.callers = whole_number(&mut parser, "--callers", MAX_CALLERS)?
+                }
+                Long("calls") => calls = Some(whole_number(&mut parser, "--calls", u64::MAX)?),
+                Long("seconds") => seconds = Some(seconds_value(&mut parser, "--seconds")?),
+                Long("n") => args.n = parser.value()?.parse()?,
+                Long("timeout") => args.timeout = seconds_value(&mut parser, "--timeout")?,
+                Long("json") => args.json = true,
+                arg => options.take(arg.into(), &mut parser)?,
+            }
         }
     }
     if let Some(instead) = options.instead_of(CommandName::Bench)? {

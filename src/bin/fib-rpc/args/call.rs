@@ -33,26 +33,30 @@ const DEFAULT_IN_FLIGHT: usize = 64;
 /// Most `--in-flight`: keeps a typo from asking for millions of slots.
 const MAX_IN_FLIGHT: usize = 65_536;
 
-/// Reads the arguments after `call`.
+/// Reads the arguments of `call`: its options given before it, then the arguments after it.
 pub(super) fn parse_call(
-    parser: &mut Parser,
+    parsers: [Parser; 2],
     options: &mut Options,
 ) -> Result<Command, UsageError> {
     let mut timeout = DEFAULT_TIMEOUT;
     let mut in_flight = DEFAULT_IN_FLIGHT;
     let mut positional = Vec::new();
-    loop {
-        // `-5` is a (bad) N, not an option: keep it so it gets the bad-N exit code.
-        if let Some(arg) = take_dash_number(parser) {
-            positional.push(arg);
-            continue;
-        }
-        let Some(arg) = parser.next()? else { break };
-        match arg {
-            Long("timeout") => timeout = seconds_value(parser, "--timeout")?,
-            Long("in-flight") => in_flight = whole_number(parser, "--in-flight", MAX_IN_FLIGHT)?,
-            Value(value) => positional.push(value.string()?),
-            arg => options.take(arg.into(), parser)?,
+    for mut parser in parsers {
+        loop {
+            // `-5` is a (bad) N, not an option: keep it so it gets the bad-N exit code.
+            if let Some(arg) = take_dash_number(&mut parser) {
+                positional.push(arg);
+                continue;
+            }
+            let Some(arg) = parser.next()? else { break };
+            match arg {
+                Long("timeout") => timeout = seconds_value(&mut parser, "--timeout")?,
+                Long("in-flight") => {
+                    in_flight = whole_number(&mut parser, "--in-flight", MAX_IN_FLIGHT)?
+                }
+                Value(value) => positional.push(value.string()?),
+                arg => options.take(arg.into(), &mut parser)?,
+            }
         }
     }
     if let Some(instead) = options.instead_of(CommandName::Call)? {

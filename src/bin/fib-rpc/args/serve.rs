@@ -30,9 +30,9 @@ const DEFAULT_CACHE_MIB: usize = DEFAULT_CACHE_BYTES >> 20;
 /// Most `--workers`: keeps a typo from asking for millions of threads.
 const MAX_WORKERS: usize = 1024;
 
-/// Reads the arguments after `serve`.
+/// Reads the arguments of `serve`: its options given before it, then the arguments after it.
 pub(super) fn parse_serve(
-    parser: &mut Parser,
+    parsers: [Parser; 2],
     options: &mut Options,
 ) -> Result<Command, UsageError> {
     let mut args = ServeArgs {
@@ -42,14 +42,20 @@ pub(super) fn parse_serve(
         durable_quorum: false,
         cache_bytes: DEFAULT_CACHE_MIB << 20,
     };
-    while let Some(arg) = parser.next()? {
-        match arg {
-            Long("workers") => args.workers = Some(whole_number(parser, "--workers", MAX_WORKERS)?),
-            Long("prefetch") => args.prefetch = whole_number(parser, "--prefetch", u16::MAX)?,
-            Long("max-n") => args.max_n = parser.value()?.parse()?,
-            Long("cache-mib") => args.cache_bytes = cache_bytes(parser)?,
-            Long("durable-quorum") => args.durable_quorum = true,
-            arg => options.take(arg.into(), parser)?,
+    for mut parser in parsers {
+        while let Some(arg) = parser.next()? {
+            match arg {
+                Long("workers") => {
+                    args.workers = Some(whole_number(&mut parser, "--workers", MAX_WORKERS)?)
+                }
+                Long("prefetch") => {
+                    args.prefetch = whole_number(&mut parser, "--prefetch", u16::MAX)?
+                }
+                Long("max-n") => args.max_n = parser.value()?.parse()?,
+                Long("cache-mib") => args.cache_bytes = cache_bytes(&mut parser)?,
+                Long("durable-quorum") => args.durable_quorum = true,
+                arg => options.take(arg.into(), &mut parser)?,
+            }
         }
     }
     if let Some(instead) = options.instead_of(CommandName::Serve)? {
