@@ -503,6 +503,33 @@ fn a_signal_while_serve_is_starting_exits_at_once() {
     assert!(stderr(&output).contains("SIGINT while starting"));
 }
 
+/// With nobody reading its stderr any more (the pipe's reader has exited), `serve` waiting
+/// for a broker that is down still ends on SIGTERM: writing its last words must not fail the
+/// thread that handles signals.
+#[test]
+fn a_signal_ends_a_starting_serve_whose_stderr_is_closed() {
+    let mut child = spawn("amqp://guest:guest@127.0.0.1:1/%2f", &["serve"]);
+    drop(child.stderr.take()); // the reader goes away
+    std::thread::sleep(Duration::from_millis(500));
+    let signalled_at = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exited = common::eventually(Duration::from_secs(3), || {
+        child.try_wait().unwrap().is_some()
+    });
+    if !exited {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("serve ignored SIGTERM while starting with its stderr closed");
+    }
+    let status = child.wait().unwrap();
+    assert!(signalled_at.elapsed() < Duration::from_secs(3));
+    assert_eq!(status.code(), Some(143));
+}
+
 #[test]
 fn bench_json_counts_add_up() {
     let (queue, _serve) = served_queue("cli-bench", &[]);

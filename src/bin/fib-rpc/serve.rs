@@ -59,10 +59,10 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
         spawn("fib-rpc-signals", move || {
             for signal in signals.forever() {
                 if !serving.load(Ordering::SeqCst) {
-                    eprintln!(
+                    crate::say(&format!(
                         "fib-rpc serve: {} while starting: exiting",
                         signal_name(signal)
-                    );
+                    ));
                     std::process::exit(128 + signal);
                 }
                 if events.send(Event::Signal(signal)).is_err() {
@@ -84,7 +84,7 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
     };
     serving.store(true, Ordering::SeqCst);
     let stop = server.stop_handle();
-    eprintln!(
+    crate::say(&format!(
         "fib-rpc serve: ready: consuming {:?} on {} with {} workers (prefetch {}, max n {})",
         server.queue(),
         global
@@ -96,7 +96,7 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
         server.workers(),
         args.prefetch,
         args.max_n
-    );
+    ));
 
     let wait_thread = spawn("fib-rpc-serve-wait", move || {
         let _ = events.send(Event::Stopped(server.wait()));
@@ -144,10 +144,10 @@ fn wait_for_end(
         Ok(Event::Stopped(Err(err))) => (Err(Failure::from(err)), true),
         Ok(Event::Signal(signal)) => {
             // Conventional: 128 + the signal number.
-            eprintln!(
+            crate::say(&format!(
                 "fib-rpc serve: {} again: exiting without finishing in-flight requests",
                 signal_name(signal)
-            );
+            ));
             std::process::exit(128 + signal);
         }
         Err(_) => {

@@ -1,0 +1,96 @@
+//! `fib-rpc serve`: its options and help.
+
+use fib_rpc::{DEFAULT_CACHE_BYTES, DEFAULT_MAX_N, DEFAULT_PREFETCH};
+use lexopt::prelude::*;
+use lexopt::Parser;
+
+use super::{whole_number, Command, CommandName, Options, UsageError};
+
+#[derive(Debug)]
+pub struct ServeArgs {
+    /// `None`: one per CPU (the library's default).
+    pub workers: Option<usize>,
+    pub prefetch: u16,
+    pub max_n: u64,
+    pub durable_quorum: bool,
+    pub cache_bytes: usize,
+}
+
+/// The options below, as in the help.
+pub(super) const OPTIONS: &[&str] = &[
+    "--workers N",
+    "--prefetch N",
+    "--max-n N",
+    "--durable-quorum",
+    "--cache-mib N",
+];
+
+/// Default for `--cache-mib`: the library's default cache size.
+const DEFAULT_CACHE_MIB: usize = DEFAULT_CACHE_BYTES >> 20;
+/// Most `--workers`: keeps a typo from asking for millions of threads.
+const MAX_WORKERS: usize = 1024;
+
+/// Reads the arguments of `serve`: its options given before it, then the arguments after it.
+pub(super) fn parse_serve(
+    parsers: [Parser; 2],
+    options: &mut Options,
+) -> Result<Command, UsageError> {
+    let mut args = ServeArgs {
+        workers: None,
+        prefetch: DEFAULT_PREFETCH,
+        max_n: DEFAULT_MAX_N,
+        durable_quorum: false,
+        cache_bytes: DEFAULT_CACHE_MIB << 20,
+    };
+    for mut parser in parsers {
+        while let Some(arg) = parser.next()? {
+            match arg {
+                Long("workers") => {
+                    args.workers = Some(whole_number(&mut parser, "--workers", MAX_WORKERS)?)
+                }
+                Long("prefetch") => {
+                    args.prefetch = whole_number(&mut parser, "--prefetch", u16::MAX)?
+                }
+                Long("max-n") => args.max_n = parser.value()?.parse()?,
+                Long("cache-mib") => args.cache_bytes = cache_bytes(&mut parser)?,
+                Long("durable-quorum") => args.durable_quorum = true,
+                arg => options.take(arg.into(), &mut parser)?,
+            }
+        }
+    }
+    if let Some(instead) = options.instead_of(CommandName::Serve)? {
+        return Ok(instead);
+    }
+    Ok(Command::Serve(args))
+}
+
+/// `--cache-mib N`, in bytes.
+fn cache_bytes(parser: &mut Parser) -> Result<usize, UsageError> {
+    let mib: usize = parser.value()?.parse()?;
+    mib.checked_mul(1 << 20)
+        .ok_or_else(|| UsageError(format!("--cache-mib {mib} is too large for this machine")))
+}
+
+/// `fib-rpc serve --help`, before the global options.
+pub(super) fn help() -> String {
+    format!(
+        "Usage: fib-rpc serve [OPTIONS]
+
+Serves fib(n) on the queue. Prints one line on stderr once it consumes. On SIGINT or
+SIGTERM it stops taking requests, answers those it has, and exits 0; a second signal
+exits at once (unanswered requests go back to the queue for another server).
+
+Options:
+  --workers N        Worker threads, each with its own channel (default: one per CPU)
+  --prefetch N       Unacknowledged requests per worker (default {DEFAULT_PREFETCH})
+  --max-n N          Largest n served; larger gets an out_of_range error (default {DEFAULT_MAX_N})
+  --durable-quorum   If the queue does not exist, declare it durable quorum (default classic)
+  --cache-mib N      Memory for cached results of n >= 1000, in MiB; 0 turns it off
+                     (default {DEFAULT_CACHE_MIB})
+
+If the broker cannot be reached at start-up, it retries with backoff until it can (bad
+credentials or vhost exit 7 at once). Once serving, it never exits because the broker went
+away: it reconnects and resumes.
+"
+    )
+}
