@@ -135,7 +135,8 @@ impl Error {
     /// True when the same call may succeed later with nothing changed: a timeout, a lost or
     /// unreachable broker, a queue nobody has declared yet. False for refusals (bad
     /// arguments, credentials, error replies, a closed client), which repeat until someone
-    /// changes something.
+    /// changes something: [`Error::NotConnected`] follows its `last_error`, so a client
+    /// whose broker refuses its credentials is not worth retrying.
     ///
     /// ```
     /// use fib_rpc::{Error, RemoteError};
@@ -146,10 +147,11 @@ impl Error {
     /// ```
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Timeout { .. }
-            | Error::NoServer { .. }
-            | Error::ConnectionLost { .. }
-            | Error::NotConnected { .. } => true,
+            // The client reconnects by itself after a loss.
+            Error::Timeout { .. } | Error::NoServer { .. } | Error::ConnectionLost { .. } => true,
+            Error::NotConnected { last_error, .. } => {
+                last_error.as_ref().is_none_or(|why| why.is_transient())
+            }
             Error::Connect { cause, .. } | Error::Broker(cause) => cause.is_transient(),
             Error::InvalidArgument(_)
             | Error::Remote(_)
@@ -336,6 +338,18 @@ impl BrokerError {
         }
     }
 
+    /// The same failure, told with `what` in front ("connection lost: ..."): same kind, same
+    /// reply code.
+    pub(crate) fn context(&self, what: &str) -> Self {
+        BrokerError {
+            kind: self.kind,
+            reply_code: self.reply_code,
+            inner: Arc::from(Box::<dyn std::error::Error + Send + Sync>::from(format!(
+                "{what}: {self}"
+            ))),
+        }
+    }
+
     /// Wraps an I/O error met while connecting: the broker is unreachable.
     pub(crate) fn io(err: std::io::Error) -> Self {
         Self::other(BrokerErrorKind::Unreachable, err)
@@ -413,6 +427,36 @@ mod tests {
             cause: heartbeats
         }
         .is_transient());
+    }
+
+    #[test]
+    fn not_connected_is_as_transient_as_its_reason() {
+        let refused = Error::Connect {
+            broker: "amqp://localhost".into(),
+            cause: BrokerError::amqp(amiquip::Error::InvalidCredentials),
+        };
+        let waited = Duration::from_secs(1);
+        let not_connected = |last_error| Error::NotConnected { waited, last_error };
+        assert!(!not_connected(Some(Arc::new(refused))).is_transient());
+        assert!(not_connected(None).is_transient());
+        assert!(not_connected(Some(Arc::new(Error::Connect {
+            broker: "amqp://localhost".into(),
+            cause: BrokerError::io(std::io::Error::other("connection refused")),
+        })))
+        .is_transient());
+    }
+
+    #[test]
+    fn context_keeps_the_kind_and_the_reply_code() {
+        let shutdown = BrokerError::amqp(amiquip::Error::ServerClosedConnection {
+            code: 320,
+            message: "CONNECTION_FORCED - broker shutdown".into(),
+        });
+        let told = shutdown.context("connection lost");
+        assert_eq!(told.kind(), BrokerErrorKind::Closed);
+        assert_eq!(told.reply_code(), Some(320));
+        assert!(told.is_transient());
+        assert!(told.to_string().starts_with("connection lost: "), "{told}");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use amiquip::Connection;
 
 use crate::connect::{BrokerUrl, ConnectSettings};
-use crate::error::{Error, Result};
+use crate::error::{BrokerErrorKind, Error, Result};
 
 /// How long to wait between reconnection rounds; part of the client's and server's options.
 #[derive(Debug, Clone, Copy)]
@@ -143,16 +143,16 @@ impl Brokers {
     /// connects. `give_up` is asked between attempts, so a client being closed does not try
     /// every remaining broker first.
     ///
-    /// When all fail, returns the last error that may pass by waiting (a broker down), or the
-    /// last error if every broker refused us: so one broker refusing our credentials while
-    /// another is merely down does not make a caller give up.
+    /// When all fail, returns the most hopeful of the errors: one that may pass by waiting (a
+    /// broker down) before any other, and a refusal (credentials, vhost) only if every broker
+    /// refused us. So one broker refusing our credentials while another is merely down, or
+    /// fails its TLS handshake, does not make a caller give up, whatever the order of the URLs.
     pub(crate) fn connect_round(
         &mut self,
         settings: &ConnectSettings,
         give_up: impl Fn() -> bool,
     ) -> Result<Connection> {
-        let mut transient = None;
-        let mut last_error = None;
+        let mut most_hopeful: Option<Error> = None;
         for _ in 0..self.urls.len() {
             if give_up() {
                 break;
@@ -162,18 +162,32 @@ impl Brokers {
                 Ok(connection) => return Ok(connection),
                 Err(err) => {
                     if self.urls.len() > 1 {
-                        log::warn!("{}; trying the next broker", crate::util::chain(&err));
+                        log::warn!(
+                            "fib-rpc: {}; trying the next broker",
+                            crate::util::chain(&err)
+                        );
                     }
-                    if err.is_transient() {
-                        transient = Some(err);
-                    } else {
-                        last_error = Some(err);
+                    if most_hopeful
+                        .as_ref()
+                        .is_none_or(|so_far| hope(&err) >= hope(so_far))
+                    {
+                        most_hopeful = Some(err);
                     }
                     self.next = (self.next + 1) % self.urls.len();
                 }
             }
         }
-        Err(transient.or(last_error).unwrap_or(Error::Closed))
+        Err(most_hopeful.unwrap_or(Error::Closed))
+    }
+}
+
+/// How likely a failed attempt is to work later: 2 if it may pass by waiting, 0 if the broker
+/// refused us, 1 for anything else (a TLS failure, a protocol error).
+fn hope(err: &Error) -> u8 {
+    match err {
+        _ if err.is_transient() => 2,
+        Error::Connect { cause, .. } if cause.kind() == BrokerErrorKind::Refused => 0,
+        _ => 1,
     }
 }
 

@@ -27,8 +27,9 @@ pub use headers::HeaderValue;
 pub const ERROR_HEADER: &str = "x-rpc-error";
 
 /// Name of the request header that carries the caller's deadline, as milliseconds since the
-/// Unix epoch (a signed 64-bit integer). A server drops a request received after it, unread:
-/// nobody waits for the answer any more. Comparing it needs the two machines' clocks to agree
+/// Unix epoch (a signed 64-bit integer). A server drops a request received after it (by more
+/// than its [`deadline_grace`](crate::ServerOptions::deadline_grace)), unread: nobody waits
+/// for the answer any more. Comparing it needs the two machines' clocks to agree
 /// (NTP); requests without it are always served.
 pub const DEADLINE_HEADER: &str = "x-rpc-deadline";
 

@@ -440,10 +440,27 @@ fn a_lazily_started_server_waits_for_the_broker() {
         server.wait_ready(Duration::from_millis(300)),
         Err(Error::Timeout { .. })
     ));
-    proxy.refuse(false);
-    server
-        .wait_ready(Duration::from_secs(10))
-        .expect("ready once the broker answers");
+    // Every thread waiting is told, not just one of them.
+    std::thread::scope(|scope| {
+        let waiters: Vec<_> = (0..3)
+            .map(|_| scope.spawn(|| server.wait_ready(Duration::from_secs(10))))
+            .collect();
+        std::thread::sleep(Duration::from_millis(100));
+        let freed = Instant::now();
+        proxy.refuse(false);
+        for waiter in waiters {
+            waiter
+                .join()
+                .unwrap()
+                .expect("ready once the broker answers");
+        }
+        assert!(
+            freed.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            freed.elapsed()
+        );
+    });
+    server.wait_ready(Duration::ZERO).expect("still ready");
     assert_eq!(
         fib_client(&queue.name).call(30).unwrap(),
         BigUint::from(832_040u32)

@@ -191,7 +191,7 @@ impl Reader {
         log::warn!("fib-rpc client: {}; reconnecting", chain(&lost));
         // For calls that time out unsent: a reason, not "outcome unknown".
         let why = match &cause {
-            Some(cause) => BrokerError::other(cause.kind(), format!("connection lost: {cause}")),
+            Some(cause) => cause.context("connection lost"),
             None => BrokerError::other(BrokerErrorKind::Unreachable, "connection lost"),
         };
         self.shared.set_disconnected(Error::Connect {

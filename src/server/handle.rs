@@ -9,7 +9,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::options::ServerOptions;
 use super::request::Handler;
-use super::supervisor::Supervisor;
+use super::supervisor::{ReadySignal, Supervisor};
 use crate::error::{BrokerError, BrokerErrorKind, Error, Result};
 use crate::reconnect::Brokers;
 
@@ -58,10 +58,11 @@ pub struct RpcServer {
     supervisor: Option<JoinHandle<Result<()>>>,
     /// Disconnects when the supervisor thread ends, so waiting can be bounded.
     finished: Receiver<()>,
-    /// Gets one message when the workers first consume.
+    /// Never gets a message: disconnects when the workers first consume (then `is_ready` is
+    /// set) or when the supervisor ends before that.
     ready: Receiver<()>,
-    /// Whether `ready` has been received.
-    is_ready: AtomicBool,
+    /// Set by the supervisor once the workers consume.
+    is_ready: Arc<AtomicBool>,
     queue: String,
     workers: usize,
     stop_timeout: Duration,
@@ -127,7 +128,12 @@ impl RpcServer {
         let brokers = Brokers::parse(urls)?;
         options.check()?;
         let (stop, stop_rx) = StopHandle::new();
-        let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded(0);
+        let is_ready = Arc::new(AtomicBool::new(false));
+        let ready_signal = ReadySignal {
+            flag: Arc::clone(&is_ready),
+            wake: ready_tx,
+        };
         let lazy = options.lazy_start;
         let (finished_tx, finished) = crossbeam_channel::bounded::<()>(0);
         // Connecting is bounded by the connect timeout; the rest is a few AMQP round trips
@@ -145,7 +151,7 @@ impl RpcServer {
             supervisor: None,
             finished,
             ready: ready_rx,
-            is_ready: AtomicBool::new(false),
+            is_ready,
             queue: options.queue.clone(),
             workers: options.workers,
             stop_timeout: options.stop_timeout,
@@ -163,7 +169,7 @@ impl RpcServer {
             .name("fib-rpc-server".into())
             .spawn(move || {
                 let _finished = finished_tx; // dropped when this thread ends
-                supervisor.run(ready_tx)
+                supervisor.run(ready_signal)
             })
             .map_err(Error::Io)?;
         server.supervisor = Some(thread);
@@ -181,12 +187,13 @@ impl RpcServer {
         last_failure: &Mutex<Option<String>>,
     ) -> Result<RpcServer> {
         match self.ready.recv_timeout(setup_bound) {
-            Ok(()) => {
-                self.is_ready.store(true, Ordering::SeqCst);
+            Ok(()) | Err(RecvTimeoutError::Disconnected)
+                if self.is_ready.load(Ordering::SeqCst) =>
+            {
                 Ok(self)
             }
             // The supervisor failed before it was ready; its result says why.
-            Err(RecvTimeoutError::Disconnected) => match self.join_within(setup_bound) {
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => match self.join_within(setup_bound) {
                 Err(err) => Err(err),
                 Ok(()) => Err(Error::Closed),
             },
@@ -241,13 +248,14 @@ impl RpcServer {
         if self.is_ready.load(Ordering::SeqCst) {
             return Ok(());
         }
-        match self.ready.recv_timeout(timeout) {
-            Ok(()) => {
-                self.is_ready.store(true, Ordering::SeqCst);
-                Ok(())
-            }
+        // Nothing is ever sent: the supervisor drops its sender when ready or when it ends.
+        let woken = self.ready.recv_timeout(timeout);
+        if self.is_ready.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        match woken {
             Err(RecvTimeoutError::Timeout) => Err(Error::Timeout { waited: timeout }),
-            Err(RecvTimeoutError::Disconnected) => Err(Error::Closed),
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => Err(Error::Closed),
         }
     }
 

@@ -165,9 +165,11 @@ impl ServerOptions {
     /// server connects in the background, waiting with backoff (and logging why) for a broker
     /// that is down or unreachable, so a service can start before its broker at boot.
     /// [`RpcServer::wait_ready`](crate::RpcServer::wait_ready) says when it consumes. It gives
-    /// up, ending with the error that [`RpcServer::wait`](crate::RpcServer::wait) returns,
-    /// only when the brokers refuse it (credentials, vhost, permissions): waiting would not
-    /// fix that. Default `false`: `start` returns [`Error::Connect`](crate::Error::Connect)
+    /// up, ending with the error that [`RpcServer::wait`](crate::RpcServer::wait) returns, only
+    /// when refused on its first connection: every broker refuses the credentials or vhost, or
+    /// the one it reached refuses to set up the queue or its consumers (permissions). Waiting
+    /// would not fix that. A broker that is down, or fails the TLS handshake, is waited for.
+    /// Default `false`: `start` returns [`Error::Connect`](crate::Error::Connect)
     /// when no broker can be reached on the first round, which is what a misconfigured URL
     /// wants to hear.
     pub fn lazy_start(mut self, lazy: bool) -> Self {

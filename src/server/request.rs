@@ -67,6 +67,9 @@ pub struct Request {
     body: Vec<u8>,
     properties: AmqpProperties,
     deadline: Option<Instant>,
+    /// How long ago the deadline passed when the request arrived, read from the wall clocks
+    /// (exact even where the monotonic clock cannot reach that far back).
+    late_by: Option<Duration>,
     redelivered: bool,
 }
 
@@ -88,6 +91,7 @@ impl Request {
             body: body.into(),
             properties: AmqpProperties::default(),
             deadline: None,
+            late_by: None,
             redelivered: false,
         }
     }
@@ -176,13 +180,24 @@ impl Request {
         now: Instant,
     ) -> Self {
         let properties = std::mem::take(&mut delivery.properties);
-        let deadline = wire::request::local_deadline(properties.headers().as_ref(), wall_now, now);
+        let headers = properties.headers().as_ref();
+        let deadline = wire::request::local_deadline(headers, wall_now, now);
+        let late_by = match wire::request::time_left(headers, wall_now) {
+            Some(Err(late)) => Some(late),
+            _ => None,
+        };
         Request {
             body: std::mem::take(&mut delivery.body),
             properties,
             deadline,
+            late_by,
             redelivered: delivery.redelivered,
         }
+    }
+
+    /// How long ago the caller's deadline had passed when the request arrived, if it had.
+    pub(crate) fn late_by(&self) -> Option<Duration> {
+        self.late_by
     }
 
     fn header_table(&self) -> Option<&FieldTable> {

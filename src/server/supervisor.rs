@@ -1,6 +1,7 @@
 //! The supervisor thread: owns the server's connection and its workers, and gets a new
 //! connection when one is lost.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -35,7 +36,7 @@ pub(super) struct Supervisor<H> {
 
 /// How one connection's life ended.
 enum Served {
-    /// Told to stop; workers drained. Carries the result of closing the connection.
+    /// Told to stop; workers drained.
     Stopped,
     /// The connection or a channel failed (with the AMQP client's error, when it gave one).
     Lost(Option<amiquip::Error>),
@@ -66,7 +67,7 @@ impl<H: Handler> Supervisor<H> {
     /// Serves, reconnecting after every loss, until stopped. The first connection is special:
     /// if it fails, the server ends with the error (which `start` reports) instead of
     /// retrying; with `lazy_start`, only if the brokers refused us.
-    pub(super) fn run(mut self, ready: Sender<()>) -> Result<()> {
+    pub(super) fn run(mut self, ready: ReadySignal) -> Result<()> {
         let mut ready = Some(ready);
         let mut connections = 0u64;
         loop {
@@ -146,7 +147,7 @@ impl<H: Handler> Supervisor<H> {
     fn serve_connection(
         &self,
         connection: &mut Connection,
-        ready: &mut Option<Sender<()>>,
+        ready: &mut Option<ReadySignal>,
         sessions: &mut u64,
     ) -> Result<Served> {
         ensure_queue(connection, &self.options.queue, self.options.declare_as)?;
@@ -162,7 +163,7 @@ impl<H: Handler> Supervisor<H> {
             log::warn!("fib-rpc server: reconnected to {}", self.brokers.current());
         }
         if let Some(ready) = ready.take() {
-            let _ = ready.send(());
+            ready.fire();
         }
         select! {
             recv(self.stop) -> _ => {}
@@ -260,6 +261,21 @@ impl<H: Handler> Supervisor<H> {
                 worker.run(consuming)
             })
             .map_err(Error::Io)
+    }
+}
+
+/// Tells everyone waiting for the server to consume, at once: the flag says it does, and
+/// dropping the sender wakes every receiver. The supervisor ending without firing it wakes them
+/// too, with the flag still down.
+pub(super) struct ReadySignal {
+    pub(super) flag: Arc<AtomicBool>,
+    pub(super) wake: Sender<()>,
+}
+
+impl ReadySignal {
+    fn fire(self) {
+        self.flag.store(true, Ordering::SeqCst);
+        drop(self.wake);
     }
 }
 

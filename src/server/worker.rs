@@ -175,9 +175,8 @@ impl<H: Handler> Worker<H> {
         }
         let mut ack = |delivery| acks.add(consumer, delivery);
         bump(&self.stats.received);
-        let now = Instant::now();
         // The body and properties move into the request; `delivery` keeps what acking needs.
-        let request = Request::from_delivery(&mut delivery, SystemTime::now(), now);
+        let request = Request::from_delivery(&mut delivery, SystemTime::now(), Instant::now());
         let Some(reply_to) = request.reply_to() else {
             bump(&self.stats.no_reply_to);
             log::warn!(
@@ -187,10 +186,7 @@ impl<H: Handler> Worker<H> {
             );
             return ack(delivery);
         };
-        let late = request
-            .deadline()
-            .map(|deadline| now.saturating_duration_since(deadline));
-        if let Some(late) = late.filter(|late| *late > self.deadline_grace) {
+        if let Some(late) = request.late_by().filter(|late| *late > self.deadline_grace) {
             let expired = self.stats.expired.fetch_add(1, Ordering::Relaxed) + 1;
             // Far later than any queue or prefetch delay: more likely the clocks disagree.
             // Said at the 1st, 2nd, 4th, 8th... such drop, so it is seen but cannot flood.

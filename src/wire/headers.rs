@@ -21,10 +21,8 @@ pub enum HeaderValue {
     Text(String),
     /// Raw bytes (AMQP byte array).
     Bytes(Vec<u8>),
-    /// An integer of any width that fits in an `i64`.
+    /// An integer, of any width the wire carries (AMQP headers have no unsigned 64-bit type).
     Int(i64),
-    /// An unsigned integer above `i64::MAX`.
-    UInt(u64),
     /// A floating-point number.
     Float(f64),
     /// A boolean.
@@ -51,7 +49,6 @@ impl HeaderValue {
     pub fn as_int(&self) -> Option<i64> {
         match self {
             HeaderValue::Int(value) => Some(*value),
-            HeaderValue::UInt(value) => i64::try_from(*value).ok(),
             _ => None,
         }
     }
@@ -83,8 +80,6 @@ impl HeaderValue {
             HeaderValue::Text(text) => AmqpValue::LongString(text.clone()),
             HeaderValue::Bytes(bytes) => AmqpValue::ByteArray(bytes.clone()),
             HeaderValue::Int(value) => AmqpValue::LongLongInt(*value),
-            // AMQP 0-9-1 has no unsigned 64-bit field type that RabbitMQ accepts.
-            HeaderValue::UInt(value) => AmqpValue::LongString(value.to_string()),
             HeaderValue::Float(value) => AmqpValue::Double(*value),
             HeaderValue::Bool(value) => AmqpValue::Boolean(*value),
             HeaderValue::Timestamp(seconds) => AmqpValue::Timestamp(*seconds),
