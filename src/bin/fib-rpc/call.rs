@@ -18,9 +18,9 @@ use crate::exit::{Class, Failure};
 
 /// Longest stdin line accepted as an N (u64 needs 20 digits; the rest is room for spaces).
 const MAX_LINE_BYTES: u64 = 256;
-/// How long connecting may take. Kept apart from `--timeout`, so that a short call timeout
-/// never turns a slow but reachable broker into "unreachable".
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long connecting may take: the library's default, kept apart from `--timeout` so that a
+/// short call timeout never turns a slow but reachable broker into "unreachable".
+const CONNECT_TIMEOUT: Duration = fib_rpc::DEFAULT_CONNECT_TIMEOUT;
 /// How long to wait for the stdin thread to notice that nobody reads its lines any more.
 const STDIN_READER_GRACE: Duration = Duration::from_millis(100);
 
