@@ -7,7 +7,7 @@
 //!
 //! Causes are chained, not repeated: an error's `Display` says what failed, and the cause
 //! behind it (a [`BrokerError`], an I/O error, the last reconnection failure) comes from
-//! [`std::error::Error::source`]. Print the chain to see both.
+//! [`std::error::Error::source`]. [`Error::full_message`] gives both on one line.
 
 use std::fmt;
 use std::sync::Arc;
@@ -44,22 +44,6 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// assert!(timed_out.is_transient() && !timed_out.request_unsent());
 /// ```
 ///
-/// To print an error with its causes:
-///
-/// ```
-/// use fib_rpc::Error;
-///
-/// fn report(err: &Error) -> String {
-///     let mut text = err.to_string();
-///     let mut cause = std::error::Error::source(err);
-///     while let Some(err) = cause {
-///         text = format!("{text}: {err}");
-///         cause = err.source();
-///     }
-///     text
-/// }
-/// assert_eq!(report(&Error::Closed), "closed");
-/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
@@ -182,6 +166,32 @@ impl Error {
                 | Error::NotConnected { .. }
                 | Error::NoServer { .. }
         )
+    }
+
+    /// The error and each of its causes on one line, `: `-separated: what a log line or a
+    /// command's last words should show (`Display` alone says what failed, not why).
+    ///
+    /// ```
+    /// use fib_rpc::Error;
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// let err = Error::NotConnected {
+    ///     waited: Duration::from_secs(1),
+    ///     last_error: Some(Arc::new(Error::Closed)),
+    /// };
+    /// assert_eq!(err.to_string(), "not connected to the broker for 1.000 s, request not sent");
+    /// assert_eq!(err.full_message(), format!("{err}: closed"));
+    /// ```
+    pub fn full_message(&self) -> String {
+        let mut text = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(err) = cause {
+            text.push_str(": ");
+            text.push_str(&err.to_string());
+            cause = err.source();
+        }
+        text
     }
 
     /// Wraps an AMQP client error from an operation outside of a call.

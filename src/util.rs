@@ -12,18 +12,6 @@ pub(crate) fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
-/// `err` and its causes, one after another: how a log line shows an error whole.
-pub(crate) fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut cause = err.source();
-    while let Some(err) = cause {
-        text.push_str(": ");
-        text.push_str(&err.to_string());
-        cause = err.source();
-    }
-    text
-}
-
 /// True once every sender of `channel` is gone: how "closed" and "stop" are broadcast to
 /// any number of threads without sending anything.
 pub(crate) fn is_disconnected(channel: &Receiver<()>) -> bool {

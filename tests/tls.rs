@@ -306,7 +306,7 @@ fn client(url: &str, queue: &str) -> Result<FibonacciRpcClient, Error> {
 /// The `Error::Connect` that connecting to `url` gives, as text, checked free of `secret`.
 fn connect_error(url: &str, secret: &str) -> String {
     let err = client(url, "fib-rpc-test-never-used").expect_err("connect fails");
-    let text = common::error_chain(&err);
+    let text = err.full_message();
     assert!(matches!(err, Error::Connect { .. }), "{err:?}");
     assert!(!text.contains(secret), "password shown: {text}");
     text
@@ -435,7 +435,7 @@ fn a_peer_that_never_completes_tls_fails_within_the_connect_timeout() {
         )
         .expect_err("connect fails");
         let waited = started.elapsed();
-        let text = common::error_chain(&err);
+        let text = err.full_message();
         assert!(matches!(err, Error::Connect { .. }), "{what}: {err:?}");
         assert!(waited < Duration::from_secs(4), "{what}: took {waited:?}");
         assert!(

@@ -19,7 +19,7 @@ use super::options::{ClientOptions, ReplyTo, DIRECT_REPLY_TO};
 use crate::connect::ConnectSettings;
 use crate::error::{BrokerError, BrokerErrorKind, Error, Result};
 use crate::reconnect::{Backoff, Brokers};
-use crate::util::{bump, cancel_consumer, chain, is_disconnected};
+use crate::util::{bump, cancel_consumer, is_disconnected};
 use crate::wire;
 
 /// How often the reader thread forgets calls whose callers have stopped waiting.
@@ -161,7 +161,7 @@ impl Reader {
         if is_disconnected(&self.closed) {
             return Next::Stop;
         }
-        log::warn!("fib-rpc client: {doing}{}; retrying", chain(&err));
+        log::warn!("fib-rpc client: {doing}{}; retrying", err.full_message());
         self.shared.set_disconnected(err);
         Next::Retry
     }
@@ -188,7 +188,7 @@ impl Reader {
         let lost = Error::ConnectionLost {
             cause: cause.clone(),
         };
-        log::warn!("fib-rpc client: {}; reconnecting", chain(&lost));
+        log::warn!("fib-rpc client: {}; reconnecting", lost.full_message());
         // For calls that time out unsent: a reason, not "outcome unknown".
         let why = match &cause {
             Some(cause) => cause.context("connection lost"),

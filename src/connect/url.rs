@@ -285,7 +285,7 @@ mod tests {
     #[test]
     fn amqps_says_which_feature_it_needs() {
         let err = BrokerUrl::parse("amqps://u:topsecret@localhost/%2f").unwrap_err();
-        let text = crate::util::chain(&err);
+        let text = err.full_message();
         assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
         assert!(text.contains("--features tls"), "{text}");
         assert!(!text.contains("topsecret"), "{text}");
@@ -306,7 +306,7 @@ mod tests {
             ("amqp://u:topsecret@h/%2f?channel_max=9", "not supported"),
         ] {
             let err = BrokerUrl::parse(url).unwrap_err();
-            let text = crate::util::chain(&err);
+            let text = err.full_message();
             assert!(matches!(err, Error::InvalidArgument(_)), "{url}: {err:?}");
             assert!(text.contains(says), "{url}: {text}");
             assert!(!text.contains("topsecret"), "{url}: {text}");
@@ -327,7 +327,7 @@ mod tests {
             assert!(!shown.contains("s3cr"), "{leaky} -> {shown}");
             let err = BrokerUrl::parse(leaky).unwrap_err();
             assert!(matches!(err, Error::InvalidArgument(_)), "{leaky}: {err:?}");
-            assert!(!crate::util::chain(&err).contains("s3cr"), "{leaky}: {err}");
+            assert!(!err.full_message().contains("s3cr"), "{leaky}: {err}");
         }
     }
 
@@ -380,7 +380,7 @@ mod tests {
         ] {
             let url = format!("amqps://u:topsecret@h/%2f?{query}");
             let err = BrokerUrl::parse(&url).unwrap_err();
-            let text = crate::util::chain(&err);
+            let text = err.full_message();
             assert!(matches!(err, Error::InvalidArgument(_)), "{url}: {err:?}");
             assert!(text.contains(says), "{url}: {text}");
             assert!(!text.contains("topsecret"), "{url}: {text}");
@@ -412,10 +412,7 @@ mod tests {
                 assert!(!shown.contains(secret), "{leaky:?} -> {shown}");
             }
             match BrokerUrl::parse(leaky) {
-                Err(err) => assert!(
-                    !crate::util::chain(&err).contains("s3cr"),
-                    "{leaky:?}: {err}"
-                ),
+                Err(err) => assert!(!err.full_message().contains("s3cr"), "{leaky:?}: {err}"),
                 Ok(url) => assert!(!url.to_string().contains("s3cr"), "{leaky:?}: {url}"),
             }
         }
@@ -427,7 +424,7 @@ mod tests {
             ));
         }
         let err = BrokerUrl::parse("amqp://u:topsecret@h/a/b").unwrap_err();
-        assert!(!crate::util::chain(&err).contains("topsecret"), "{err}");
+        assert!(!err.full_message().contains("topsecret"), "{err}");
         let url = BrokerUrl::parse("amqp://u:topsecret@h").unwrap();
         assert!(!format!("{url} {url:?}").contains("topsecret"));
     }

@@ -17,7 +17,7 @@ use super::worker::{Worker, WorkerEnd};
 use crate::connect::{is_generic, more_specific, ConnectSettings};
 use crate::error::{BrokerErrorKind, Error, Result};
 use crate::reconnect::{Backoff, Brokers};
-use crate::util::{bump, chain, is_disconnected};
+use crate::util::{bump, is_disconnected};
 
 /// Owns the connection and the workers, and gets a new connection when one is lost.
 pub(super) struct Supervisor<H> {
@@ -79,8 +79,8 @@ impl<H: Handler> Supervisor<H> {
                 Err(err) if ready.is_some() && !self.waits_for(&err) => return Err(err),
                 Err(_) if is_disconnected(&self.stop) => return Ok(()),
                 Err(err) => {
-                    log::warn!("fib-rpc server: {}; retrying", chain(&err));
-                    self.note_failure(chain(&err));
+                    log::warn!("fib-rpc server: {}; retrying", err.full_message());
+                    self.note_failure(err.full_message());
                     if !self.pause() {
                         return Ok(());
                     }
@@ -101,7 +101,7 @@ impl<H: Handler> Supervisor<H> {
                 Err(err) => {
                     // This broker accepts connections but cannot serve us: try the next first.
                     self.brokers.skip_current();
-                    format!("setting up: {}", chain(&err))
+                    format!("setting up: {}", err.full_message())
                 }
                 // After a socket failure, closing returns the AMQP client's own error.
                 Ok(Served::Lost(seen)) => match more_specific(seen, closed.err()) {

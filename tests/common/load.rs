@@ -166,7 +166,7 @@ impl Load {
                                 // Computed here: no server's word is taken for it.
                                 Ok(answer) if answer == fib(n) => Outcome::Right,
                                 Ok(answer) => Outcome::Wrong(short(&answer.to_string())),
-                                Err(err) => Outcome::Failed(kind(&err), super::error_chain(&err)),
+                                Err(err) => Outcome::Failed(kind(&err), err.full_message()),
                             };
                             records.lock().unwrap().push(CallRecord {
                                 caller,

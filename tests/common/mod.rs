@@ -281,14 +281,3 @@ pub fn unacknowledged_count(queue: &str) -> u32 {
         .and_then(|(_, count)| count.trim().parse().ok())
         .unwrap_or_else(|| panic!("rabbitmqctl does not list queue {queue:?}"))
 }
-
-/// An error and its causes on one line, as a program that reports errors whole prints them.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut cause = err.source();
-    while let Some(err) = cause {
-        text = format!("{text}: {err}");
-        cause = err.source();
-    }
-    text
-}

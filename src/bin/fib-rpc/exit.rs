@@ -113,20 +113,8 @@ impl Failure {
 impl From<Error> for Failure {
     /// The message is the error and its causes on one line.
     fn from(err: Error) -> Self {
-        Failure::new(Class::of(&err), chain(&err))
+        Failure::new(Class::of(&err), err.full_message())
     }
-}
-
-/// `err` followed by each of its causes: `cannot connect to broker …: connection refused`.
-pub fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut cause = err.source();
-    while let Some(err) = cause {
-        text.push_str(": ");
-        text.push_str(&err.to_string());
-        cause = err.source();
-    }
-    text
 }
 
 impl From<std::io::Error> for Failure {
