@@ -194,6 +194,12 @@ impl Error {
         text
     }
 
+    /// True when a broker refused to let us connect (credentials, vhost): the one failure to
+    /// connect that no amount of waiting fixes.
+    pub(crate) fn is_refused_connection(&self) -> bool {
+        matches!(self, Error::Connect { cause, .. } if cause.kind() == BrokerErrorKind::Refused)
+    }
+
     /// Wraps an AMQP client error from an operation outside of a call.
     pub(crate) fn amqp(err: amiquip::Error) -> Self {
         Error::Broker(BrokerError::amqp(err))

@@ -6,7 +6,7 @@ use std::time::Duration;
 use amiquip::Connection;
 
 use crate::connect::{BrokerUrl, ConnectSettings};
-use crate::error::{BrokerErrorKind, Error, Result};
+use crate::error::{Error, Result};
 
 /// How long to wait between reconnection rounds; part of the client's and server's options.
 #[derive(Debug, Clone, Copy)]
@@ -183,7 +183,7 @@ impl Brokers {
 fn hope(err: &Error) -> u8 {
     match err {
         _ if err.is_transient() => 2,
-        Error::Connect { cause, .. } if cause.kind() == BrokerErrorKind::Refused => 0,
+        _ if err.is_refused_connection() => 0,
         _ => 1,
     }
 }

@@ -180,17 +180,12 @@ impl Request {
         now: Instant,
     ) -> Self {
         let properties = std::mem::take(&mut delivery.properties);
-        let headers = properties.headers().as_ref();
-        let deadline = wire::request::local_deadline(headers, wall_now, now);
-        let late_by = match wire::request::time_left(headers, wall_now) {
-            Some(Err(late)) => Some(late),
-            _ => None,
-        };
+        let deadline = wire::request::local_deadline(properties.headers().as_ref(), wall_now, now);
         Request {
             body: std::mem::take(&mut delivery.body),
             properties,
-            deadline,
-            late_by,
+            deadline: deadline.map(|deadline| deadline.at),
+            late_by: deadline.and_then(|deadline| deadline.late_by),
             redelivered: delivery.redelivered,
         }
     }

@@ -15,7 +15,7 @@ use super::redeliveries::Redeliveries;
 use super::request::Handler;
 use super::worker::{Worker, WorkerEnd};
 use crate::connect::{is_generic, more_specific, ConnectSettings};
-use crate::error::{BrokerErrorKind, Error, Result};
+use crate::error::{Error, Result};
 use crate::reconnect::{Backoff, Brokers};
 use crate::util::{bump, is_disconnected};
 
@@ -123,9 +123,7 @@ impl<H: Handler> Supervisor<H> {
     /// Whether to wait for a broker that failed the first connection: only with
     /// `lazy_start`, and not when it refused us (waiting would not change that).
     fn waits_for(&self, err: &Error) -> bool {
-        let refused =
-            matches!(err, Error::Connect { cause, .. } if cause.kind() == BrokerErrorKind::Refused);
-        self.options.lazy_start && !refused
+        self.options.lazy_start && !err.is_refused_connection()
     }
 
     fn note_failure(&self, why: String) {

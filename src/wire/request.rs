@@ -32,14 +32,14 @@ pub(crate) fn properties(
 
 /// `time` as milliseconds since the Unix epoch, for the [`DEADLINE_HEADER`]; `None` for
 /// times the header cannot carry.
-pub(crate) fn unix_millis(time: SystemTime) -> Option<i64> {
+fn unix_millis(time: SystemTime) -> Option<i64> {
     let since_epoch = time.duration_since(UNIX_EPOCH).ok()?;
     i64::try_from(since_epoch.as_millis()).ok()
 }
 
 /// The caller's deadline a request carries, in milliseconds since the Unix epoch: `None`
 /// when it has none or it is not an integer.
-pub(crate) fn deadline_millis(headers: Option<&FieldTable>) -> Option<i64> {
+fn deadline_millis(headers: Option<&FieldTable>) -> Option<i64> {
     match headers?.get(DEADLINE_HEADER)? {
         AmqpValue::LongLongInt(ms) => Some(*ms),
         AmqpValue::LongInt(ms) => Some(i64::from(*ms)),
@@ -50,10 +50,7 @@ pub(crate) fn deadline_millis(headers: Option<&FieldTable>) -> Option<i64> {
 
 /// Where a request's deadline falls relative to `now`: `Ok` with the time left, or `Err`
 /// with how long ago it passed. `None` without a usable deadline.
-pub(crate) fn time_left(
-    headers: Option<&FieldTable>,
-    now: SystemTime,
-) -> Option<Result<Duration, Duration>> {
+fn time_left(headers: Option<&FieldTable>, now: SystemTime) -> Option<Result<Duration, Duration>> {
     let deadline_ms = deadline_millis(headers)?;
     let now_ms = unix_millis(now)?;
     let left_ms = deadline_ms.checked_sub(now_ms)?;
@@ -67,14 +64,28 @@ pub(crate) fn local_deadline(
     headers: Option<&FieldTable>,
     wall_now: SystemTime,
     now: Instant,
-) -> Option<Instant> {
-    match time_left(headers, wall_now)? {
-        Ok(left) => Some(
-            now.checked_add(left)
+) -> Option<LocalDeadline> {
+    Some(match time_left(headers, wall_now)? {
+        Ok(left) => LocalDeadline {
+            at: now
+                .checked_add(left)
                 .unwrap_or_else(|| crate::connect::deadline_after(left)),
-        ),
-        Err(late) => Some(now.checked_sub(late).unwrap_or(now)),
-    }
+            late_by: None,
+        },
+        Err(late) => LocalDeadline {
+            at: now.checked_sub(late).unwrap_or(now),
+            late_by: Some(late),
+        },
+    })
+}
+
+/// A request's deadline as this machine sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LocalDeadline {
+    /// On the monotonic clock (clamped to now where that clock cannot reach so far back).
+    pub(crate) at: Instant,
+    /// How long ago it passed, when it has: read from the wall clocks, so exact however far.
+    pub(crate) late_by: Option<Duration>,
 }
 
 #[cfg(test)]
@@ -104,13 +115,16 @@ mod tests {
         let now = Instant::now();
         let headers = with_deadline(1_000_000_000 + 1500);
         let local = local_deadline(Some(&headers), wall, now).unwrap();
-        assert_eq!(local - now, Duration::from_millis(1500));
+        assert_eq!(local.at - now, Duration::from_millis(1500));
+        assert_eq!(local.late_by, None);
         let headers = with_deadline(1_000_000_000 - 200);
         assert_eq!(
             time_left(Some(&headers), wall),
             Some(Err(Duration::from_millis(200)))
         );
-        assert!(local_deadline(Some(&headers), wall, now).unwrap() <= now);
+        let late = local_deadline(Some(&headers), wall, now).unwrap();
+        assert!(late.at <= now);
+        assert_eq!(late.late_by, Some(Duration::from_millis(200)));
         assert_eq!(local_deadline(None, wall, now), None);
         let mut odd = FieldTable::default();
         odd.insert(DEADLINE_HEADER.into(), AmqpValue::LongString("soon".into()));

@@ -24,9 +24,6 @@ use crate::exit::{Class, Failure};
 /// How long a signalled server may take to answer what it has: the library's stop timeout.
 const DRAIN_TIMEOUT: Duration = DEFAULT_STOP_TIMEOUT;
 
-/// How often the start-up wait looks whether the server has ended instead of becoming ready.
-const READY_POLL: Duration = Duration::from_millis(200);
-
 enum Event {
     Signal(i32),
     Stopped(fib_rpc::Result<()>),
@@ -178,10 +175,11 @@ fn stopped_on_its_own(result: fib_rpc::Result<()>) -> Result<(), Failure> {
 }
 
 /// Waits until the server consumes. It ends instead only when the brokers refuse it (the
-/// library gives up on nothing else), and then `wait` says why.
+/// library gives up on nothing else), and then `wait` says why. `wait_ready` wakes at either,
+/// so its bound only says how long one wait may be; a signal ends the process meanwhile.
 fn wait_until_ready(server: RpcServer) -> Result<RpcServer, Error> {
     loop {
-        match server.wait_ready(READY_POLL) {
+        match server.wait_ready(Duration::from_secs(3600)) {
             Ok(()) => return Ok(server),
             Err(Error::Timeout { .. }) => continue,
             Err(_) => {
