@@ -17,21 +17,36 @@
 //! Replies nobody waits for (unknown ids, duplicates, answers after a timeout) are dropped and
 //! counted in [`ClientStats::discarded_replies`].
 //!
+//! # Confirms and retries
+//!
+//! With publisher confirms (the default, [`ClientOptions::publisher_confirms`]) the broker
+//! tells the reader whether it took each request; for a quorum queue, "took" means a majority
+//! of its replicas hold it. A request the broker refuses fails at once with
+//! [`Error::RequestRefused`] instead of waiting out its deadline, and a call that times out
+//! unconfirmed says so ([`Error::Unconfirmed`]).
+//!
+//! An **idempotent** call ([`CallOptions::idempotent`], [`ClientOptions::idempotent`]) is
+//! sent again, with the same `correlation_id`, when its request may have been lost: after a
+//! connection loss (on the next connection) and after a refusal (after a short pause), always
+//! within its deadline. Should both the first request and the retry be answered, the second
+//! reply is dropped like any duplicate. [`ClientStats::retries`] counts them.
+//!
 //! # When the connection drops
 //!
-//! Calls already published fail at once with [`Error::ConnectionLost`]: the server may or may
-//! not have run them. The reader then reconnects, trying each broker URL in turn with capped,
+//! Calls already published and not idempotent fail at once with [`Error::ConnectionLost`]:
+//! the server may or may not have run them. The reader then reconnects, trying each broker URL in turn with capped,
 //! jittered exponential backoff between rounds, and sets up a new reply consumer (and reply
 //! queue) **before** it publishes anything on the new connection. Calls made meanwhile wait
 //! for it within their own deadlines; one whose deadline passes first fails with
 //! [`Error::NotConnected`] and was never sent.
 
 mod call;
+mod confirms;
 mod handle;
 mod options;
 mod reader;
 mod stats;
 
 pub use handle::{PendingReply, RpcClient};
-pub use options::{ClientOptions, ReplyTo, DEFAULT_TIMEOUT};
+pub use options::{CallOptions, ClientOptions, ReplyTo, DEFAULT_TIMEOUT};
 pub use stats::ClientStats;

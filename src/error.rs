@@ -72,6 +72,27 @@ pub enum Error {
         waited: Duration,
     },
 
+    /// No reply arrived before the call's deadline, and the broker had not even confirmed taking
+    /// the request (publisher confirms, [`ClientOptions::publisher_confirms`]): the trouble is
+    /// in the broker, not the server. A quorum queue that has lost its majority of nodes holds
+    /// publishes unconfirmed until the majority is back. The outcome is unknown: the broker may
+    /// still deliver the request later (its deadline then makes the server drop it).
+    ///
+    /// [`ClientOptions::publisher_confirms`]: crate::ClientOptions::publisher_confirms
+    Unconfirmed {
+        /// How long the call waited.
+        waited: Duration,
+    },
+
+    /// The broker refused to take the request (a publisher `basic.nack`: for example a queue
+    /// at its length limit with `overflow = reject-publish`, or a quorum queue that could not
+    /// accept it). It reached no server. An idempotent call is sent again within its deadline
+    /// before this is returned.
+    RequestRefused {
+        /// The queue the request was for.
+        queue: String,
+    },
+
     /// The broker has no queue of that name, so no server has ever set it up (the request came
     /// back as unroutable, unrun). Returned at once, without waiting for the deadline. A queue
     /// that exists but has no server consuming it gives [`Error::Timeout`] instead.
@@ -132,7 +153,11 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             // The client reconnects by itself after a loss.
-            Error::Timeout { .. } | Error::NoServer { .. } | Error::ConnectionLost { .. } => true,
+            Error::Timeout { .. }
+            | Error::Unconfirmed { .. }
+            | Error::RequestRefused { .. }
+            | Error::NoServer { .. }
+            | Error::ConnectionLost { .. } => true,
             Error::NotConnected { last_error, .. } => {
                 last_error.as_ref().is_none_or(|why| why.is_transient())
             }
@@ -147,8 +172,9 @@ impl Error {
 
     /// True when the request certainly reached no server, so sending it again cannot run it
     /// twice: it was refused before sending ([`Error::InvalidArgument`]), never published
-    /// ([`Error::Connect`], [`Error::NotConnected`]) or returned unroutable
-    /// ([`Error::NoServer`]). False when the server may have run it ([`Error::Timeout`],
+    /// ([`Error::Connect`], [`Error::NotConnected`]), returned unroutable
+    /// ([`Error::NoServer`]) or refused by the broker ([`Error::RequestRefused`]). False when
+    /// the server may have run it ([`Error::Timeout`], [`Error::Unconfirmed`],
     /// [`Error::ConnectionLost`], [`Error::Closed`] while it waited) or did
     /// ([`Error::Remote`], [`Error::InvalidReply`]).
     ///
@@ -165,6 +191,7 @@ impl Error {
                 | Error::Connect { .. }
                 | Error::NotConnected { .. }
                 | Error::NoServer { .. }
+                | Error::RequestRefused { .. }
         )
     }
 
@@ -214,6 +241,17 @@ impl fmt::Display for Error {
             Error::Timeout { waited } => {
                 write!(f, "no reply within {:.3} s", waited.as_secs_f64())
             }
+            Error::Unconfirmed { waited } => write!(
+                f,
+                "no reply within {:.3} s, and the broker never confirmed taking the request \
+                 (a quorum queue without a majority of its nodes?)",
+                waited.as_secs_f64()
+            ),
+            Error::RequestRefused { queue } => write!(
+                f,
+                "the broker refused the request for queue {queue:?} (publisher nack); it was \
+                 not delivered"
+            ),
             Error::NoServer { queue } => {
                 write!(f, "no server: the broker has no queue named {queue:?}")
             }

@@ -28,6 +28,7 @@
 //! jittered exponential backoff, trying each broker URL in turn. It declares the queue again
 //! if the broker lost it, and resumes. Only a stop request ends the server.
 
+mod acks;
 mod handle;
 mod options;
 mod redeliveries;

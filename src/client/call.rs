@@ -16,16 +16,30 @@ pub(super) type ReplySender = Sender<Result<Vec<u8>>>;
 /// Whether a call's request has gone out, decided once by whichever of caller and reader
 /// gets there first, so a caller that gives up can say truthfully whether it was sent.
 ///
-/// `Queued` until the reader publishes it (`Sent`) or the caller gives up first
-/// (`Abandoned`). A caller that gives up later also marks it `Abandoned`, so a call whose
-/// publish failed is not put back for the next connection. Shared by the caller's
-/// [`PendingReply`](super::PendingReply) and the reader's [`OutgoingCall`].
+/// `Queued` until the reader publishes it (`Sent`), then `Confirmed` once the broker confirms
+/// taking it (with publisher confirms), unless the caller gives up first (`Abandoned`). A
+/// caller that gives up later also marks it `Abandoned`, so a call whose publish failed is not
+/// put back for the next connection. A call to be sent again (idempotent, after a loss or a
+/// refusal) goes back to `Queued`. Shared by the caller's [`PendingReply`](super::PendingReply)
+/// and the reader's [`OutgoingCall`].
 #[derive(Clone, Debug)]
 pub(super) struct CallState(Arc<AtomicU8>);
 
 const QUEUED: u8 = 0;
 const SENT: u8 = 1;
-const ABANDONED: u8 = 2;
+const CONFIRMED: u8 = 2;
+const ABANDONED: u8 = 3;
+
+/// How far a call got before its caller gave up; see [`CallState::abandon`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum GaveUp {
+    /// The request was not sent, and never will be.
+    Unsent,
+    /// Sent, but the broker has not confirmed taking it.
+    Sent,
+    /// Sent and confirmed by the broker (or sent, with confirms off).
+    Confirmed,
+}
 
 impl CallState {
     pub(super) fn new() -> Self {
@@ -43,10 +57,15 @@ impl CallState {
         self.swap(QUEUED, SENT)
     }
 
-    /// Reader: the publish failed; true if the call is queued again for the next
-    /// connection, false if its caller gave up meanwhile.
+    /// Reader: the request is to go again (its publish failed, or it is retried); true if it
+    /// is queued again, false if its caller gave up meanwhile.
     pub(super) fn unclaim(&self) -> bool {
-        self.swap(SENT, QUEUED)
+        self.swap(SENT, QUEUED) || self.swap(CONFIRMED, QUEUED)
+    }
+
+    /// Reader: the broker confirmed taking the request.
+    pub(super) fn confirm(&self) {
+        self.swap(SENT, CONFIRMED);
     }
 
     /// Reader: not yet sent and not given up.
@@ -54,23 +73,32 @@ impl CallState {
         self.0.load(Ordering::SeqCst) == QUEUED
     }
 
-    /// Caller: gives the call up. Returns true if the request had not been sent (it never
-    /// will be); if it has (or is being published right now), marks it given up all the same.
-    pub(super) fn abandon(&self) -> bool {
-        self.swap(QUEUED, ABANDONED) || {
-            self.swap(SENT, ABANDONED);
-            false
+    /// Caller: gives the call up, and says how far it got. A request not sent yet never will
+    /// be; one already sent (or being published right now) is marked given up all the same.
+    pub(super) fn abandon(&self) -> GaveUp {
+        match self.0.swap(ABANDONED, Ordering::SeqCst) {
+            QUEUED => GaveUp::Unsent,
+            SENT => GaveUp::Sent,
+            CONFIRMED => GaveUp::Confirmed,
+            // Already given up (a drop after `wait`): nothing more to say.
+            _ => GaveUp::Confirmed,
         }
     }
 }
 
-/// A call on its way from a caller to the reader, which publishes it.
+/// A call on its way from a caller to the reader, which publishes it; the reader keeps it
+/// whole until it is answered, so that an idempotent call can be sent again.
 pub(super) struct OutgoingCall {
     pub(super) correlation_id: String,
     pub(super) body: Vec<u8>,
     pub(super) deadline: Instant,
     pub(super) reply: ReplySender,
     pub(super) state: CallState,
+    /// May be sent again with the same `correlation_id` (see
+    /// [`CallOptions::idempotent`](super::CallOptions::idempotent)).
+    pub(super) idempotent: bool,
+    /// Times it was published so far.
+    pub(super) attempts: u32,
 }
 
 impl OutgoingCall {
@@ -78,12 +106,6 @@ impl OutgoingCall {
     pub(super) fn is_live(&self, now: Instant) -> bool {
         self.deadline > now && self.state.is_queued()
     }
-}
-
-/// A call the reader has published and is waiting to answer.
-pub(super) struct PendingCall {
-    pub(super) deadline: Instant,
-    pub(super) reply: ReplySender,
 }
 
 /// Makes each call's `correlation_id`: a UUID v4 whose first half is random per client and

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender, TryRecvError};
 
-use super::call::{CallState, CorrelationIds, OutgoingCall};
-use super::options::ClientOptions;
+use super::call::{CallState, CorrelationIds, GaveUp, OutgoingCall};
+use super::options::{CallOptions, ClientOptions};
 use super::reader::Reader;
 use super::stats::{ClientStats, Counters};
 use crate::connect::deadline_after;
@@ -227,10 +227,19 @@ impl RpcClient {
     /// Sends `body` and waits for the reply until `deadline`.
     ///
     /// Ends with the reply, [`Error::Remote`] for an error reply, [`Error::Timeout`] at the
-    /// deadline, [`Error::NoServer`] at once if no queue has the configured name, or
-    /// [`Error::ConnectionLost`] at once if the connection dies meanwhile.
+    /// deadline ([`Error::Unconfirmed`] if the broker never took the request),
+    /// [`Error::NoServer`] at once if no queue has the configured name,
+    /// [`Error::RequestRefused`] at once if the broker refuses the request, or
+    /// [`Error::ConnectionLost`] at once if the connection dies meanwhile. An idempotent call
+    /// ([`ClientOptions::idempotent`]) is sent again instead of failing with the last two.
     pub fn call_deadline(&self, body: &[u8], deadline: Instant) -> Result<Vec<u8>> {
         self.send(body, deadline)?.wait()
+    }
+
+    /// Sends `body` with this call's own settings (deadline, idempotency) and waits for the
+    /// reply; ends as [`call_deadline`](Self::call_deadline) describes.
+    pub fn call_with(&self, body: &[u8], options: CallOptions) -> Result<Vec<u8>> {
+        self.send_with(body, options)?.wait()
     }
 
     /// Sends `body` without waiting for the reply, so one thread can keep many calls in flight
@@ -256,16 +265,33 @@ impl RpcClient {
     /// # Ok::<(), fib_rpc::Error>(())
     /// ```
     pub fn send(&self, body: &[u8], deadline: Instant) -> Result<PendingReply<'_>> {
+        self.send_with(body, CallOptions::new().deadline(deadline))
+    }
+
+    /// Like [`send`](Self::send), with this call's own settings (deadline, idempotency).
+    pub fn send_with(&self, body: &[u8], options: CallOptions) -> Result<PendingReply<'_>> {
         let counters = &self.shared.counters;
         counters.calls.fetch_add(1, Ordering::Relaxed);
-        let sent = self.send_inner(body, deadline);
+        let deadline = options
+            .deadline
+            .unwrap_or_else(|| deadline_after(self.options.timeout));
+        let idempotent = options
+            .idempotent
+            .or(self.options.idempotent)
+            .unwrap_or(false);
+        let sent = self.send_inner(body, deadline, idempotent);
         if let Err(err) = &sent {
             counters.record_error(err);
         }
         sent
     }
 
-    fn send_inner(&self, body: &[u8], deadline: Instant) -> Result<PendingReply<'_>> {
+    fn send_inner(
+        &self,
+        body: &[u8],
+        deadline: Instant,
+        idempotent: bool,
+    ) -> Result<PendingReply<'_>> {
         if self.is_closed() {
             return Err(Error::Closed);
         }
@@ -292,6 +318,8 @@ impl RpcClient {
             deadline,
             reply,
             state: state.clone(),
+            idempotent,
+            attempts: 0,
         };
         if self.commands.send(call).is_err() {
             return Err(self.gone_error());
@@ -445,24 +473,26 @@ impl PendingReply<'_> {
         }
     }
 
-    /// Stops the reader from sending the request if it has not yet; true if it had not.
-    fn abandon(&self) -> bool {
+    /// Stops the reader from sending the request if it has not yet; says how far it got.
+    fn abandon(&self) -> GaveUp {
         self.state.abandon()
     }
 
     /// The deadline passed without an answer. If the reader has not sent the request yet,
-    /// it never will (the claim below stops it), and the caller learns why it was not sent.
+    /// it never will (the claim below stops it), and the caller learns why it was not sent;
+    /// if the broker never confirmed taking it, the caller learns that.
     fn give_up(&self) -> Error {
         let waited = self.started.elapsed();
-        let unsent = self.abandon();
         let shared = &self.client.shared;
-        if unsent && !shared.connected.load(Ordering::SeqCst) {
-            Error::NotConnected {
+        match self.abandon() {
+            GaveUp::Unsent if !shared.connected.load(Ordering::SeqCst) => Error::NotConnected {
                 waited,
                 last_error: shared.last_error(),
+            },
+            GaveUp::Sent if self.client.options.publisher_confirms => {
+                Error::Unconfirmed { waited }
             }
-        } else {
-            Error::Timeout { waited }
+            _ => Error::Timeout { waited },
         }
     }
 }

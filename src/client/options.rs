@@ -1,6 +1,6 @@
 //! Settings for the client.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::connect::{check_settings, ConnectSettings};
 use crate::error::{Error, Result};
@@ -32,6 +32,9 @@ pub struct ClientOptions {
     pub(super) lazy_connect: bool,
     pub(super) max_request_bytes: usize,
     pub(super) reply_to: ReplyTo,
+    /// `None`: the layer's default (the byte-level client: no; the Fibonacci client: yes).
+    pub(super) idempotent: Option<bool>,
+    pub(super) publisher_confirms: bool,
 }
 
 /// Where a client receives its replies; see [`ClientOptions::reply_to`].
@@ -62,8 +65,9 @@ impl Default for ClientOptions {
     /// [`DEFAULT_TIMEOUT`] call timeout, a
     /// [`DEFAULT_CONNECT_TIMEOUT`](crate::DEFAULT_CONNECT_TIMEOUT), heartbeats every
     /// [`DEFAULT_HEARTBEAT_SECS`](crate::DEFAULT_HEARTBEAT_SECS), reconnection backoff from
-    /// 100 ms doubling up to 5 s, connecting before `connect` returns, and requests of at most
-    /// 16 MiB.
+    /// 100 ms doubling up to 5 s, connecting before `connect` returns, requests of at most
+    /// 16 MiB, publisher confirms on, and calls not idempotent (except on a
+    /// [`FibonacciRpcClient`](crate::FibonacciRpcClient)).
     fn default() -> Self {
         ClientOptions {
             queue: DEFAULT_QUEUE.to_owned(),
@@ -73,6 +77,8 @@ impl Default for ClientOptions {
             lazy_connect: false,
             max_request_bytes: 16 << 20,
             reply_to: ReplyTo::default(),
+            idempotent: None,
+            publisher_confirms: true,
         }
     }
 }
@@ -146,6 +152,36 @@ impl ClientOptions {
         self
     }
 
+    /// Whether calls are idempotent unless a call says otherwise
+    /// ([`CallOptions::idempotent`]): safe to run twice, so the client may send one again,
+    /// with the same `correlation_id`, when its request may have been lost (a connection
+    /// loss, a refusal by the broker), within the call's deadline. Default `false` on an
+    /// [`RpcClient`](crate::RpcClient), which cannot know; `true` on a
+    /// [`FibonacciRpcClient`](crate::FibonacciRpcClient), since computing fib(n) twice does no
+    /// harm.
+    pub fn idempotent(mut self, idempotent: bool) -> Self {
+        self.idempotent = Some(idempotent);
+        self
+    }
+
+    /// Whether the broker confirms taking each request (default `true`). With confirms, a
+    /// request the broker refuses fails at once ([`Error::RequestRefused`], or is sent again
+    /// if idempotent) and a call that times out says whether the broker ever took its request
+    /// ([`Error::Unconfirmed`]). Confirms are pipelined: calls never wait for them.
+    ///
+    /// [`Error::RequestRefused`]: crate::Error::RequestRefused
+    /// [`Error::Unconfirmed`]: crate::Error::Unconfirmed
+    pub fn publisher_confirms(mut self, confirms: bool) -> Self {
+        self.publisher_confirms = confirms;
+        self
+    }
+
+    /// For a client whose calls are idempotent by nature: idempotent unless the user said.
+    pub(crate) fn idempotent_by_default(mut self) -> Self {
+        self.idempotent.get_or_insert(true);
+        self
+    }
+
     /// Refuses settings the client cannot work with, before anything connects.
     pub(super) fn check(&self) -> Result<()> {
         check_settings(&self.connect)?;
@@ -156,5 +192,53 @@ impl ClientOptions {
             ));
         }
         wire::check_queue_name(&self.queue)
+    }
+}
+
+/// Settings for one call, for [`RpcClient::call_with`](crate::RpcClient::call_with) and
+/// [`RpcClient::send_with`](crate::RpcClient::send_with). What is not set comes from the
+/// client's [`ClientOptions`].
+///
+/// ```no_run
+/// use fib_rpc::{CallOptions, RpcClient};
+/// use std::time::Duration;
+///
+/// let client = RpcClient::connect("amqp://guest:guest@localhost:5672/%2f")?;
+/// // A read: safe to send again if the request may have been lost.
+/// let options = CallOptions::new()
+///     .timeout(Duration::from_secs(2))
+///     .idempotent(true);
+/// let reply = client.call_with(b"42", options)?;
+/// # Ok::<(), fib_rpc::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallOptions {
+    pub(super) deadline: Option<Instant>,
+    pub(super) idempotent: Option<bool>,
+}
+
+impl CallOptions {
+    /// The client's defaults.
+    pub fn new() -> Self {
+        CallOptions::default()
+    }
+
+    /// The call gives up `timeout` from now (default: the client's
+    /// [`ClientOptions::timeout`] from when the call starts).
+    pub fn timeout(self, timeout: Duration) -> Self {
+        self.deadline(crate::connect::deadline_after(timeout))
+    }
+
+    /// The call gives up at `deadline`.
+    pub fn deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Whether this call may be sent again when its request may have been lost (default: the
+    /// client's [`ClientOptions::idempotent`]).
+    pub fn idempotent(mut self, idempotent: bool) -> Self {
+        self.idempotent = Some(idempotent);
+        self
     }
 }

@@ -1,6 +1,6 @@
 //! The reader thread: it alone touches the AMQP connection. It publishes callers' requests,
-//! hands each reply to the caller waiting for its `correlation_id`, and reconnects after a
-//! loss.
+//! hands each reply to the caller waiting for its `correlation_id`, sends idempotent requests
+//! again when they may have been lost, and reconnects after a loss.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -8,12 +8,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use amiquip::{
-    Channel, Connection, Consumer, ConsumerMessage, ConsumerOptions, Delivery, Publish,
+    Channel, Confirm, Connection, Consumer, ConsumerMessage, ConsumerOptions, Delivery, Publish,
     QueueDeclareOptions, Return,
 };
 use crossbeam_channel::{select, Receiver, Sender};
 
-use super::call::{OutgoingCall, PendingCall};
+use super::call::OutgoingCall;
+use super::confirms::ConfirmTags;
 use super::handle::Shared;
 use super::options::{ClientOptions, ReplyTo, DIRECT_REPLY_TO};
 use crate::connect::ConnectSettings;
@@ -28,6 +29,11 @@ const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
 /// How long the reader waits for amiquip to confirm that the reply consumer is cancelled,
 /// after the broker already has (microseconds in practice; the bound is for a dying I/O thread).
 const CONSUMER_CANCEL_WAIT: Duration = Duration::from_secs(1);
+
+/// How long an idempotent request the broker refused waits before it goes again; doubled at
+/// each refusal of the same call, up to [`MAX_RESEND_DELAY`].
+const RESEND_DELAY: Duration = Duration::from_millis(50);
+const MAX_RESEND_DELAY: Duration = Duration::from_secs(1);
 
 /// The reader thread's state. It alone touches the AMQP connection.
 pub(super) struct Reader {
@@ -44,9 +50,16 @@ pub(super) struct Reader {
     closed: Receiver<()>,
     shared: Arc<Shared>,
     /// Published calls by `correlation_id`.
-    pending: HashMap<String, PendingCall>,
-    /// Calls received while disconnected, in order; sent first on the next connection.
+    pending: HashMap<String, OutgoingCall>,
+    /// Calls received while disconnected, in order, and idempotent calls to be sent again
+    /// after a loss; sent first on the next connection.
     waiting: VecDeque<OutgoingCall>,
+    /// Idempotent calls the broker refused, each to go again at its time.
+    resends: Vec<(Instant, OutgoingCall)>,
+    /// Publisher confirms on requests ([`ClientOptions::publisher_confirms`]).
+    confirms: bool,
+    /// This session's published requests awaiting their confirm.
+    tags: ConfirmTags,
     /// Sessions set up so far; every one after the first is a reconnection.
     sessions: u64,
 }
@@ -91,6 +104,9 @@ impl Reader {
             shared,
             pending: HashMap::new(),
             waiting: VecDeque::new(),
+            resends: Vec::new(),
+            confirms: options.publisher_confirms,
+            tags: ConfirmTags::default(),
             sessions: 0,
         }
     }
@@ -183,7 +199,7 @@ impl Reader {
             seen => closed.or(seen),
         };
         if !told {
-            self.fail_pending(&cause);
+            self.pending_lost(&cause);
         }
         let lost = Error::ConnectionLost {
             cause: cause.clone(),
@@ -239,6 +255,18 @@ impl Reader {
     ) -> Result<SessionEnd> {
         let channel = connection.open_channel(None).map_err(Error::amqp)?;
         let returns = channel.listen_for_returns().map_err(Error::amqp)?;
+        // Listening first, so that no confirm arrives unheard.
+        let confirms = match self.confirms {
+            true => {
+                let confirms = channel
+                    .listen_for_publisher_confirms()
+                    .map_err(Error::amqp)?;
+                channel.enable_publisher_confirms().map_err(Error::amqp)?;
+                confirms
+            }
+            false => crossbeam_channel::never(),
+        };
+        self.tags = ConfirmTags::default();
         // Replies are never acked: an unanswered caller gains nothing from a redelivery.
         let no_ack = ConsumerOptions {
             no_ack: true,
@@ -275,13 +303,17 @@ impl Reader {
         self.sessions += 1;
         if self.sessions > 1 {
             bump(&self.shared.counters.reconnects);
-            log::warn!("fib-rpc client: reconnected to {}", self.brokers.current());
+            log::warn!(
+                "fib-rpc client: reconnected to {}; sending {} call(s) that waited",
+                self.brokers.current(),
+                self.waiting.len()
+            );
         }
         self.shared.set_connected();
         if let Some(ready) = ready.take() {
             let _ = ready.send(Ok(()));
         }
-        let end = self.serve(&channel, &consumer, &returns, &reply_to);
+        let end = self.serve(&channel, &consumer, &returns, &confirms, &reply_to);
         // Cancelling the consumer and dropping the channel below wait for the broker. When
         // the reason is already known, tell the callers first.
         let end = match end {
@@ -292,7 +324,7 @@ impl Reader {
             SessionEnd::Lost { cause, .. } => {
                 let told = cause.as_ref().is_some_and(|cause| !cause.is_generic());
                 if told {
-                    self.fail_pending(&cause);
+                    self.pending_lost(&cause);
                 }
                 SessionEnd::Lost { cause, told }
             }
@@ -311,6 +343,7 @@ impl Reader {
         channel: &Channel,
         consumer: &Consumer<'_>,
         returns: &Receiver<Return>,
+        confirms: &Receiver<Confirm>,
         reply_to: &str,
     ) -> SessionEnd {
         let lost = |cause| SessionEnd::Lost { cause, told: false };
@@ -325,6 +358,10 @@ impl Reader {
         }
         let sweep = crossbeam_channel::tick(SWEEP_INTERVAL);
         loop {
+            let resend = match self.resends.iter().map(|(at, _)| *at).min() {
+                Some(at) => crossbeam_channel::at(at),
+                None => crossbeam_channel::never(),
+            };
             select! {
                 recv(self.commands) -> call => match call {
                     Ok(call) => {
@@ -347,6 +384,15 @@ impl Reader {
                     // The channel closed; the consumer holds the reason, behind any replies.
                     Err(_) => return lost(self.drain_for_reason(consumer)),
                 },
+                recv(confirms) -> confirm => match confirm {
+                    Ok(confirm) => self.confirmed(confirm),
+                    Err(_) => return lost(self.drain_for_reason(consumer)),
+                },
+                recv(resend) -> _ => {
+                    if let Err(cause) = self.resend_due(channel, reply_to) {
+                        return lost(self.drain_for_reason(consumer).or(Some(cause)));
+                    }
+                }
                 recv(sweep) -> _ => self.forget_expired(Instant::now()),
             }
         }
@@ -360,7 +406,7 @@ impl Reader {
         &mut self,
         channel: &Channel,
         reply_to: &str,
-        call: OutgoingCall,
+        mut call: OutgoingCall,
     ) -> std::result::Result<(), BrokerError> {
         let remaining = call.deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() || !call.state.claim() {
@@ -380,13 +426,71 @@ impl Reader {
             }
             return Err(BrokerError::amqp(err));
         }
-        self.pending.insert(
-            call.correlation_id,
-            PendingCall {
-                deadline: call.deadline,
-                reply: call.reply,
-            },
-        );
+        if self.confirms {
+            self.tags.published(&call.correlation_id);
+        }
+        call.attempts += 1;
+        if call.attempts > 1 {
+            bump(&self.shared.counters.retries);
+        }
+        self.pending.insert(call.correlation_id.clone(), call);
+        Ok(())
+    }
+
+    /// The broker confirmed taking requests (`basic.ack`), or refused them (`basic.nack`).
+    fn confirmed(&mut self, confirm: Confirm) {
+        let (payload, taken) = match confirm {
+            Confirm::Ack(payload) => (payload, true),
+            Confirm::Nack(payload) => (payload, false),
+        };
+        for correlation_id in self.tags.take(payload) {
+            if taken {
+                if let Some(call) = self.pending.get(&correlation_id) {
+                    call.state.confirm();
+                }
+            } else if let Some(call) = self.pending.remove(&correlation_id) {
+                self.refused(call);
+            }
+        }
+    }
+
+    /// The broker refused a request: an idempotent call goes again after a short pause if its
+    /// deadline leaves time for it; any other call fails at once with
+    /// [`Error::RequestRefused`].
+    fn refused(&mut self, call: OutgoingCall) {
+        bump(&self.shared.counters.refusals);
+        let doublings = call.attempts.saturating_sub(1).min(8);
+        let delay = RESEND_DELAY.saturating_mul(1 << doublings).min(MAX_RESEND_DELAY);
+        let at = Instant::now() + delay;
+        if call.idempotent && at < call.deadline && call.state.unclaim() {
+            log::debug!(
+                "fib-rpc client: the broker refused request {}; sending it again in {delay:?}",
+                call.correlation_id
+            );
+            self.resends.push((at, call));
+        } else {
+            let _ = call.reply.send(Err(Error::RequestRefused {
+                queue: self.queue.clone(),
+            }));
+        }
+    }
+
+    /// Publishes the refused calls whose pause is over (unless their callers gave up).
+    fn resend_due(
+        &mut self,
+        channel: &Channel,
+        reply_to: &str,
+    ) -> std::result::Result<(), BrokerError> {
+        let now = Instant::now();
+        let (due, later) = std::mem::take(&mut self.resends)
+            .into_iter()
+            .partition::<Vec<_>, _>(|(at, _)| *at <= now);
+        self.resends = later;
+        for (_, call) in due {
+            if call.is_live(now) {
+                self.publish(channel, reply_to, call)?;
+            }
+        }
         Ok(())
     }
 
@@ -442,15 +546,28 @@ impl Reader {
     /// ever comes (the broker expired the request).
     fn forget_expired(&mut self, now: Instant) {
         self.pending.retain(|_, call| call.deadline > now);
+        self.resends.retain(|(_, call)| call.is_live(now));
     }
 
-    /// Fails every published call: their outcome is unknown. Calls not sent yet stay queued
-    /// for the next connection.
-    fn fail_pending(&mut self, cause: &Option<BrokerError>) {
+    /// The connection was lost with calls published and unanswered: their outcome is unknown.
+    /// Idempotent calls with time left go again, same `correlation_id`, on the next connection
+    /// (so do refused calls waiting to go again); the others fail with
+    /// [`Error::ConnectionLost`]. Calls not sent yet stay queued for the next connection.
+    fn pending_lost(&mut self, cause: &Option<BrokerError>) {
+        let now = Instant::now();
         for (_, call) in self.pending.drain() {
-            let _ = call.reply.send(Err(Error::ConnectionLost {
-                cause: cause.clone(),
-            }));
+            if call.idempotent && call.deadline > now && call.state.unclaim() {
+                self.waiting.push_back(call);
+            } else {
+                let _ = call.reply.send(Err(Error::ConnectionLost {
+                    cause: cause.clone(),
+                }));
+            }
+        }
+        for (_, call) in self.resends.drain(..) {
+            if call.is_live(now) {
+                self.waiting.push_back(call);
+            }
         }
     }
 
@@ -459,7 +576,11 @@ impl Reader {
         for (_, call) in self.pending.drain() {
             let _ = call.reply.send(Err(Error::Closed));
         }
-        for call in self.waiting.drain(..) {
+        for call in self
+            .waiting
+            .drain(..)
+            .chain(self.resends.drain(..).map(|(_, call)| call))
+        {
             let _ = call.reply.send(Err(Error::Closed));
         }
         while let Ok(call) = self.commands.try_recv() {

@@ -17,7 +17,8 @@ pub struct ClientStats {
     pub ok: u64,
     /// Calls answered with an error reply.
     pub remote_errors: u64,
-    /// Calls that were sent but got no reply by their deadline.
+    /// Calls that were sent but got no reply by their deadline ([`Error::Timeout`](crate::Error::Timeout),
+    /// [`Error::Unconfirmed`](crate::Error::Unconfirmed)).
     pub timeouts: u64,
     /// Calls the broker returned as unroutable (no server queue).
     pub no_server: u64,
@@ -26,7 +27,7 @@ pub struct ClientStats {
     pub connection_lost: u64,
     /// Calls never sent because the client was reconnecting until their deadline.
     pub not_connected: u64,
-    /// Calls that failed otherwise (invalid reply, invalid argument).
+    /// Calls that failed otherwise (invalid reply, invalid argument, refused by the broker).
     pub other_errors: u64,
     /// Replies that matched no waiting call (late after a timeout, unknown id, or a
     /// duplicate) and were dropped.
@@ -36,6 +37,11 @@ pub struct ClientStats {
     pub returns: u64,
     /// Times the client connected again after losing its connection.
     pub reconnects: u64,
+    /// Requests sent again (same `correlation_id`) because an idempotent call's request may
+    /// have been lost: after a connection loss or a refusal by the broker.
+    pub retries: u64,
+    /// Requests the broker refused to take (publisher `basic.nack`), retried or not.
+    pub refusals: u64,
 }
 
 /// The live counters behind [`ClientStats`].
@@ -52,6 +58,8 @@ pub(super) struct Counters {
     pub(super) discarded_replies: AtomicU64,
     pub(super) returns: AtomicU64,
     pub(super) reconnects: AtomicU64,
+    pub(super) retries: AtomicU64,
+    pub(super) refusals: AtomicU64,
 }
 
 impl Counters {
@@ -65,7 +73,7 @@ impl Counters {
     pub(super) fn record_error(&self, err: &Error) {
         bump(match err {
             Error::Remote(_) => &self.remote_errors,
-            Error::Timeout { .. } => &self.timeouts,
+            Error::Timeout { .. } | Error::Unconfirmed { .. } => &self.timeouts,
             Error::NoServer { .. } => &self.no_server,
             Error::ConnectionLost { .. } | Error::Closed => &self.connection_lost,
             Error::NotConnected { .. } => &self.not_connected,
@@ -87,6 +95,8 @@ impl Counters {
             discarded_replies: get(&self.discarded_replies),
             returns: get(&self.returns),
             reconnects: get(&self.reconnects),
+            retries: get(&self.retries),
+            refusals: get(&self.refusals),
         }
     }
 }

@@ -11,7 +11,10 @@ use crate::wire::preview;
 
 /// The tutorial's `FibonacciRpcClient`, done properly: `call(n)` returns fib(n) exactly.
 ///
-/// It is `Send + Sync`; many threads can call through one client at once.
+/// It is `Send + Sync`; many threads can call through one client at once. Its calls are
+/// idempotent unless [`ClientOptions::idempotent`] says otherwise: a request that may have
+/// been lost (a connection loss, a refusal by the broker) is sent again within the call's
+/// deadline.
 ///
 /// ```no_run
 /// let client = fib_rpc::FibonacciRpcClient::connect("amqp://guest:guest@localhost:5672/%2f")?;
@@ -48,7 +51,7 @@ impl FibonacciRpcClient {
     /// ```
     pub fn connect_with(url: &str, options: ClientOptions) -> Result<Self> {
         Ok(FibonacciRpcClient {
-            rpc: RpcClient::connect_with(url, options)?,
+            rpc: RpcClient::connect_with(url, options.idempotent_by_default())?,
         })
     }
 
@@ -56,7 +59,7 @@ impl FibonacciRpcClient {
     /// over between them later; see [`RpcClient::connect_failover`].
     pub fn connect_failover<S: AsRef<str>>(urls: &[S], options: ClientOptions) -> Result<Self> {
         Ok(FibonacciRpcClient {
-            rpc: RpcClient::connect_failover(urls, options)?,
+            rpc: RpcClient::connect_failover(urls, options.idempotent_by_default())?,
         })
     }
 

@@ -51,6 +51,7 @@ pub struct ServerOptions {
     pub(super) backoff: BackoffSettings,
     pub(super) deadline_grace: Duration,
     pub(super) lazy_start: bool,
+    pub(super) publisher_confirms: bool,
 }
 
 /// Unacknowledged requests the broker may push to each worker ahead of time.
@@ -68,7 +69,8 @@ impl Default for ServerOptions {
     /// [`DEFAULT_CONNECT_TIMEOUT`](crate::DEFAULT_CONNECT_TIMEOUT),
     /// [`DEFAULT_HEARTBEAT_SECS`](crate::DEFAULT_HEARTBEAT_SECS), [`DEFAULT_STOP_TIMEOUT`],
     /// [`DEFAULT_DEADLINE_GRACE`], replies of at most 64 MiB, reconnection backoff from
-    /// 100 ms doubling up to 5 s, and `start` connecting before it returns.
+    /// 100 ms doubling up to 5 s, `start` connecting before it returns, and publisher confirms
+    /// on replies.
     fn default() -> Self {
         ServerOptions {
             queue: DEFAULT_QUEUE.to_owned(),
@@ -81,6 +83,7 @@ impl Default for ServerOptions {
             backoff: BackoffSettings::default(),
             deadline_grace: DEFAULT_DEADLINE_GRACE,
             lazy_start: false,
+            publisher_confirms: true,
         }
     }
 }
@@ -174,6 +177,18 @@ impl ServerOptions {
     /// wants to hear.
     pub fn lazy_start(mut self, lazy: bool) -> Self {
         self.lazy_start = lazy;
+        self
+    }
+
+    /// Whether a request is acked only once the broker confirms its reply (default `true`).
+    ///
+    /// With confirms, a reply lost in a broker or cluster-node failure leaves its request
+    /// unacked, so it comes back and is answered again; replies are pipelined, so the cost is
+    /// one small confirm frame per batch of replies. Without them a request is acked right
+    /// after its reply is published, and such a reply is lost without a trace (the caller
+    /// waits until its deadline).
+    pub fn publisher_confirms(mut self, confirms: bool) -> Self {
+        self.publisher_confirms = confirms;
         self
     }
 

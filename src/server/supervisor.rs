@@ -234,11 +234,21 @@ impl<H: Handler> Supervisor<H> {
         ended: Sender<()>,
         consuming: Sender<Result<()>>,
     ) -> Result<JoinHandle<WorkerEnd>> {
-        let channel = connection
+        let confirms = self.options.publisher_confirms;
+        let (channel, confirms) = connection
             .open_channel(None)
             .and_then(|channel| {
                 channel.qos(0, self.options.prefetch, false)?;
-                Ok(channel)
+                // Listening first, so no confirm can arrive unheard.
+                let confirms = match confirms {
+                    true => {
+                        let confirms = channel.listen_for_publisher_confirms()?;
+                        channel.enable_publisher_confirms()?;
+                        Some(confirms)
+                    }
+                    false => None,
+                };
+                Ok((channel, confirms))
             })
             .map_err(Error::amqp)?;
         let worker = Worker {
@@ -251,6 +261,7 @@ impl<H: Handler> Supervisor<H> {
             stats: Arc::clone(&self.stats),
             redeliveries: Arc::clone(&self.redeliveries),
             ack_batch: usize::from(self.options.prefetch / 2).max(1),
+            confirms,
         };
         std::thread::Builder::new()
             .name(format!("fib-rpc-worker-{index}"))

@@ -1,14 +1,16 @@
 //! A worker thread: its own channel, consumer and prefetch window. It runs the handler on
-//! each request, publishes the reply, and only then acks.
+//! each request, publishes the reply, and acks once the broker confirms the reply (see
+//! [`Acks`]).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use amiquip::{Channel, Consumer, ConsumerMessage, ConsumerOptions, Delivery, Publish};
+use amiquip::{Channel, Confirm, Consumer, ConsumerMessage, ConsumerOptions, Delivery, Publish};
 use crossbeam_channel::{select, Receiver, Sender};
 
+use super::acks::{AckError, Acks, CONFIRM_TIMEOUT};
 use super::handle::ServerCounters;
 use super::redeliveries::Redeliveries;
 use super::request::{Handler, Request};
@@ -36,56 +38,8 @@ pub(super) struct Worker<H> {
     pub(super) redeliveries: Arc<Redeliveries>,
     /// Most requests answered before one ack covers them all; see [`Acks`].
     pub(super) ack_batch: usize,
-}
-
-/// Requests answered but not yet acked, acked together with one `basic.ack` (`multiple`).
-///
-/// A worker defers an ack only while its next request is already waiting in its prefetch
-/// buffer, and for at most `ack_batch` requests: under load that saves the broker most ack
-/// frames, and an idle worker has acked everything. An answered request not yet acked when the
-/// connection dies comes back once more; the client drops the second answer, as after any
-/// loss.
-///
-/// No ack is deferred across a redelivered request: the acks pending are sent before it is
-/// answered, and its own right after. A redelivered request may be one whose reply breaks the
-/// connection (see [`Redeliveries`]); were the acks of the requests answered before it still
-/// pending, they would come back with it at every loss, be marked with it, and be dropped as
-/// poison with it.
-struct Acks {
-    /// The latest answered request: acking it with `multiple` acks every one before it.
-    last: Option<Delivery>,
-    deferred: usize,
-    /// Most requests one ack may cover.
-    batch: usize,
-}
-
-impl Acks {
-    fn new(batch: usize) -> Self {
-        Acks {
-            last: None,
-            deferred: 0,
-            batch,
-        }
-    }
-
-    /// Files an answered request; acks it and those before it unless more are waiting.
-    fn add(&mut self, consumer: &Consumer<'_>, delivery: Delivery) -> amiquip::Result<()> {
-        let redelivered = delivery.redelivered;
-        self.last = Some(delivery);
-        self.deferred += 1;
-        if redelivered || self.deferred >= self.batch || consumer.receiver().is_empty() {
-            self.flush(consumer)?;
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self, consumer: &Consumer<'_>) -> amiquip::Result<()> {
-        self.deferred = 0;
-        match self.last.take() {
-            Some(last) => consumer.ack_multiple(last),
-            None => Ok(()),
-        }
-    }
+    /// The channel's publisher confirms, when they are on.
+    pub(super) confirms: Option<Receiver<Confirm>>,
 }
 
 impl<H: Handler> Worker<H> {
@@ -110,31 +64,47 @@ impl<H: Handler> Worker<H> {
     }
 
     fn serve(&self, consumer: &Consumer<'_>) -> WorkerEnd {
-        let mut acks = Acks::new(self.ack_batch);
+        let mut acks = Acks::new(self.confirms.clone(), self.ack_batch);
+        let confirms = acks.confirms();
         loop {
-            let message = select! {
+            let confirm_wait = acks
+                .confirm_deadline()
+                .map_or(CONFIRM_TIMEOUT, |at| at.saturating_duration_since(Instant::now()));
+            let done = select! {
                 recv(self.stop) -> _ => return self.drain(consumer, acks),
-                recv(consumer.receiver()) -> message => message,
-            };
-            match message {
-                Ok(ConsumerMessage::Delivery(delivery)) => {
-                    if let Err(err) = self.serve_one(consumer, delivery, &mut acks) {
-                        return WorkerEnd::Lost(Some(err));
+                recv(consumer.receiver()) -> message => match message {
+                    Ok(ConsumerMessage::Delivery(delivery)) => {
+                        self.serve_one(consumer, delivery, &mut acks)
                     }
-                }
-                Ok(ConsumerMessage::ServerCancelled) => {
-                    // The channel still works: ack what was answered, or it comes back if the
-                    // queue survives (usually it was deleted).
-                    let _ = acks.flush(consumer);
-                    return ended(Ok(ConsumerMessage::ServerCancelled));
-                }
-                other => return ended(other),
+                    Ok(ConsumerMessage::ServerCancelled) => {
+                        // The channel still works: ack what was answered, or it comes back if
+                        // the queue survives (usually it was deleted).
+                        let _ = acks.flush_all(consumer);
+                        return ended(Ok(ConsumerMessage::ServerCancelled));
+                    }
+                    other => return ended(other),
+                },
+                recv(confirms) -> confirm => match confirm {
+                    Ok(confirm) => {
+                        acks.confirmed(confirm);
+                        Ok(())
+                    }
+                    Err(_) => Err(AckError::ConfirmsGone),
+                },
+                default(confirm_wait) => match acks.confirm_deadline() {
+                    Some(at) if at <= Instant::now() => Err(AckError::Unconfirmed),
+                    _ => Ok(()),
+                },
+            };
+            if let Err(err) = done.and_then(|()| Ok(acks.settle(consumer)?)) {
+                return lost(err);
             }
         }
     }
 
     /// Graceful stop: cancel the consumer, then answer what the broker had already sent us
-    /// (at most the prefetch window). amiquip queues `ClientCancelled` behind those deliveries.
+    /// (at most the prefetch window), and ack once the replies are confirmed. amiquip queues
+    /// `ClientCancelled` behind those deliveries.
     fn drain(&self, consumer: &Consumer<'_>, mut acks: Acks) -> WorkerEnd {
         if let Err(err) = acks.flush(consumer).and_then(|()| consumer.cancel()) {
             return WorkerEnd::Lost(Some(err));
@@ -143,13 +113,13 @@ impl<H: Handler> Worker<H> {
             match consumer.receiver().recv() {
                 Ok(ConsumerMessage::Delivery(delivery)) => {
                     if let Err(err) = self.serve_one(consumer, delivery, &mut acks) {
-                        return WorkerEnd::Lost(Some(err));
+                        return lost(err);
                     }
                 }
                 Ok(ConsumerMessage::ClientCancelled) => {
-                    return match acks.flush(consumer) {
+                    return match acks.flush_all(consumer) {
                         Ok(()) => WorkerEnd::Stopped,
-                        Err(err) => WorkerEnd::Lost(Some(err)),
+                        Err(err) => lost(err),
                     };
                 }
                 other => return ended(other),
@@ -157,9 +127,9 @@ impl<H: Handler> Worker<H> {
         }
     }
 
-    /// Runs the handler, publishes the reply, and only then acks: a server that dies before
-    /// the ack leaves the request to be redelivered to another server (at least once; the
-    /// client drops a second answer).
+    /// Runs the handler, publishes the reply, and files the request to be acked once the reply
+    /// is confirmed: a server (or broker node) that fails before the ack leaves the request to
+    /// be redelivered to another server (at least once; the client drops a second answer).
     ///
     /// Dropped unanswered, but acked: requests without `reply_to` (nowhere to answer) and
     /// requests whose caller's deadline ([`DEADLINE_HEADER`](crate::wire::DEADLINE_HEADER))
@@ -167,13 +137,26 @@ impl<H: Handler> Worker<H> {
     fn serve_one(
         &self,
         consumer: &Consumer<'_>,
-        mut delivery: Delivery,
+        delivery: Delivery,
         acks: &mut Acks,
-    ) -> amiquip::Result<()> {
-        if delivery.redelivered {
-            acks.flush(consumer)?; // see `Acks`
+    ) -> Result<(), AckError> {
+        // No ack is held across a redelivered request: everything before it is acked first,
+        // and it is acked before the next. A redelivered request may be one whose reply breaks
+        // the connection (see [`Redeliveries`]); requests still unacked at each such loss
+        // would come back with it every time, be marked with it, and be dropped as poison.
+        let redelivered = delivery.redelivered;
+        if redelivered {
+            acks.flush_all(consumer)?;
         }
-        let mut ack = |delivery| acks.add(consumer, delivery);
+        self.answer(delivery, acks)?;
+        if redelivered {
+            acks.flush_all(consumer)?;
+        }
+        Ok(())
+    }
+
+    /// Answers one request, or drops it; either way files it with `acks`.
+    fn answer(&self, mut delivery: Delivery, acks: &mut Acks) -> amiquip::Result<()> {
         bump(&self.stats.received);
         // The body and properties move into the request; `delivery` keeps what acking needs.
         let request = Request::from_delivery(&mut delivery, SystemTime::now(), Instant::now());
@@ -184,7 +167,8 @@ impl<H: Handler> Worker<H> {
                 request.correlation_id(),
                 wire::preview(request.body())
             );
-            return ack(delivery);
+            acks.dropped(delivery);
+            return Ok(());
         };
         if let Some(late) = request.late_by().filter(|late| *late > self.deadline_grace) {
             let expired = self.stats.expired.fetch_add(1, Ordering::Relaxed) + 1;
@@ -202,7 +186,8 @@ impl<H: Handler> Worker<H> {
                 wire::preview(request.body()),
                 late.as_secs_f64()
             );
-            return ack(delivery);
+            acks.dropped(delivery);
+            return Ok(());
         }
         let key = Redeliveries::key(reply_to, request.correlation_id(), request.body());
         if request.redelivered() && self.redeliveries.is_poison(key) {
@@ -213,7 +198,8 @@ impl<H: Handler> Worker<H> {
                 wire::preview(request.body()),
                 Redeliveries::MAX_LOSSES
             );
-            return ack(delivery);
+            acks.dropped(delivery);
+            return Ok(());
         }
         let (body, error_code) = self.run_handler(&request);
         let properties = wire::reply::properties(
@@ -231,11 +217,12 @@ impl<H: Handler> Worker<H> {
                 properties,
             },
         )?;
+        acks.replied(delivery);
         bump(&self.stats.replied);
         if error_code.is_some() {
             bump(&self.stats.error_replies);
         }
-        ack(delivery)
+        Ok(())
     }
 
     /// The reply body, and an error code for error replies. Oversized replies and panics
@@ -278,6 +265,22 @@ impl<H> Worker<H> {
     fn fit(&self, mut message: Vec<u8>) -> Vec<u8> {
         message.truncate(self.max_reply_bytes);
         message
+    }
+}
+
+/// Why acking failed, as the worker's end.
+fn lost(err: AckError) -> WorkerEnd {
+    match err {
+        AckError::Broker(err) => WorkerEnd::Lost(Some(err)),
+        AckError::ConfirmsGone => WorkerEnd::Lost(None),
+        AckError::Unconfirmed => {
+            log::error!(
+                "fib-rpc server: a reply was not confirmed by the broker within {} s; giving \
+                 the connection up so its requests come back",
+                CONFIRM_TIMEOUT.as_secs()
+            );
+            WorkerEnd::Lost(None)
+        }
     }
 }
 

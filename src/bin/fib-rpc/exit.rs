@@ -19,7 +19,8 @@ pub enum Class {
     Timeout,
     /// The broker has no queue of that name: no server was ever started for it.
     NoServer,
-    /// The broker cannot be reached, or refused the credentials or vhost.
+    /// The broker cannot be reached, refused the credentials or vhost, or refused to take the
+    /// request.
     BrokerUnreachable,
     /// The connection dropped while a call was in flight; the outcome is unknown.
     ConnectionLost,
@@ -41,8 +42,10 @@ impl Class {
     pub fn of(err: &Error) -> Class {
         match err {
             Error::InvalidArgument(_) => Class::Usage,
-            Error::Connect { .. } | Error::NotConnected { .. } => Class::BrokerUnreachable,
-            Error::Timeout { .. } => Class::Timeout,
+            Error::Connect { .. } | Error::NotConnected { .. } | Error::RequestRefused { .. } => {
+                Class::BrokerUnreachable
+            }
+            Error::Timeout { .. } | Error::Unconfirmed { .. } => Class::Timeout,
             Error::NoServer { .. } => Class::NoServer,
             Error::ConnectionLost { .. } | Error::Closed => Class::ConnectionLost,
             Error::Remote(remote) => match remote.code {
@@ -88,7 +91,7 @@ impl Class {
             Class::Remote => "the server failed to compute (remote error)",
             Class::Timeout => "timeout: no reply in time (is a server consuming the queue?)",
             Class::NoServer => "no server: the broker has no queue of that name",
-            Class::BrokerUnreachable => "broker unreachable, or credentials/vhost refused",
+            Class::BrokerUnreachable => "broker unreachable, or it refused credentials/vhost/request",
             Class::ConnectionLost => "connection lost mid-call: outcome unknown",
         }
     }
