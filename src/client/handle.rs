@@ -25,15 +25,19 @@ pub(super) struct Shared {
     /// Why the last connection attempt failed or the last connection ended; given to calls
     /// that time out unsent.
     last_error: Mutex<Option<Arc<Error>>>,
+    /// The broker of the current session (password masked), while connected.
+    broker: Mutex<Option<String>>,
 }
 
 impl Shared {
     pub(super) fn set_disconnected(&self, why: Error) {
         self.connected.store(false, Ordering::SeqCst);
+        *self.broker.lock().unwrap_or_else(|e| e.into_inner()) = None;
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(why));
     }
 
-    pub(super) fn set_connected(&self) {
+    pub(super) fn set_connected(&self, broker: String) {
+        *self.broker.lock().unwrap_or_else(|e| e.into_inner()) = Some(broker);
         self.connected.store(true, Ordering::SeqCst);
     }
 
@@ -154,6 +158,7 @@ impl RpcClient {
             counters: Counters::default(),
             connected: AtomicBool::new(false),
             last_error: Mutex::new(None),
+            broker: Mutex::new(None),
         });
         let (commands, command_rx) = crossbeam_channel::unbounded::<OutgoingCall>();
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
@@ -356,6 +361,19 @@ impl RpcClient {
     /// True while the client has a working connection; false while it reconnects.
     pub fn is_connected(&self) -> bool {
         self.shared.connected.load(Ordering::SeqCst)
+    }
+
+    /// The broker this client is connected to now (its URL, password masked), or `None` while
+    /// it is not connected. With several URLs, the one that answered.
+    pub fn broker(&self) -> Option<String> {
+        if !self.is_connected() {
+            return None;
+        }
+        self.shared
+            .broker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The server queue this client calls.

@@ -201,10 +201,14 @@ impl Reader {
         if !told {
             self.pending_lost(&cause);
         }
-        let lost = Error::ConnectionLost {
-            cause: cause.clone(),
-        };
-        log::warn!("fib-rpc client: {}; reconnecting", lost.full_message());
+        log::warn!(
+            "fib-rpc client: connection to {} lost{}; reconnecting",
+            self.brokers.current(),
+            cause
+                .as_ref()
+                .map(|cause| format!(": {cause}"))
+                .unwrap_or_default()
+        );
         // For calls that time out unsent: a reason, not "outcome unknown".
         let why = match &cause {
             Some(cause) => cause.context("connection lost"),
@@ -309,7 +313,7 @@ impl Reader {
                 self.waiting.len()
             );
         }
-        self.shared.set_connected();
+        self.shared.set_connected(self.brokers.current().to_string());
         if let Some(ready) = ready.take() {
             let _ = ready.send(Ok(()));
         }

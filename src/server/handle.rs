@@ -100,6 +100,8 @@ pub(super) struct ServerCounters {
     pub(super) no_reply_to: AtomicU64,
     pub(super) poison: AtomicU64,
     pub(super) reconnects: AtomicU64,
+    /// The broker of the current connection (password masked), while connected.
+    pub(super) broker: std::sync::Mutex<Option<String>>,
 }
 
 impl RpcServer {
@@ -272,6 +274,16 @@ impl RpcServer {
     /// The number of worker threads.
     pub fn workers(&self) -> usize {
         self.workers
+    }
+
+    /// The broker this server is connected to now (its URL, password masked), or `None`
+    /// while it is not connected. With several URLs, the one that answered.
+    pub fn broker(&self) -> Option<String> {
+        self.stats
+            .broker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// A snapshot of this server's counters.

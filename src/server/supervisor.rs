@@ -92,6 +92,8 @@ impl<H: Handler> Supervisor<H> {
             }
             let started = Instant::now();
             let served = self.serve_connection(&mut connection, &mut ready, &mut connections);
+            let broker = self.stats.broker.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let broker = broker.unwrap_or_else(|| self.brokers.current().to_string());
             let closed = connection.close();
             let lost = match served {
                 Ok(Served::Stopped) => return closed.map_err(Error::amqp),
@@ -101,12 +103,12 @@ impl<H: Handler> Supervisor<H> {
                 Err(err) => {
                     // This broker accepts connections but cannot serve us: try the next first.
                     self.brokers.skip_current();
-                    format!("setting up: {}", err.full_message())
+                    format!("setting up on {broker}: {}", err.full_message())
                 }
                 // After a socket failure, closing returns the AMQP client's own error.
                 Ok(Served::Lost(seen)) => match more_specific(seen, closed.err()) {
-                    Some(cause) => format!("connection to broker lost: {cause}"),
-                    None => "connection to broker lost".to_owned(),
+                    Some(cause) => format!("connection to {broker} lost: {cause}"),
+                    None => format!("connection to {broker} lost"),
                 },
             };
             log::error!("fib-rpc server: {lost}; reconnecting");
@@ -156,10 +158,12 @@ impl<H: Handler> Supervisor<H> {
             self.options.queue
         );
         *sessions += 1;
+        let broker = self.brokers.current().to_string(); // password masked
         if *sessions > 1 {
             bump(&self.stats.reconnects);
-            log::warn!("fib-rpc server: reconnected to {}", self.brokers.current());
+            log::warn!("fib-rpc server: reconnected to {broker}");
         }
+        *self.stats.broker.lock().unwrap_or_else(|e| e.into_inner()) = Some(broker);
         if let Some(ready) = ready.take() {
             ready.fire();
         }

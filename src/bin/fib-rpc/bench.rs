@@ -65,6 +65,7 @@ pub fn run(global: &Global, args: BenchArgs) -> Result<(), Failure> {
         .timeout(args.timeout)
         .heartbeat(global.heartbeat)
         .reply_to(global.reply_to.unwrap_or_default())
+        .idempotent(args.retry)
         .connection_name(format!("fib-rpc bench (pid {})", std::process::id()));
     let client = FibonacciRpcClient::connect_failover(&global.urls, options)?;
     let expected = fib_rpc::fib(args.n).to_string();
@@ -255,8 +256,8 @@ impl Report {
         row(
             "client",
             format!(
-                "reconnects {}  late/unknown replies {}  returned {}",
-                client.reconnects, client.discarded_replies, client.returns
+                "reconnects {}  retries {}  late/unknown replies {}  returned {}",
+                client.reconnects, client.retries, client.discarded_replies, client.returns
             ),
         );
         text
@@ -277,7 +278,7 @@ impl Report {
             "{{\"calls\":{},\"ok\":{},\"errors\":{{{}}},\"calls_per_s\":{:.1},\"ok_per_s\":{:.1},\
              \"p50_us\":{p50},\
              \"p90_us\":{p90},\"p99_us\":{p99},\"max_us\":{max},\"callers\":{},\"n\":{},\
-             \"elapsed_s\":{:.3},\"discarded_replies\":{},\"reconnects\":{},\"returns\":{}}}",
+             \"elapsed_s\":{:.3},\"discarded_replies\":{},\"reconnects\":{},\"retries\":{},\"returns\":{}}}",
             self.calls,
             self.ok,
             errors.join(","),
@@ -288,6 +289,7 @@ impl Report {
             self.elapsed.as_secs_f64(),
             self.client.discarded_replies,
             self.client.reconnects,
+            self.client.retries,
             self.client.returns,
         )
     }

@@ -62,6 +62,7 @@ pub fn run(global: &Global, args: CallArgs) -> Result<(), Failure> {
             .connect_timeout(CONNECT_TIMEOUT)
             .heartbeat(global.heartbeat)
             .reply_to(reply_to)
+            .idempotent(args.retry)
             .connection_name(format!("fib-rpc call (pid {})", std::process::id()));
         FibonacciRpcClient::connect_failover(&global.urls, options)
             .map_err(Failure::from)

@@ -84,12 +84,7 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
     crate::say(&format!(
         "fib-rpc serve: ready: consuming {:?} on {} with {} workers (prefetch {}, max n {})",
         server.queue(),
-        global
-            .urls
-            .iter()
-            .map(|url| fib_rpc::redact_url(url))
-            .collect::<Vec<_>>()
-            .join(", "),
+        server.broker().unwrap_or_else(|| "(connection just lost)".to_owned()),
         server.workers(),
         args.prefetch,
         args.max_n

@@ -15,6 +15,8 @@ pub struct BenchArgs {
     pub n: u64,
     pub timeout: Duration,
     pub json: bool,
+    /// Send a call again when its request may have been lost (`--no-retry` turns it off).
+    pub retry: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -31,6 +33,7 @@ pub(super) const OPTIONS: &[&str] = &[
     "--n N",
     "--timeout SECONDS",
     "--json",
+    "--no-retry",
 ];
 
 /// Default for `--calls` when neither `--calls` nor `--seconds` is given.
@@ -49,6 +52,7 @@ pub(super) fn parse_bench(
         n: 10,
         timeout: DEFAULT_TIMEOUT,
         json: false,
+        retry: true,
     };
     let (mut calls, mut seconds) = (None, None);
     for mut parser in parsers {
@@ -62,6 +66,7 @@ pub(super) fn parse_bench(
                 Long("n") => args.n = parser.value()?.parse()?,
                 Long("timeout") => args.timeout = seconds_value(&mut parser, "--timeout")?,
                 Long("json") => args.json = true,
+                Long("no-retry") => args.retry = false,
                 arg => options.take(arg.into(), &mut parser)?,
             }
         }
@@ -100,6 +105,8 @@ Options:
   --n N              The n to ask for (default 10)
   --timeout SECONDS  How long each call waits for its answer (default {timeout})
   --json             Also print the results as one JSON object on the last line
+  --no-retry         Do not send a call again when its request may have been lost (after a
+                     connection loss or a refusal by the broker); count it as failed
 ",
         timeout = DEFAULT_TIMEOUT.as_secs(),
     )

@@ -14,6 +14,8 @@ pub struct CallArgs {
     /// How many calls `call` keeps in flight at once.
     pub in_flight: usize,
     pub numbers: Numbers,
+    /// Send a call again when its request may have been lost (`--no-retry` turns it off).
+    pub retry: bool,
 }
 
 /// Where `call` gets its N from.
@@ -26,7 +28,7 @@ pub enum Numbers {
 }
 
 /// The options below, as in the help.
-pub(super) const OPTIONS: &[&str] = &["--timeout SECONDS", "--in-flight N"];
+pub(super) const OPTIONS: &[&str] = &["--timeout SECONDS", "--in-flight N", "--no-retry"];
 
 /// Default for `--in-flight`: enough to keep a server's workers busy.
 const DEFAULT_IN_FLIGHT: usize = 64;
@@ -40,6 +42,7 @@ pub(super) fn parse_call(
 ) -> Result<Command, UsageError> {
     let mut timeout = DEFAULT_TIMEOUT;
     let mut in_flight = DEFAULT_IN_FLIGHT;
+    let mut retry = true;
     let mut positional = Vec::new();
     for mut parser in parsers {
         loop {
@@ -54,6 +57,7 @@ pub(super) fn parse_call(
                 Long("in-flight") => {
                     in_flight = whole_number(&mut parser, "--in-flight", MAX_IN_FLIGHT)?
                 }
+                Long("no-retry") => retry = false,
                 Value(value) => positional.push(value.string()?),
                 arg => options.take(arg.into(), &mut parser)?,
             }
@@ -66,6 +70,7 @@ pub(super) fn parse_call(
         timeout,
         in_flight,
         numbers: numbers(positional)?,
+        retry,
     }))
 }
 
@@ -111,6 +116,8 @@ the answers before it are printed.
 Options:
   --timeout SECONDS  How long each call waits for its answer (default {timeout})
   --in-flight N      Calls kept in flight at once (default {DEFAULT_IN_FLIGHT})
+  --no-retry         Do not send a call again when its request may have been lost (after a
+                     connection loss or a refusal by the broker): fail with exit code 8 or 7
 ",
         timeout = DEFAULT_TIMEOUT.as_secs(),
     )
