@@ -243,8 +243,7 @@ impl fmt::Display for Error {
             }
             Error::Unconfirmed { waited } => write!(
                 f,
-                "no reply within {:.3} s, and the broker never confirmed taking the request \
-                 (a quorum queue without a majority of its nodes?)",
+                "no reply within {:.3} s, and the broker had not confirmed taking the request",
                 waited.as_secs_f64()
             ),
             Error::RequestRefused { queue } => write!(

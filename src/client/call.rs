@@ -19,8 +19,8 @@ pub(super) type ReplySender = Sender<Result<Vec<u8>>>;
 /// `Queued` until the reader publishes it (`Sent`), then `Confirmed` once the broker confirms
 /// taking it (with publisher confirms), unless the caller gives up first (`Abandoned`). A
 /// caller that gives up later also marks it `Abandoned`, so a call whose publish failed is not
-/// put back for the next connection. A call to be sent again (idempotent, after a loss or a
-/// refusal) goes back to `Queued`. Shared by the caller's [`PendingReply`](super::PendingReply)
+/// put back for the next connection. A call to be sent again goes back to `Queued` (idempotent,
+/// after a loss) or to `Refused` (idempotent, refused by the broker, waiting to go again). Shared by the caller's [`PendingReply`](super::PendingReply)
 /// and the reader's [`OutgoingCall`].
 #[derive(Clone, Debug)]
 pub(super) struct CallState(Arc<AtomicU8>);
@@ -28,7 +28,8 @@ pub(super) struct CallState(Arc<AtomicU8>);
 const QUEUED: u8 = 0;
 const SENT: u8 = 1;
 const CONFIRMED: u8 = 2;
-const ABANDONED: u8 = 3;
+const REFUSED: u8 = 3;
+const ABANDONED: u8 = 4;
 
 /// How far a call got before its caller gave up; see [`CallState::abandon`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +40,8 @@ pub(super) enum GaveUp {
     Sent,
     /// Sent and confirmed by the broker (or sent, with confirms off).
     Confirmed,
+    /// Refused by the broker, and waiting to be sent again.
+    Refused,
 }
 
 impl CallState {
@@ -54,7 +57,7 @@ impl CallState {
 
     /// Reader: claims the call for publishing; false if its caller has already given up.
     pub(super) fn claim(&self) -> bool {
-        self.swap(QUEUED, SENT)
+        self.swap(QUEUED, SENT) || self.swap(REFUSED, SENT)
     }
 
     /// Reader: the request is to go again (its publish failed, or it is retried); true if it
@@ -63,14 +66,20 @@ impl CallState {
         self.swap(SENT, QUEUED) || self.swap(CONFIRMED, QUEUED)
     }
 
+    /// Reader: the broker refused the request, which is to go again; false if its caller gave
+    /// up meanwhile.
+    pub(super) fn refused(&self) -> bool {
+        self.swap(SENT, REFUSED)
+    }
+
     /// Reader: the broker confirmed taking the request.
     pub(super) fn confirm(&self) {
         self.swap(SENT, CONFIRMED);
     }
 
-    /// Reader: not yet sent and not given up.
+    /// Reader: not yet sent (or to be sent again) and not given up.
     pub(super) fn is_queued(&self) -> bool {
-        self.0.load(Ordering::SeqCst) == QUEUED
+        matches!(self.0.load(Ordering::SeqCst), QUEUED | REFUSED)
     }
 
     /// Caller: gives the call up, and says how far it got. A request not sent yet never will
@@ -80,6 +89,7 @@ impl CallState {
             QUEUED => GaveUp::Unsent,
             SENT => GaveUp::Sent,
             CONFIRMED => GaveUp::Confirmed,
+            REFUSED => GaveUp::Refused,
             // Already given up (a drop after `wait`): nothing more to say.
             _ => GaveUp::Confirmed,
         }

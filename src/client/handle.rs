@@ -510,6 +510,9 @@ impl PendingReply<'_> {
             GaveUp::Sent if self.client.options.publisher_confirms => {
                 Error::Unconfirmed { waited }
             }
+            GaveUp::Refused => Error::RequestRefused {
+                queue: self.client.options.queue.clone(),
+            },
             _ => Error::Timeout { waited },
         }
     }

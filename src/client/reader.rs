@@ -466,7 +466,7 @@ impl Reader {
         let doublings = call.attempts.saturating_sub(1).min(8);
         let delay = RESEND_DELAY.saturating_mul(1 << doublings).min(MAX_RESEND_DELAY);
         let at = Instant::now() + delay;
-        if call.idempotent && at < call.deadline && call.state.unclaim() {
+        if call.idempotent && at < call.deadline && call.state.refused() {
             log::debug!(
                 "fib-rpc client: the broker refused request {}; sending it again in {delay:?}",
                 call.correlation_id

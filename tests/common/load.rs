@@ -94,6 +94,8 @@ pub fn kind(err: &Error) -> &'static str {
         Error::ConnectionLost { .. } => "ConnectionLost",
         Error::NotConnected { .. } => "NotConnected",
         Error::Timeout { .. } => "Timeout",
+        Error::Unconfirmed { .. } => "Unconfirmed",
+        Error::RequestRefused { .. } => "RequestRefused",
         Error::NoServer { .. } => "NoServer",
         Error::Remote(_) => "Remote",
         Error::InvalidReply(_) => "InvalidReply",

@@ -1,0 +1,251 @@
+//! Publisher confirms and retries against the real broker: a request the broker refuses fails
+//! at once (or goes again, if idempotent, and succeeds once the broker takes it); a reply the
+//! broker refuses sends its request back to the queue instead of losing it; an idempotent call
+//! whose connection is cut mid-call is answered on the next connection.
+//!
+//! The broker refuses messages on purpose here: a queue with `x-max-length` and
+//! `x-overflow = reject-publish` nacks every publish once it is full.
+
+mod common;
+
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use amiquip::{AmqpValue, FieldTable, Publish, QueueDeclareOptions};
+use common::proxy::TcpProxy;
+use common::{admin_connection, amqp_url, eventually, unique_connection_name, TestQueue};
+use fib_rpc::{
+    CallOptions, ClientOptions, Error, FibonacciHandler, FibonacciRpcClient, RpcClient,
+    RpcServer, ServerOptions,
+};
+
+/// Declares `name` as a classic queue that refuses publishes beyond `max_length` messages.
+fn declare_bounded(channel: &amiquip::Channel, name: &str, max_length: i32) {
+    let mut arguments = FieldTable::new();
+    arguments.insert("x-max-length".into(), AmqpValue::LongInt(max_length));
+    arguments.insert(
+        "x-overflow".into(),
+        AmqpValue::LongString("reject-publish".into()),
+    );
+    channel
+        .queue_declare(
+            name,
+            QueueDeclareOptions {
+                arguments,
+                ..QueueDeclareOptions::default()
+            },
+        )
+        .unwrap();
+}
+
+/// Fills the one slot of a `max_length` 1 queue with a message no server answers (no
+/// `reply_to`: a server drops it).
+fn fill(channel: &amiquip::Channel, queue: &str) {
+    channel
+        .basic_publish(
+            "",
+            Publish::new(b"blocker", queue.to_owned()),
+        )
+        .unwrap();
+}
+
+fn client(queue: &TestQueue) -> ClientOptions {
+    ClientOptions::default()
+        .queue(queue.name.as_str())
+        .connection_name(unique_connection_name("confirms-client"))
+}
+
+#[test]
+fn a_refused_request_fails_at_once_with_its_own_error() {
+    let queue = TestQueue::new("confirms-refused");
+    let mut admin = admin_connection();
+    let channel = admin.open_channel(None).unwrap();
+    declare_bounded(&channel, &queue.name, 1);
+    fill(&channel, &queue.name);
+
+    let client = RpcClient::connect_with(&amqp_url(), client(&queue)).unwrap();
+    let started = Instant::now();
+    let err = client
+        .call_with(b"10", CallOptions::new().timeout(Duration::from_secs(10)))
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::RequestRefused { queue: q } if *q == queue.name),
+        "{err:?}"
+    );
+    assert!(err.request_unsent() && err.is_transient());
+    assert!(started.elapsed() < Duration::from_secs(2), "not at once");
+    let stats = client.stats();
+    assert_eq!((stats.refusals, stats.retries), (1, 0), "{stats:?}");
+    client.close();
+    admin.close().unwrap();
+}
+
+/// An idempotent call keeps going while the broker refuses it, and succeeds once a server
+/// makes room: nothing is lost and the caller never sees the refusals.
+#[test]
+fn an_idempotent_request_goes_again_until_the_broker_takes_it() {
+    let queue = TestQueue::new("confirms-retried");
+    let mut admin = admin_connection();
+    let channel = admin.open_channel(None).unwrap();
+    declare_bounded(&channel, &queue.name, 1);
+    fill(&channel, &queue.name);
+
+    let client = Arc::new(FibonacciRpcClient::connect_with(&amqp_url(), client(&queue)).unwrap());
+    let caller = {
+        let client = Arc::clone(&client);
+        thread::spawn(move || client.call_deadline(30, Instant::now() + Duration::from_secs(20)))
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || client.rpc().stats().refusals >= 2),
+        "the broker refused the request, and it went again: {:?}",
+        client.rpc().stats()
+    );
+    // A server takes the blocker (and drops it: no reply_to), making room.
+    let server = RpcServer::start(
+        &amqp_url(),
+        ServerOptions::default().queue(queue.name.as_str()).workers(1),
+        FibonacciHandler::default(),
+    )
+    .unwrap();
+    let answer = caller.join().unwrap().expect("answered once there was room");
+    assert_eq!(answer, 832_040u32.into());
+    let stats = client.rpc().stats();
+    assert!(stats.retries >= 2 && stats.retries == stats.refusals, "{stats:?}");
+    assert_eq!((stats.ok, stats.calls), (1, 1), "{stats:?}");
+    assert_eq!(server.stats().no_reply_to, 1, "{:?}", server.stats());
+    server.stop().unwrap();
+    client.close();
+    admin.close().unwrap();
+}
+
+/// Refused to the end: an idempotent call still ends by its deadline, with the refusal.
+#[test]
+fn an_idempotent_request_refused_until_its_deadline_says_so() {
+    let queue = TestQueue::new("confirms-refused-to-the-end");
+    let mut admin = admin_connection();
+    let channel = admin.open_channel(None).unwrap();
+    declare_bounded(&channel, &queue.name, 1);
+    fill(&channel, &queue.name);
+
+    let client = RpcClient::connect_with(&amqp_url(), client(&queue).idempotent(true)).unwrap();
+    let started = Instant::now();
+    let err = client
+        .call_with(b"10", CallOptions::new().timeout(Duration::from_millis(800)))
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(matches!(err, Error::RequestRefused { .. }), "{err:?}");
+    assert!(took <= Duration::from_millis(900), "outlived its deadline: {took:?}");
+    let stats = client.stats();
+    assert!(stats.retries >= 2, "{stats:?}");
+    client.close();
+    admin.close().unwrap();
+}
+
+/// A reply the broker refuses (its reply queue is full) is not lost: the request goes back to
+/// the queue and is answered again, and once the reply queue has room the caller's reply
+/// arrives.
+#[test]
+fn a_refused_reply_sends_its_request_back() {
+    let queue = TestQueue::new("confirms-reply-refused");
+    let replies = TestQueue::new("confirms-replies");
+    let server = RpcServer::start(
+        &amqp_url(),
+        ServerOptions::default()
+            .queue(queue.name.as_str())
+            .workers(1)
+            .connection_name(unique_connection_name("confirms-server")),
+        FibonacciHandler::default(),
+    )
+    .unwrap();
+    let mut admin = admin_connection();
+    let channel = admin.open_channel(None).unwrap();
+    declare_bounded(&channel, &replies.name, 1);
+    fill(&channel, &replies.name);
+    let properties = amiquip::AmqpProperties::default()
+        .with_reply_to(replies.name.clone())
+        .with_correlation_id("refused-reply".into());
+    channel
+        .basic_publish(
+            "",
+            Publish::with_properties(b"12", queue.name.clone(), properties),
+        )
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || server.stats().received >= 3),
+        "the request came back after its reply was refused: {:?}",
+        server.stats()
+    );
+    // Make room: take the blocker out of the reply queue.
+    let reply_queue = channel.queue_declare_passive(replies.name.as_str()).unwrap();
+    let got = reply_queue.get(true).unwrap().expect("the blocker");
+    assert_eq!(got.delivery.body, b"blocker");
+    let reply = (0..50).find_map(|_| {
+        thread::sleep(Duration::from_millis(100));
+        reply_queue.get(true).unwrap()
+    });
+    let reply = reply.expect("the reply arrived once there was room");
+    assert_eq!(reply.delivery.body, b"144");
+    assert_eq!(
+        reply.delivery.properties.correlation_id().as_deref(),
+        Some("refused-reply")
+    );
+    // Nothing left behind: the request was acked once its reply was taken.
+    assert!(eventually(Duration::from_secs(5), || queue.message_count() == 0
+        && common::unacknowledged_count(&queue.name) == 0));
+    server.stop().unwrap();
+    admin.close().unwrap();
+}
+
+/// An idempotent call whose connection is cut while the server works on it is sent again, with
+/// the same correlation id, on the next connection, and answered; a non-idempotent one fails
+/// with `ConnectionLost`, as before.
+#[test]
+fn an_idempotent_call_cut_mid_call_is_answered_on_the_next_connection() {
+    let queue = TestQueue::new("confirms-cut");
+    let (server, started) = common::echo_server(
+        ServerOptions::default()
+            .queue(queue.name.as_str())
+            .workers(2),
+        Duration::from_millis(300),
+    );
+    let proxy = TcpProxy::to_broker();
+    let client = Arc::new(
+        RpcClient::connect_with(
+            &proxy.url(),
+            client(&queue).reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200)),
+        )
+        .unwrap(),
+    );
+    for idempotent in [true, false] {
+        let before = started.load(std::sync::atomic::Ordering::SeqCst);
+        let caller = {
+            let client = Arc::clone(&client);
+            thread::spawn(move || {
+                client.call_with(
+                    b"echo",
+                    CallOptions::new()
+                        .timeout(Duration::from_secs(10))
+                        .idempotent(idempotent),
+                )
+            })
+        };
+        assert!(eventually(Duration::from_secs(5), || {
+            started.load(std::sync::atomic::Ordering::SeqCst) > before
+        }));
+        proxy.cut();
+        let result = caller.join().unwrap();
+        if idempotent {
+            assert_eq!(result.expect("answered after the cut"), b"echo");
+            assert_eq!(client.stats().retries, 1, "{:?}", client.stats());
+        } else {
+            assert!(
+                matches!(result, Err(Error::ConnectionLost { .. })),
+                "{result:?}"
+            );
+        }
+        assert!(eventually(Duration::from_secs(5), || client.is_connected()));
+    }
+    client.close();
+    server.stop().unwrap();
+}
