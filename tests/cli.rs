@@ -393,7 +393,10 @@ fn connection_lost_mid_call_exits_8() {
         Duration::from_secs(5),
     );
     let proxy = TcpProxy::to_broker();
-    let child = spawn(&proxy.url(), &["call", "--queue", &queue.name, "5"]);
+    let child = spawn(
+        &proxy.url(),
+        &["call", "--no-retry", "--queue", &queue.name, "5"],
+    );
     assert!(eventually(Duration::from_secs(10), || {
         started.load(std::sync::atomic::Ordering::SeqCst) == 1
     }));
@@ -405,6 +408,30 @@ fn connection_lost_mid_call_exits_8() {
         cut_at.elapsed() < Duration::from_secs(4),
         "failed at once, not at the reply"
     );
+    drop(server);
+}
+
+/// Without `--no-retry`, the call cut mid-call goes again on the next connection (the echo
+/// server sees it twice) and is answered.
+#[test]
+fn connection_lost_mid_call_is_sent_again_by_default() {
+    let queue = TestQueue::new("cli-lost-retried");
+    let (server, started) = common::echo_server(
+        ServerOptions::default()
+            .queue(queue.name.as_str())
+            .workers(1),
+        Duration::from_secs(1),
+    );
+    let proxy = TcpProxy::to_broker();
+    let child = spawn(&proxy.url(), &["call", "--queue", &queue.name, "5"]);
+    assert!(eventually(Duration::from_secs(10), || {
+        started.load(std::sync::atomic::Ordering::SeqCst) == 1
+    }));
+    proxy.cut();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(stdout(&output), "5\n");
+    assert_eq!(started.load(std::sync::atomic::Ordering::SeqCst), 2);
     drop(server);
 }
 

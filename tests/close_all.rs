@@ -110,6 +110,7 @@ fn close_all_connections_under_load() {
             &amqp_url(),
             ClientOptions::default()
                 .queue(queue.name.as_str())
+                .idempotent(false) // to see which calls the close catches in flight
                 .heartbeat(2)
                 .reconnect_backoff(Duration::from_millis(50), Duration::from_secs(1))
                 .connection_name(format!("{tag} client")),

@@ -40,14 +40,16 @@ fn declare_bounded(channel: &amiquip::Channel, name: &str, max_length: i32) {
 }
 
 /// Fills the one slot of a `max_length` 1 queue with a message no server answers (no
-/// `reply_to`: a server drops it).
+/// `reply_to`: a server drops it), and waits until the queue holds it.
 fn fill(channel: &amiquip::Channel, queue: &str) {
     channel
-        .basic_publish(
-            "",
-            Publish::new(b"blocker", queue.to_owned()),
-        )
+        .basic_publish("", Publish::new(b"blocker", queue.to_owned()))
         .unwrap();
+    let full = eventually(Duration::from_secs(5), || {
+        let declared = channel.queue_declare_passive(queue).unwrap();
+        declared.declared_message_count() == Some(1)
+    });
+    assert!(full, "the blocker is in {queue}");
 }
 
 fn client(queue: &TestQueue) -> ClientOptions {

@@ -41,8 +41,9 @@ fn wrong_credentials_are_a_connect_error() {
 }
 
 /// A queue with no consumer keeps calls pending; cutting the client's TCP connection must
-/// fail them at once (outcome unknown), not at their 30 s deadline. The client then
-/// reconnects by itself, and calls work again once a server shows up.
+/// fail them at once (outcome unknown), not at their 30 s deadline, when they are not
+/// idempotent. The client then reconnects by itself, and calls work again once a server
+/// shows up.
 #[test]
 fn socket_cut_fails_pending_calls_at_once_then_the_client_reconnects() {
     let queue = TestQueue::new("cut");
@@ -52,6 +53,7 @@ fn socket_cut_fails_pending_calls_at_once_then_the_client_reconnects() {
         &proxy.url(),
         ClientOptions::default()
             .queue(&queue.name)
+            .idempotent(false)
             .timeout(Duration::from_secs(30)),
     )
     .unwrap();
@@ -98,7 +100,8 @@ fn socket_cut_fails_pending_calls_at_once_then_the_client_reconnects() {
 }
 
 /// The broker itself closes the client's connection (as an operator's `rabbitmqctl
-/// close_connection` would): pending calls fail at once with the broker's reason.
+/// close_connection` would): pending calls that are not idempotent fail at once with the
+/// broker's reason.
 #[test]
 fn broker_closing_the_connection_fails_pending_calls_at_once() {
     let queue = TestQueue::new("broker-close");
@@ -108,6 +111,7 @@ fn broker_closing_the_connection_fails_pending_calls_at_once() {
         &amqp_url(),
         ClientOptions::default()
             .queue(&queue.name)
+            .idempotent(false)
             .connection_name(&name),
     )
     .unwrap();

@@ -131,15 +131,16 @@ fn report(
     }
 }
 
-/// The client's connection (through the proxy) is cut mid-load. Only the calls in flight at
-/// the cut fail, at once and with `ConnectionLost`; the client reconnects by itself.
+/// The client's connection (through the proxy) is cut mid-load, its calls not idempotent.
+/// Only the calls in flight at the cut fail, at once and with `ConnectionLost`; the client
+/// reconnects by itself.
 #[test]
 fn client_connection_cut_under_load() {
     let _serial = serial();
     let queue = TestQueue::new("faults-client-cut");
     let server = start_server(&amqp_url(), &queue);
     let proxy = TcpProxy::to_broker();
-    let client = connect_client(&proxy.url(), client_options(&queue));
+    let client = connect_client(&proxy.url(), client_options(&queue).idempotent(false));
     let config = LoadConfig::default();
     let load = Load::start(&client, config);
     load.warm_up(200, Duration::from_secs(10));
@@ -174,6 +175,41 @@ fn client_connection_cut_under_load() {
             "not failed at once: {call:?}"
         );
     }
+    run.assert_recovered_within(cut, Duration::from_secs(3));
+    run.assert_counted_by(&stats);
+    assert_eq!(stats.reconnects, 1, "{stats:?}");
+    server.stop().unwrap();
+}
+
+/// The same cut with idempotent calls (the Fibonacci client's default): the calls in flight
+/// go again on the next connection, so no call fails, and none outlives its deadline.
+#[test]
+fn client_connection_cut_under_load_with_retries_fails_nothing() {
+    let _serial = serial();
+    let queue = TestQueue::new("faults-client-cut-retried");
+    let server = start_server(&amqp_url(), &queue);
+    let proxy = TcpProxy::to_broker();
+    let client = connect_client(&proxy.url(), client_options(&queue));
+    let load = Load::start(&client, LoadConfig::default());
+    load.warm_up(200, Duration::from_secs(10));
+
+    let cut = cut_while_serving(&proxy, &server);
+    load.wait_recovered(cut, Duration::from_secs(5));
+    sleep(Duration::from_millis(500));
+    let run = load.finish();
+    let stats = client.rpc().stats();
+    report(
+        &run,
+        "client_connection_cut_under_load_with_retries",
+        (cut, cut),
+        &client,
+        &[server_stats("server", &server)],
+    );
+
+    run.assert_answers_right();
+    run.assert_within_deadlines(MARGIN);
+    run.assert_failures_only(&[]);
+    assert!(stats.retries >= 1, "a call was in flight at the cut: {stats:?}");
     run.assert_recovered_within(cut, Duration::from_secs(3));
     run.assert_counted_by(&stats);
     assert_eq!(stats.reconnects, 1, "{stats:?}");
@@ -316,7 +352,7 @@ fn stalled_client_path_under_load() {
 
     run.assert_answers_right();
     run.assert_within_deadlines(MARGIN);
-    run.assert_failures_only(&["Timeout", "ConnectionLost", "NotConnected"]);
+    run.assert_failures_only(&["Timeout", "Unconfirmed", "ConnectionLost", "NotConnected"]);
     assert!(
         !run.failed().is_empty(),
         "a 4 s stall must fail some 2 s calls"

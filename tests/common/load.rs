@@ -440,7 +440,11 @@ impl Run {
         let count = |kind| failures.get(kind).copied().unwrap_or(0) as u64;
         assert_eq!(client.calls, self.calls() as u64, "{client:?}");
         assert_eq!(client.ok, self.right() as u64, "{client:?}");
-        assert_eq!(client.timeouts, count("Timeout"), "{client:?}");
+        assert_eq!(
+            client.timeouts,
+            count("Timeout") + count("Unconfirmed"),
+            "{client:?}"
+        );
         assert_eq!(
             client.connection_lost,
             count("ConnectionLost"),
