@@ -19,6 +19,9 @@
 #   stop-node N    stop node N gracefully
 #   start-node N   start node N again; it rejoins the cluster with its data
 #   leader QUEUE   the number of the node holding the leader of quorum queue QUEUE (vhost /)
+#   ctl N [TOOL] ARGS...
+#                  run a RabbitMQ CLI tool (default rabbitmqctl) against node N, with the
+#                  cluster's cookie, e.g.: ctl 1 cluster_status; ctl 2 rabbitmq-queues list
 #
 # Environment (defaults in brackets):
 #   FIB_RPC_CLUSTER_DIR        data, logs, cookie, config   [/tmp/fib-rpc-cluster]
@@ -603,6 +606,18 @@ lock() {
     flock -w "$TIMEOUT" 9 || die "another cluster.sh still holds $DIR.lock after ${TIMEOUT}s"
 }
 
+cmd_ctl() {
+    local n=$1 tool=rabbitmqctl
+    shift
+    case "$1" in
+        rabbitmq*)
+            tool=$1
+            shift
+            ;;
+    esac
+    ctl "$TIMEOUT" "$tool" -n "$(node_name "$n")" "$@"
+}
+
 main() {
     local cmd=${1:-}
     [[ $# -gt 0 ]] && shift
@@ -629,6 +644,11 @@ main() {
         leader)
             [[ $# -eq 1 && -n $1 ]] || usage
             cmd_leader "$1"
+            ;;
+        ctl)
+            [[ $# -ge 2 ]] || usage
+            check_n "$1"
+            cmd_ctl "$@"
             ;;
         -h | --help | help) help_text ;;
         *) usage ;;
