@@ -234,8 +234,9 @@ fn stalled_broker_cannot_hang_server_stop() {
     assert_gave_up_in_time(&result, stopping, Duration::from_millis(1500));
 }
 
-/// On a silent broker an operation ends either at its own bound (`Timeout`) or when heartbeats
-/// notice the silence (`ConnectionLost`), whichever comes first, and within `bound`.
+/// On a silent broker an operation ends either at its own bound (`Timeout`, or `Unconfirmed`
+/// for a call whose request the broker never confirmed) or when heartbeats notice the silence
+/// (`ConnectionLost`), whichever comes first, and within `bound`.
 fn assert_gave_up_in_time<T: std::fmt::Debug>(
     result: &Result<T, Error>,
     started: Instant,
@@ -244,7 +245,7 @@ fn assert_gave_up_in_time<T: std::fmt::Debug>(
     assert!(
         matches!(
             result,
-            Err(Error::Timeout { .. } | Error::ConnectionLost { .. })
+            Err(Error::Timeout { .. } | Error::Unconfirmed { .. } | Error::ConnectionLost { .. })
         ),
         "{result:?}"
     );

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod cluster;
 pub mod load;
 pub mod proxy;
 // `fib-rpc` as a process: only where the binary is built.

@@ -36,7 +36,8 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
         .stop_timeout(DRAIN_TIMEOUT)
         .heartbeat(global.heartbeat)
         .connection_name(format!("fib-rpc serve (pid {})", std::process::id()))
-        .lazy_start(true);
+        .lazy_start(true)
+        .publisher_confirms(args.confirms);
     if let Some(workers) = args.workers {
         options = options.workers(workers);
     }

@@ -17,6 +17,8 @@ pub struct BenchArgs {
     pub json: bool,
     /// Send a call again when its request may have been lost (`--no-retry` turns it off).
     pub retry: bool,
+    /// Have the broker confirm each request (`--no-confirms` turns it off).
+    pub confirms: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -34,6 +36,7 @@ pub(super) const OPTIONS: &[&str] = &[
     "--timeout SECONDS",
     "--json",
     "--no-retry",
+    "--no-confirms",
 ];
 
 /// Default for `--calls` when neither `--calls` nor `--seconds` is given.
@@ -53,6 +56,7 @@ pub(super) fn parse_bench(
         timeout: DEFAULT_TIMEOUT,
         json: false,
         retry: true,
+        confirms: true,
     };
     let (mut calls, mut seconds) = (None, None);
     for mut parser in parsers {
@@ -67,6 +71,7 @@ pub(super) fn parse_bench(
                 Long("timeout") => args.timeout = seconds_value(&mut parser, "--timeout")?,
                 Long("json") => args.json = true,
                 Long("no-retry") => args.retry = false,
+                Long("no-confirms") => args.confirms = false,
                 arg => options.take(arg.into(), &mut parser)?,
             }
         }
@@ -107,6 +112,7 @@ Options:
   --json             Also print the results as one JSON object on the last line
   --no-retry         Do not send a call again when its request may have been lost (after a
                      connection loss or a refusal by the broker); count it as failed
+  --no-confirms      Do not have the broker confirm each request (to measure their cost)
 ",
         timeout = DEFAULT_TIMEOUT.as_secs(),
     )

@@ -14,6 +14,8 @@ pub struct ServeArgs {
     pub max_n: u64,
     pub durable_quorum: bool,
     pub cache_bytes: usize,
+    /// Ack a request only once the broker confirms its reply (`--no-confirms` turns it off).
+    pub confirms: bool,
 }
 
 /// The options below, as in the help.
@@ -23,6 +25,7 @@ pub(super) const OPTIONS: &[&str] = &[
     "--max-n N",
     "--durable-quorum",
     "--cache-mib N",
+    "--no-confirms",
 ];
 
 /// Default for `--cache-mib`: the library's default cache size.
@@ -41,6 +44,7 @@ pub(super) fn parse_serve(
         max_n: DEFAULT_MAX_N,
         durable_quorum: false,
         cache_bytes: DEFAULT_CACHE_MIB << 20,
+        confirms: true,
     };
     for mut parser in parsers {
         while let Some(arg) = parser.next()? {
@@ -54,6 +58,7 @@ pub(super) fn parse_serve(
                 Long("max-n") => args.max_n = parser.value()?.parse()?,
                 Long("cache-mib") => args.cache_bytes = cache_bytes(&mut parser)?,
                 Long("durable-quorum") => args.durable_quorum = true,
+                Long("no-confirms") => args.confirms = false,
                 arg => options.take(arg.into(), &mut parser)?,
             }
         }
@@ -87,6 +92,9 @@ Options:
   --durable-quorum   If the queue does not exist, declare it durable quorum (default classic)
   --cache-mib N      Memory for cached results of n >= 1000, in MiB; 0 turns it off
                      (default {DEFAULT_CACHE_MIB})
+  --no-confirms      Ack each request as soon as its reply is published, without waiting
+                     for the broker to confirm the reply (faster; a reply lost in a broker
+                     failure is then never sent again)
 
 If the broker cannot be reached at start-up, it retries with backoff until it can (bad
 credentials or vhost exit 7 at once). Once serving, it never exits because the broker went
