@@ -151,14 +151,42 @@ fn assert_nothing_lost(run: &Run) {
     run.assert_failures_only(&[]);
 }
 
-/// Checks for a run without retries: only calls in flight at one of the `kills` failed.
-fn assert_only_in_flight_failed(run: &Run, kills: &[Instant]) {
+/// When a node was killed: between these two instants (the script finds the node's process,
+/// kills it and waits until its port is closed).
+type Kill = (Instant, Instant);
+
+/// Kills node `node`, and says when.
+fn kill(cluster: &Cluster, node: usize) -> Kill {
+    let before = Instant::now();
+    cluster.kill(node);
+    (before, Instant::now())
+}
+
+/// How long after a node's death calls may still be refused: until the quorum queue has a new
+/// leader and the client has replaced a channel the broker left stale (see `Reader::refused`).
+const AFTERMATH: Duration = Duration::from_secs(2);
+
+/// Checks for a run without retries: only calls in flight at one of the `kills` failed (or
+/// sent in its [`AFTERMATH`], refused by the broker), each with a typed error.
+fn assert_only_in_flight_failed(run: &Run, kills: &[Kill]) {
     run.assert_answers_right();
     run.assert_within_deadlines(MARGIN);
-    run.assert_failures_only(&["ConnectionLost", "Unconfirmed", "Timeout", "NotConnected"]);
+    run.assert_failures_only(&[
+        "ConnectionLost",
+        "RequestRefused",
+        "Unconfirmed",
+        "Timeout",
+        "NotConnected",
+    ]);
     for call in run.failed() {
+        let in_flight = |&(from, to): &Kill| call.started <= to && call.ended >= from;
+        let aftermath = |&(from, to): &Kill| {
+            call.failure() == Some("RequestRefused")
+                && call.started >= from
+                && call.started <= to + AFTERMATH
+        };
         assert!(
-            kills.iter().any(|&at| call.started <= at && call.ended >= at),
+            kills.iter().any(|kill| in_flight(kill) || aftermath(kill)),
             "a call not in flight at a kill failed: {call:?}"
         );
     }
@@ -169,8 +197,7 @@ fn leader_node_killed(cluster: &Cluster) -> Row {
     let setup = Setup::new(cluster, "leader", (1, 2, 3), true);
     let load = Load::start(&setup.client, LOAD);
     load.warm_up(200, CLUSTER_WAIT);
-    let killed = Instant::now();
-    cluster.kill(1);
+    let (killed, _) = kill(cluster, 1);
     let before = setup.replied();
     assert!(load.wait_recovered(killed, CLUSTER_WAIT));
     sleep(Duration::from_secs(2));
@@ -188,8 +215,8 @@ fn client_node_killed(cluster: &Cluster, retry: bool) -> Row {
     let setup = Setup::new(cluster, "client-node", (1, 2, 3), retry);
     let load = Load::start(&setup.client, LOAD);
     load.warm_up(200, CLUSTER_WAIT);
-    let killed = Instant::now();
-    cluster.kill(2);
+    let killing = kill(cluster, 2);
+    let killed = killing.0;
     let before = setup.replied();
     assert!(load.wait_recovered(killed, CLUSTER_WAIT));
     sleep(Duration::from_secs(2));
@@ -204,7 +231,7 @@ fn client_node_killed(cluster: &Cluster, retry: bool) -> Row {
         assert_nothing_lost(&run);
         assert!(stats.retries >= 1, "calls were in flight: {stats:?}");
     } else {
-        assert_only_in_flight_failed(&run, &[killed]);
+        assert_only_in_flight_failed(&run, &[killing]);
         assert_eq!(stats.retries, 0, "{stats:?}");
     }
     setup.finish(&before);
@@ -218,24 +245,22 @@ fn everything_then_new_leader_killed(cluster: &Cluster, retry: bool) -> Row {
     let setup = Setup::new(cluster, "everything", (1, 1, 1), retry);
     let load = Load::start(&setup.client, LOAD);
     load.warm_up(200, CLUSTER_WAIT);
-    let first = Instant::now();
-    cluster.kill(1);
-    assert!(load.wait_recovered(first, CLUSTER_WAIT));
+    let first = kill(cluster, 1);
+    assert!(load.wait_recovered(first.0, CLUSTER_WAIT));
     cluster.start_node(1);
     let new_leader = cluster.leader(&setup.queue);
     assert_ne!(new_leader, 1, "another node took over the leader");
     load.warm_up(200, CLUSTER_WAIT);
-    let second = Instant::now();
-    cluster.kill(new_leader);
+    let second = kill(cluster, new_leader);
     let before = setup.replied();
-    assert!(load.wait_recovered(second, CLUSTER_WAIT));
+    assert!(load.wait_recovered(second.0, CLUSTER_WAIT));
     sleep(Duration::from_secs(2));
     let run = load.finish();
     let fault = match retry {
         true => "kill -9 the node with everything, then the new leader's",
         false => "kill -9 the node with everything, then the new leader's, no retry",
     };
-    let row = setup.report(&run, fault, second);
+    let row = setup.report(&run, fault, second.0);
     if retry {
         assert_nothing_lost(&run);
     } else {

@@ -35,6 +35,10 @@ const CONSUMER_CANCEL_WAIT: Duration = Duration::from_secs(1);
 const RESEND_DELAY: Duration = Duration::from_millis(50);
 const MAX_RESEND_DELAY: Duration = Duration::from_secs(1);
 
+/// After the broker refuses a request, how long the reader lets the calls in flight finish
+/// before it reconnects; see [`Reader::refused`].
+const STALE_CHANNEL_DRAIN: Duration = Duration::from_secs(2);
+
 /// The reader thread's state. It alone touches the AMQP connection.
 pub(super) struct Reader {
     brokers: Brokers,
@@ -60,6 +64,8 @@ pub(super) struct Reader {
     confirms: bool,
     /// This session's published requests awaiting their confirm.
     tags: ConfirmTags,
+    /// When the broker first refused a request in this session: the session is to be replaced.
+    refused_at: Option<Instant>,
     /// Sessions set up so far; every one after the first is a reconnection.
     sessions: u64,
 }
@@ -107,6 +113,7 @@ impl Reader {
             resends: Vec::new(),
             confirms: options.publisher_confirms,
             tags: ConfirmTags::default(),
+            refused_at: None,
             sessions: 0,
         }
     }
@@ -271,6 +278,7 @@ impl Reader {
             false => crossbeam_channel::never(),
         };
         self.tags = ConfirmTags::default();
+        self.refused_at = None;
         // Replies are never acked: an unanswered caller gains nothing from a redelivery.
         let no_ack = ConsumerOptions {
             no_ack: true,
@@ -399,6 +407,14 @@ impl Reader {
                 }
                 recv(sweep) -> _ => self.forget_expired(Instant::now()),
             }
+            if let Some(refused_at) = self.refused_at {
+                if self.pending.is_empty() || refused_at.elapsed() >= STALE_CHANNEL_DRAIN {
+                    return lost(Some(BrokerError::other(
+                        BrokerErrorKind::Other,
+                        "the broker refused a request (the channel may be stale)",
+                    )));
+                }
+            }
         }
     }
 
@@ -413,8 +429,16 @@ impl Reader {
         mut call: OutgoingCall,
     ) -> std::result::Result<(), BrokerError> {
         let remaining = call.deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() || !call.state.claim() {
+        if remaining.is_zero() || !call.state.is_queued() {
             return Ok(()); // the caller has given up; dropping `reply` tells it
+        }
+        if self.refused_at.is_some() {
+            // This session is being replaced (see `refused`): the call waits for the next.
+            self.waiting.push_back(call);
+            return Ok(());
+        }
+        if !call.state.claim() {
+            return Ok(());
         }
         let publish = Publish {
             body: &call.body,
@@ -461,8 +485,16 @@ impl Reader {
     /// The broker refused a request: an idempotent call goes again after a short pause if its
     /// deadline leaves time for it; any other call fails at once with
     /// [`Error::RequestRefused`].
+    ///
+    /// The session is then replaced: new calls wait, the calls in flight get up to
+    /// [`STALE_CHANNEL_DRAIN`] to be answered, and the reader reconnects. A refusal may be the
+    /// queue's own (a length limit with `reject-publish`), but on RabbitMQ 3.10 it may also
+    /// mean a stale channel: a channel that first published to a quorum queue while the
+    /// queue's leader was down (its node just died) refuses every later publish to it, for
+    /// as long as the channel lives, while a new connection is served at once.
     fn refused(&mut self, call: OutgoingCall) {
         bump(&self.shared.counters.refusals);
+        self.refused_at.get_or_insert_with(Instant::now);
         let doublings = call.attempts.saturating_sub(1).min(8);
         let delay = RESEND_DELAY.saturating_mul(1 << doublings).min(MAX_RESEND_DELAY);
         let at = Instant::now() + delay;
