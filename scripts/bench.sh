@@ -2,14 +2,15 @@
 # The benchmark: fib-rpc against the references, measured side by side in one run, printed
 # as ONE table (on stdout; progress goes to stderr) with the ratio to each target.
 #
-# Every throughput measurement below (rows 1, 2, 7 and 8 and their references) is run R
+# Every throughput measurement below (rows 1, 2, 7, 8 and 10 and their references) is run R
 # times (--rounds), each run S seconds long (--seconds), interleaved by round: round 1 runs
 # each of them once, then round 2 does the same, and so on, so that a slow phase of the
-# machine hits them all alike. The order within a round: on our server, 1 caller (and with
-# direct reply-to), 64 callers (and direct), the bare amiquip client; on the tutorial's, its
-# client alone, then four at once; on the floor's echo server, the floor client with 64 in
-# flight, then 1. The three servers are each started once, before round 1, and stay up
-# (idle between their own runs) until the last round is over. The table shows each
+# machine hits them all alike. The order within a round: 1 caller on our server, then on our
+# --no-confirms server (and with direct reply-to on our server), 64 callers likewise, the
+# bare amiquip client on our server; on the tutorial's, its client alone, then four at once;
+# on the floor's echo server, the floor client with 64 in flight, then 1. The four servers
+# are each started once, before round 1, and stay up (idle between their own runs) until the
+# last round is over. The table shows each
 # measurement's median over its runs with the min–max range; a ratio is ours' median / the
 # reference's median, and the last column gives the ratio within each round.
 #
@@ -31,7 +32,7 @@
 #   7. rows 1 and 2 again with `--reply-to direct`, when `fib-rpc --help` mentions it;
 #   8. the floor pair with 1 in flight against row 1's one caller (no target);
 #   9. where the time goes, under the table: for each Rust client measurement above (rows 1,
-#      2, 7 and 8), CPU time per successful call in µs of the broker (the beam.smp process:
+#      2, 7, 8 and 10), CPU time per successful call in µs of the broker (the beam.smp process:
 #      if several, the one with `-sname rabbit`, else the oldest), of the server process and
 #      of the client process, and the client's context switches per call (voluntary +
 #      involuntary), each summed over the measurement's R runs (total CPU / total successful
@@ -39,17 +40,23 @@
 #      run; the client: GNU time (/usr/bin/time; n/a without it). The broker may be shared,
 #      so others' work counts in its figure: its idle CPU, sampled for 2 s before the runs,
 #      is shown alongside.
+#  10. what publisher confirms cost: rows 1 and 2 (confirms on, the default on both sides)
+#      against `fib-rpc bench --no-confirms --callers 1` and `--callers 64` on a second
+#      server, `fib-rpc serve --no-confirms` (confirms off on both sides), for 1 and for 64
+#      callers; the ratio is on / off (no target; the goal is a cost of at most 10%, on / off
+#      ≥ 0.90×). Run when `fib-rpc serve --help` and `fib-rpc bench --help` mention
+#      --no-confirms; n/a otherwise.
 #
 # Usage: scripts/bench.sh [--quick] [--seconds S] [--rounds R]
 #   --seconds S  seconds per throughput run (default 6; env BENCH_SECONDS)
 #   --rounds R   runs of each throughput measurement, interleaved by round (default 3;
 #                env BENCH_ROUNDS)
 #   --quick      smoke test: 3 s runs, 1 round, 5 hyperfine runs (env BENCH_QUICK=1)
-# The full default run (3 rounds of 9 runs of 6 s) takes about 3 minutes once built.
+# The full default run (3 rounds of 11 runs of 6 s) takes about 4 minutes once built.
 #
 # It starts everything it needs: the broker (scripts/ensure-rabbitmq.sh), a release build
 # (`cargo build --release --bins --examples`), the Python venv (scripts/python-env.sh; gmpy2
-# is added for row 4), the three servers, each on its own uniquely named queue. Measurements
+# is added for row 4), the four servers, each on its own uniquely named queue. Measurements
 # run one at a time, never overlapping. On exit it stops what it started and deletes the
 # queues it created. Raw results go to <cargo target dir>/bench/results.json (every run, and
 # the medians), and each step's output and logs to <cargo target dir>/bench/last-run/ (a
@@ -232,6 +239,15 @@ ours_run() {
     json_of "$name.$round"
 }
 
+# Row 10's run: `fib-rpc bench --no-confirms` on our `fib-rpc serve --no-confirms`, as a
+# measured step: `noconfirms_run NAME CALLERS`; its JSON goes to NAME.ROUND.json.
+noconfirms_run() {
+    local name="$1" callers="$2"
+    measured_step "$name.$round" "$run_bound" "$noconfirms_pid" "$fib_rpc" --queue \
+        "$q_noconfirms" "${bench_args[@]}" --no-confirms --callers "$callers"
+    json_of "$name.$round"
+}
+
 # The last line of step NAME's stdout (a JSON line) into NAME.json.
 json_of() { tail -n 1 "$run_dir/$1.out" >"$run_dir/$1.json"; }
 
@@ -328,6 +344,7 @@ run_id="$$-$(date +%s)-$RANDOM"
 q_ours="fib-rpc-bench-$run_id-ours"
 q_tutorial="fib-rpc-bench-$run_id-tutorial"
 q_floor="fib-rpc-bench-$run_id-floor"
+q_noconfirms="fib-rpc-bench-$run_id-noconfirms"
 
 help_text="$("$fib_rpc" --help 2>&1)" || die "fib-rpc --help failed"
 if [[ $help_text == *--reply-to* ]]; then
@@ -335,9 +352,18 @@ if [[ $help_text == *--reply-to* ]]; then
 else
     reply_to_option=no
 fi
+# Row 10 needs --no-confirms on both sides: `serve` (the server's replies) and `bench` (the
+# client's requests).
+serve_help="$("$fib_rpc" serve --help 2>&1)" || die "fib-rpc serve --help failed"
+bench_help="$("$fib_rpc" bench --help 2>&1)" || die "fib-rpc bench --help failed"
+if [[ $serve_help == *--no-confirms* ]] && [[ $bench_help == *--no-confirms* ]]; then
+    confirms_option=yes
+else
+    confirms_option=no
+fi
 load_at_start="$(cut -d' ' -f1-3 /proc/loadavg)"
 log "seconds per run: $run_seconds; rounds: $rounds; direct reply-to: $reply_to_option;" \
-    "load: $load_at_start"
+    "--no-confirms: $confirms_option; load: $load_at_start"
 
 # For CPU per call: the broker process (beam.smp; if several, the one named rabbit, else
 # the oldest), the clock tick, and GNU time for the clients (not bash's `time` keyword).
@@ -391,7 +417,7 @@ fi
 
 bench_args=(bench --seconds "$run_seconds" --n 10 --json)
 
-# ---- the three servers: each started once, up through all the rounds ----
+# ---- the four servers: each started once, up through all the rounds ----
 
 start_server fib-rpc-serve "$q_ours" "$fib_rpc" --queue "$q_ours" serve
 serve_pid=$server_pid
@@ -399,11 +425,20 @@ start_server tutorial-server "$q_tutorial" "$py" -u bench/python/tutorial_server
 tutorial_pid=$server_pid
 start_server amiquip-floor-server "$q_floor" "$floor" server "$q_floor"
 floor_pid=$server_pid
+noconfirms_pid=""
+if [ "$confirms_option" = yes ]; then
+    start_server fib-rpc-serve-noconfirms "$q_noconfirms" "$fib_rpc" --queue "$q_noconfirms" \
+        serve --no-confirms
+    noconfirms_pid=$server_pid
+else
+    log "fib-rpc serve or bench has no --no-confirms: row 10 shows n/a"
+fi
 
 # Fails when a server has exited: a client run on a dead server may still exit 0.
 check_servers() {
     set -- fib-rpc-serve "$serve_pid" tutorial-server "$tutorial_pid" \
         amiquip-floor-server "$floor_pid"
+    [ -z "$noconfirms_pid" ] || set -- "$@" fib-rpc-serve-noconfirms "$noconfirms_pid"
     while [ $# -ge 2 ]; do
         if ! alive "$2"; then
             tail -n 20 "$run_dir/$1.log" >&2 || true
@@ -436,12 +471,13 @@ py4() {
     done
 }
 
-# ---- the throughput runs, round by round: rows 1, 2, 5, 7 and 8 ----
+# ---- the throughput runs, round by round: rows 1, 2, 5, 7, 8 and 10 ----
 # (Each run of a Rust client is a `measured_step`: its CPU per call, row 9. A run's files
 # are NAME.ROUND.*.)
 
-per_round=9
-[ "$reply_to_option" = yes ] || per_round=7
+per_round=7
+[ "$reply_to_option" = no ] || per_round=$((per_round + 2))
+[ "$confirms_option" = no ] || per_round=$((per_round + 2))
 log "$rounds round(s) of $per_round runs of ${run_seconds}s each" \
     "(about $((rounds * per_round * (${run_seconds%.*} + 1))) s)"
 for ((round = 1; round <= rounds; round++)); do
@@ -450,6 +486,11 @@ for ((round = 1; round <= rounds; round++)); do
 
     log "$at, row 1: fib-rpc bench --callers 1 (${run_seconds}s)"
     ours_run ours_seq 1
+    if [ "$confirms_option" = yes ]; then
+        log "$at, row 10: fib-rpc bench --no-confirms --callers 1 on serve --no-confirms" \
+            "(${run_seconds}s)"
+        noconfirms_run ours_seq_noconfirms 1
+    fi
     if [ "$reply_to_option" = yes ]; then
         log "$at, row 7: fib-rpc --reply-to direct bench --callers 1 (${run_seconds}s)"
         ours_run ours_seq_direct 1 --reply-to direct
@@ -461,6 +502,11 @@ for ((round = 1; round <= rounds; round++)); do
     awk '/^VmHWM:/ {print $2}' "/proc/$serve_pid/status" \
         >"$run_dir/serve_vmhwm_kib.$round.txt" ||
         die "cannot read VmHWM of fib-rpc serve (pid $serve_pid)"
+    if [ "$confirms_option" = yes ]; then
+        log "$at, row 10: fib-rpc bench --no-confirms --callers 64 on serve --no-confirms" \
+            "(${run_seconds}s)"
+        noconfirms_run ours_64_noconfirms 64
+    fi
     if [ "$reply_to_option" = yes ]; then
         log "$at, row 7: fib-rpc --reply-to direct bench --callers 64 (${run_seconds}s)"
         ours_run ours_64_direct 64 --reply-to direct
@@ -496,6 +542,12 @@ check_servers
 log "stopping the tutorial server and the floor's echo server"
 stop_pid "$tutorial_pid" 10
 stop_pid "$floor_pid" 10 # it runs until killed
+if [ -n "$noconfirms_pid" ]; then
+    log "stopping fib-rpc serve --no-confirms (SIGTERM)"
+    stop_pid "$noconfirms_pid" 40
+    [ "$stopped_status" -eq 0 ] ||
+        log "fib-rpc serve --no-confirms exited with status $stopped_status after SIGTERM"
+fi
 
 # ---- row 3, on our server alone ----
 
@@ -584,6 +636,7 @@ stat -c %s "$run_dir/fib-rpc.stripped" >"$run_dir/stripped_bytes.txt"
 "$py" bench/python/report.py "$run_dir" "$out_dir/results.json" \
     "seconds_per_run=$run_seconds" "rounds=$rounds" "quick=$quick" "hyperfine_runs=$hf_runs" \
     "hyperfine_warmup=$hf_warmup" "reply_to_option=$reply_to_option" \
+    "confirms_option=$confirms_option" \
     "load_at_start=$load_at_start" "cpus=$(nproc)" "broker_pid=${broker_pid:-none}" \
     "gnu_time=${gnu_time:-none}" \
     "commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \

@@ -197,7 +197,8 @@ def main(argv):
     stems = lambda name: [name] if rounds is None else [f'{name}.{r}'
                                                         for r in range(1, rounds + 1)]
 
-    throughput = ['ours_seq', 'ours_64', 'ours_seq_direct', 'ours_64_direct', 'py_seq',
+    throughput = ['ours_seq', 'ours_64', 'ours_seq_direct', 'ours_64_direct',
+                  'ours_seq_noconfirms', 'ours_64_noconfirms', 'py_seq',
                   'py4_1', 'py4_2', 'py4_3', 'py4_4', 'floor', 'floor_on_ours', 'floor_seq']
     raw = {name: [load(run_dir, stem) for stem in stems(name)] for name in throughput}
     raw.update({name: load(run_dir, name) for name in ['hf_ours', 'hf_py', 'fib_speed', 'gmp']})
@@ -214,10 +215,12 @@ def main(argv):
     # Where the time goes (row 9): the runs measured for CPU, in the order shown.
     cpu_runs = [('ours_64', '64 callers (ours)'),
                 ('ours_64_direct', '64 callers (ours), --reply-to direct'),
+                ('ours_64_noconfirms', '64 callers (ours), --no-confirms (client and server)'),
                 ('floor_on_ours', '64 in flight: bare amiquip client on `fib-rpc serve`'),
                 ('floor', '64 in flight: bare amiquip pair (floor)'),
                 ('ours_seq', '1 caller (ours)'),
                 ('ours_seq_direct', '1 caller (ours), --reply-to direct'),
+                ('ours_seq_noconfirms', '1 caller (ours), --no-confirms (client and server)'),
                 ('floor_seq', '1 in flight: bare amiquip pair')]
     raw['cpu'] = {name: [read_cpu(run_dir, stem) for stem in stems(name)]
                   for name, _ in cpu_runs}
@@ -319,6 +322,15 @@ def main(argv):
                        f'{label}, calls/s (direct reply-to) vs default',
                        get(f'ours_{name}_direct', 'ok_per_s'), get(f'ours_{name}', 'ok_per_s'))
 
+    # 10. What publisher confirms cost: ours as usual (confirms on, both sides) against
+    # --no-confirms on both sides, on a second `fib-rpc serve --no-confirms`. No target: the
+    # goal is a cost of at most 10% (on / off >= 0.90x).
+    confirms = settings.get('confirms_option') == 'yes'
+    for name, label in [('seq', '1 caller'), ('64', '64 callers')]:
+        info_ratio(f'confirms_{name}_on_vs_off',
+                   f'{label}, calls/s, publisher confirms on vs off***',
+                   get(f'ours_{name}', 'ok_per_s'), get(f'ours_{name}_noconfirms', 'ok_per_s'))
+
     runs = len(stems('ours_seq'))
     seconds = settings.get('seconds_per_run', '?')
     out = [table.render()]
@@ -339,6 +351,14 @@ def main(argv):
     if not direct:
         out.append('Direct reply-to: not available (`fib-rpc --help` does not mention '
                    '--reply-to); not run.')
+    if confirms:
+        out.append('*** confirms on: rows "1 caller" and "64 callers" above (`fib-rpc serve`, '
+                   '`fib-rpc bench`); off: `fib-rpc bench --no-confirms` on a second `fib-rpc '
+                   'serve --no-confirms`. Ratio on / off; no target (goal: cost ≤ 10%, '
+                   'ratio ≥ 0.90x).')
+    else:
+        out.append('*** publisher confirms off: not available (`fib-rpc serve --help` or '
+                   '`fib-rpc bench --help` does not mention --no-confirms); not run.')
 
     # 9. Where the time goes: CPU per successful call, by process, over all the rounds (total
     # CPU time / total successful calls).
@@ -422,6 +442,9 @@ def main(argv):
     if direct:
         run_lines('--reply-to direct, 1 caller', 'ours_seq_direct', bench_text)
         run_lines('--reply-to direct, 64 callers', 'ours_64_direct', bench_text)
+    if confirms:
+        run_lines('--no-confirms, 1 caller', 'ours_seq_noconfirms', bench_text)
+        run_lines('--no-confirms, 64 callers', 'ours_64_noconfirms', bench_text)
     run_lines('tutorial client, alone', 'py_seq', py_text)
     for i in range(1, 5):
         run_lines(f'tutorial client {i} of 4', f'py4_{i}', py_text)
