@@ -11,6 +11,10 @@ cd "$ROOT"
 
 "$ROOT/scripts/ensure-rabbitmq.sh"
 "$ROOT/scripts/ensure-openssl-dev.sh"
+# tests/cluster.rs starts a local three-node cluster beside the broker (scripts/cluster.sh,
+# its own ports, names, data and cookie) and stops it when it ends; should the test process be
+# killed instead, this stops it too, so nothing is left running.
+trap '"$ROOT/scripts/cluster.sh" stop >/dev/null 2>&1 || true' EXIT
 
 # Assign before export so a failing python-env.sh aborts under `set -e`.
 FIB_RPC_PYTHON="$("$ROOT/scripts/python-env.sh")"

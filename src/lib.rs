@@ -81,7 +81,9 @@ mod fib;
 #[cfg(test)]
 mod fuzz;
 
-pub use client::{CallOptions, ClientOptions, ClientStats, PendingReply, ReplyTo, RpcClient, DEFAULT_TIMEOUT};
+pub use client::{
+    CallOptions, ClientOptions, ClientStats, PendingReply, ReplyTo, RpcClient, DEFAULT_TIMEOUT,
+};
 pub use connect::{
     redact as redact_url, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEARTBEAT_SECS, DEFAULT_URL,
 };

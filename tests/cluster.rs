@@ -51,9 +51,16 @@ impl<'c> Setup<'c> {
         (leader, client_node, server_node): (usize, usize, usize),
         retry: bool,
     ) -> Setup<'c> {
-        let queue = format!("fib-rpc-test-cluster-{purpose}-{}", uuid::Uuid::new_v4().simple());
+        let queue = format!(
+            "fib-rpc-test-cluster-{purpose}-{}",
+            uuid::Uuid::new_v4().simple()
+        );
         cluster.declare_quorum(leader, &queue);
-        assert_eq!(cluster.leader(&queue), leader, "the leader is where it was declared");
+        assert_eq!(
+            cluster.leader(&queue),
+            leader,
+            "the leader is where it was declared"
+        );
         let servers = (0..2)
             .map(|i| {
                 RpcServer::start_failover(
@@ -117,7 +124,11 @@ impl<'c> Setup<'c> {
     fn finish(self, before: &[u64]) {
         let after = self.replied();
         for (i, (was, now)) in before.iter().zip(&after).enumerate() {
-            assert!(now > was, "server {} stopped serving: {before:?} -> {after:?}", i + 1);
+            assert!(
+                now > was,
+                "server {} stopped serving: {before:?} -> {after:?}",
+                i + 1
+            );
         }
         self.client.close();
         for server in self.servers {
@@ -332,7 +343,10 @@ fn no_quorum(cluster: &Cluster) -> Row {
         run.failed().iter().all(|call| call.ended >= lost),
         "only calls made after the quorum was lost failed"
     );
-    assert!(!run.failed().is_empty(), "calls failed while there was no quorum");
+    assert!(
+        !run.failed().is_empty(),
+        "calls failed while there was no quorum"
+    );
     setup.finish(&before);
     cluster.start_node(3);
     let _ = row.recovery.expect("recovered");
@@ -344,9 +358,18 @@ fn a_cluster_loses_no_call_when_nodes_die() {
     let cluster = Cluster::start();
     type Scenario<'a> = (&'static str, Box<dyn Fn() -> Row + 'a>);
     let scenarios: Vec<Scenario<'_>> = vec![
-        ("leader node killed", Box::new(|| leader_node_killed(&cluster))),
-        ("client node killed", Box::new(|| client_node_killed(&cluster, true))),
-        ("client node killed, no retry", Box::new(|| client_node_killed(&cluster, false))),
+        (
+            "leader node killed",
+            Box::new(|| leader_node_killed(&cluster)),
+        ),
+        (
+            "client node killed",
+            Box::new(|| client_node_killed(&cluster, true)),
+        ),
+        (
+            "client node killed, no retry",
+            Box::new(|| client_node_killed(&cluster, false)),
+        ),
         (
             "everything, then the new leader",
             Box::new(|| everything_then_new_leader_killed(&cluster, true)),

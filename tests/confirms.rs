@@ -16,8 +16,8 @@ use amiquip::{AmqpValue, FieldTable, Publish, QueueDeclareOptions};
 use common::proxy::TcpProxy;
 use common::{admin_connection, amqp_url, eventually, unique_connection_name, TestQueue};
 use fib_rpc::{
-    CallOptions, ClientOptions, Error, FibonacciHandler, FibonacciRpcClient, RpcClient,
-    RpcServer, ServerOptions,
+    CallOptions, ClientOptions, Error, FibonacciHandler, FibonacciRpcClient, RpcClient, RpcServer,
+    ServerOptions,
 };
 
 /// Declares `name` as a classic queue that refuses publishes beyond `max_length` messages.
@@ -99,21 +99,30 @@ fn an_idempotent_request_goes_again_until_the_broker_takes_it() {
         thread::spawn(move || client.call_deadline(30, Instant::now() + Duration::from_secs(20)))
     };
     assert!(
-        eventually(Duration::from_secs(5), || client.rpc().stats().refusals >= 2),
+        eventually(Duration::from_secs(5), || client.rpc().stats().refusals
+            >= 2),
         "the broker refused the request, and it went again: {:?}",
         client.rpc().stats()
     );
     // A server takes the blocker (and drops it: no reply_to), making room.
     let server = RpcServer::start(
         &amqp_url(),
-        ServerOptions::default().queue(queue.name.as_str()).workers(1),
+        ServerOptions::default()
+            .queue(queue.name.as_str())
+            .workers(1),
         FibonacciHandler::default(),
     )
     .unwrap();
-    let answer = caller.join().unwrap().expect("answered once there was room");
+    let answer = caller
+        .join()
+        .unwrap()
+        .expect("answered once there was room");
     assert_eq!(answer, 832_040u32.into());
     let stats = client.rpc().stats();
-    assert!(stats.retries >= 2 && stats.retries == stats.refusals, "{stats:?}");
+    assert!(
+        stats.retries >= 2 && stats.retries == stats.refusals,
+        "{stats:?}"
+    );
     assert_eq!((stats.ok, stats.calls), (1, 1), "{stats:?}");
     assert_eq!(server.stats().no_reply_to, 1, "{:?}", server.stats());
     server.stop().unwrap();
@@ -133,11 +142,17 @@ fn an_idempotent_request_refused_until_its_deadline_says_so() {
     let client = RpcClient::connect_with(&amqp_url(), client(&queue).idempotent(true)).unwrap();
     let started = Instant::now();
     let err = client
-        .call_with(b"10", CallOptions::new().timeout(Duration::from_millis(800)))
+        .call_with(
+            b"10",
+            CallOptions::new().timeout(Duration::from_millis(800)),
+        )
         .unwrap_err();
     let took = started.elapsed();
     assert!(matches!(err, Error::RequestRefused { .. }), "{err:?}");
-    assert!(took <= Duration::from_millis(900), "outlived its deadline: {took:?}");
+    assert!(
+        took <= Duration::from_millis(900),
+        "outlived its deadline: {took:?}"
+    );
     let stats = client.stats();
     assert!(stats.retries >= 2, "{stats:?}");
     client.close();
@@ -179,7 +194,9 @@ fn a_refused_reply_sends_its_request_back() {
         server.stats()
     );
     // Make room: take the blocker out of the reply queue.
-    let reply_queue = channel.queue_declare_passive(replies.name.as_str()).unwrap();
+    let reply_queue = channel
+        .queue_declare_passive(replies.name.as_str())
+        .unwrap();
     let got = reply_queue.get(true).unwrap().expect("the blocker");
     assert_eq!(got.delivery.body, b"blocker");
     let reply = (0..50).find_map(|_| {
@@ -193,7 +210,8 @@ fn a_refused_reply_sends_its_request_back() {
         Some("refused-reply")
     );
     // Nothing left behind: the request was acked once its reply was taken.
-    assert!(eventually(Duration::from_secs(5), || queue.message_count() == 0
+    assert!(eventually(Duration::from_secs(5), || queue.message_count()
+        == 0
         && common::unacknowledged_count(&queue.name) == 0));
     server.stop().unwrap();
     admin.close().unwrap();

@@ -209,7 +209,10 @@ fn client_connection_cut_under_load_with_retries_fails_nothing() {
     run.assert_answers_right();
     run.assert_within_deadlines(MARGIN);
     run.assert_failures_only(&[]);
-    assert!(stats.retries >= 1, "a call was in flight at the cut: {stats:?}");
+    assert!(
+        stats.retries >= 1,
+        "a call was in flight at the cut: {stats:?}"
+    );
     run.assert_recovered_within(cut, Duration::from_secs(3));
     run.assert_counted_by(&stats);
     assert_eq!(stats.reconnects, 1, "{stats:?}");

@@ -507,9 +507,7 @@ impl PendingReply<'_> {
                 waited,
                 last_error: shared.last_error(),
             },
-            GaveUp::Sent if self.client.options.publisher_confirms => {
-                Error::Unconfirmed { waited }
-            }
+            GaveUp::Sent if self.client.options.publisher_confirms => Error::Unconfirmed { waited },
             GaveUp::Refused => Error::RequestRefused {
                 queue: self.client.options.queue.clone(),
             },

@@ -321,7 +321,8 @@ impl Reader {
                 self.waiting.len()
             );
         }
-        self.shared.set_connected(self.brokers.current().to_string());
+        self.shared
+            .set_connected(self.brokers.current().to_string());
         if let Some(ready) = ready.take() {
             let _ = ready.send(Ok(()));
         }
@@ -496,7 +497,9 @@ impl Reader {
         bump(&self.shared.counters.refusals);
         self.refused_at.get_or_insert_with(Instant::now);
         let doublings = call.attempts.saturating_sub(1).min(8);
-        let delay = RESEND_DELAY.saturating_mul(1 << doublings).min(MAX_RESEND_DELAY);
+        let delay = RESEND_DELAY
+            .saturating_mul(1 << doublings)
+            .min(MAX_RESEND_DELAY);
         let at = Instant::now() + delay;
         if call.idempotent && at < call.deadline && call.state.refused() {
             log::debug!(

@@ -79,7 +79,9 @@ impl Acks {
 
     /// The channel's confirms, or a channel that never delivers when confirms are off.
     pub(super) fn confirms(&self) -> Receiver<Confirm> {
-        self.confirms.clone().unwrap_or_else(crossbeam_channel::never)
+        self.confirms
+            .clone()
+            .unwrap_or_else(crossbeam_channel::never)
     }
 
     /// Files a request whose reply was just published.

@@ -92,7 +92,12 @@ impl<H: Handler> Supervisor<H> {
             }
             let started = Instant::now();
             let served = self.serve_connection(&mut connection, &mut ready, &mut connections);
-            let broker = self.stats.broker.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let broker = self
+                .stats
+                .broker
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
             let broker = broker.unwrap_or_else(|| self.brokers.current().to_string());
             let closed = connection.close();
             let lost = match served {

@@ -67,9 +67,9 @@ impl<H: Handler> Worker<H> {
         let mut acks = Acks::new(self.confirms.clone(), self.ack_batch);
         let confirms = acks.confirms();
         loop {
-            let confirm_wait = acks
-                .confirm_deadline()
-                .map_or(CONFIRM_TIMEOUT, |at| at.saturating_duration_since(Instant::now()));
+            let confirm_wait = acks.confirm_deadline().map_or(CONFIRM_TIMEOUT, |at| {
+                at.saturating_duration_since(Instant::now())
+            });
             let done = select! {
                 recv(self.stop) -> _ => return self.drain(consumer, acks),
                 recv(consumer.receiver()) -> message => match message {

@@ -49,7 +49,11 @@ impl Cluster {
     /// these connects to `first` while it is up.
     pub fn urls_from(&self, first: usize) -> Vec<String> {
         let mut urls = vec![self.url(first).to_owned()];
-        urls.extend((1..=3).filter(|&n| n != first).map(|n| self.url(n).to_owned()));
+        urls.extend(
+            (1..=3)
+                .filter(|&n| n != first)
+                .map(|n| self.url(n).to_owned()),
+        );
         urls
     }
 

@@ -91,7 +91,9 @@ impl Class {
             Class::Remote => "the server failed to compute (remote error)",
             Class::Timeout => "timeout: no reply in time (is a server consuming the queue?)",
             Class::NoServer => "no server: the broker has no queue of that name",
-            Class::BrokerUnreachable => "broker unreachable, or it refused credentials/vhost/request",
+            Class::BrokerUnreachable => {
+                "broker unreachable, or it refused credentials/vhost/request"
+            }
             Class::ConnectionLost => "connection lost mid-call: outcome unknown",
         }
     }

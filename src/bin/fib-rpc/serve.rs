@@ -85,7 +85,9 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
     crate::say(&format!(
         "fib-rpc serve: ready: consuming {:?} on {} with {} workers (prefetch {}, max n {})",
         server.queue(),
-        server.broker().unwrap_or_else(|| "(connection just lost)".to_owned()),
+        server
+            .broker()
+            .unwrap_or_else(|| "(connection just lost)".to_owned()),
         server.workers(),
         args.prefetch,
         args.max_n
