@@ -52,6 +52,17 @@ fn fill(channel: &amiquip::Channel, queue: &str) {
     assert!(full, "the blocker is in {queue}");
 }
 
+/// A queue that holds one message and refuses every publish beyond it, already full: the
+/// queue, and the admin connection that made it (close it at the end).
+fn full_queue(purpose: &str) -> (TestQueue, amiquip::Connection) {
+    let queue = TestQueue::new(purpose);
+    let mut admin = admin_connection();
+    let channel = admin.open_channel(None).unwrap();
+    declare_bounded(&channel, &queue.name, 1);
+    fill(&channel, &queue.name);
+    (queue, admin)
+}
+
 fn client(queue: &TestQueue) -> ClientOptions {
     ClientOptions::default()
         .queue(queue.name.as_str())
@@ -60,11 +71,7 @@ fn client(queue: &TestQueue) -> ClientOptions {
 
 #[test]
 fn a_refused_request_fails_at_once_with_its_own_error() {
-    let queue = TestQueue::new("confirms-refused");
-    let mut admin = admin_connection();
-    let channel = admin.open_channel(None).unwrap();
-    declare_bounded(&channel, &queue.name, 1);
-    fill(&channel, &queue.name);
+    let (queue, admin) = full_queue("confirms-refused");
 
     let client = RpcClient::connect_with(&amqp_url(), client(&queue)).unwrap();
     let started = Instant::now();
@@ -87,11 +94,7 @@ fn a_refused_request_fails_at_once_with_its_own_error() {
 /// makes room: nothing is lost and the caller never sees the refusals.
 #[test]
 fn an_idempotent_request_goes_again_until_the_broker_takes_it() {
-    let queue = TestQueue::new("confirms-retried");
-    let mut admin = admin_connection();
-    let channel = admin.open_channel(None).unwrap();
-    declare_bounded(&channel, &queue.name, 1);
-    fill(&channel, &queue.name);
+    let (queue, admin) = full_queue("confirms-retried");
 
     let client = Arc::new(FibonacciRpcClient::connect_with(&amqp_url(), client(&queue)).unwrap());
     let caller = {
@@ -133,11 +136,7 @@ fn an_idempotent_request_goes_again_until_the_broker_takes_it() {
 /// Refused to the end: an idempotent call still ends by its deadline, with the refusal.
 #[test]
 fn an_idempotent_request_refused_until_its_deadline_says_so() {
-    let queue = TestQueue::new("confirms-refused-to-the-end");
-    let mut admin = admin_connection();
-    let channel = admin.open_channel(None).unwrap();
-    declare_bounded(&channel, &queue.name, 1);
-    fill(&channel, &queue.name);
+    let (queue, admin) = full_queue("confirms-refused-to-the-end");
 
     let client = RpcClient::connect_with(&amqp_url(), client(&queue).idempotent(true)).unwrap();
     let started = Instant::now();

@@ -131,18 +131,15 @@ fn report(
     }
 }
 
-/// The client's connection (through the proxy) is cut mid-load, its calls not idempotent.
-/// Only the calls in flight at the cut fail, at once and with `ConnectionLost`; the client
-/// reconnects by itself.
-#[test]
-fn client_connection_cut_under_load() {
-    let _serial = serial();
-    let queue = TestQueue::new("faults-client-cut");
+/// A client whose connection (through the proxy) is cut mid-load, its calls idempotent or
+/// not: the finished run, the client's counters and when the cut struck. The server is
+/// stopped.
+fn cut_client_under_load(purpose: &str, idempotent: bool) -> (Run, fib_rpc::ClientStats, Instant) {
+    let queue = TestQueue::new(purpose);
     let server = start_server(&amqp_url(), &queue);
     let proxy = TcpProxy::to_broker();
-    let client = connect_client(&proxy.url(), client_options(&queue).idempotent(false));
-    let config = LoadConfig::default();
-    let load = Load::start(&client, config);
+    let client = connect_client(&proxy.url(), client_options(&queue).idempotent(idempotent));
+    let load = Load::start(&client, LoadConfig::default());
     load.warm_up(200, Duration::from_secs(10));
 
     // While the server works on a request, its caller is certainly waiting for the reply.
@@ -153,14 +150,26 @@ fn client_connection_cut_under_load() {
     let stats = client.rpc().stats();
     report(
         &run,
-        "client_connection_cut_under_load",
+        purpose,
         (cut, cut),
         &client,
         &[server_stats("server", &server)],
     );
-
+    server.stop().unwrap();
     run.assert_answers_right();
     run.assert_within_deadlines(MARGIN);
+    run.assert_recovered_within(cut, Duration::from_secs(3));
+    run.assert_counted_by(&stats);
+    assert_eq!(stats.reconnects, 1, "{stats:?}");
+    (run, stats, cut)
+}
+
+/// The client's connection is cut mid-load, its calls not idempotent. Only the calls in
+/// flight at the cut fail, at once and with `ConnectionLost`; the client reconnects by itself.
+#[test]
+fn client_connection_cut_under_load() {
+    let _serial = serial();
+    let (run, _, cut) = cut_client_under_load("faults-client-cut", false);
     run.assert_failures_only(&["ConnectionLost"]);
     // Those were the calls in flight at the cut (one per caller at most), told at once.
     let failed = run.failed();
@@ -168,17 +177,13 @@ fn client_connection_cut_under_load() {
         !failed.is_empty(),
         "a call was waiting for a reply at the cut"
     );
-    assert!(failed.len() <= config.callers, "{failed:#?}");
+    assert!(failed.len() <= LoadConfig::default().callers, "{failed:#?}");
     for call in &failed {
         assert!(
             call.ended >= cut && call.ended - cut < Duration::from_secs(1),
             "not failed at once: {call:?}"
         );
     }
-    run.assert_recovered_within(cut, Duration::from_secs(3));
-    run.assert_counted_by(&stats);
-    assert_eq!(stats.reconnects, 1, "{stats:?}");
-    server.stop().unwrap();
 }
 
 /// The same cut with idempotent calls (the Fibonacci client's default): the calls in flight
@@ -186,37 +191,12 @@ fn client_connection_cut_under_load() {
 #[test]
 fn client_connection_cut_under_load_with_retries_fails_nothing() {
     let _serial = serial();
-    let queue = TestQueue::new("faults-client-cut-retried");
-    let server = start_server(&amqp_url(), &queue);
-    let proxy = TcpProxy::to_broker();
-    let client = connect_client(&proxy.url(), client_options(&queue));
-    let load = Load::start(&client, LoadConfig::default());
-    load.warm_up(200, Duration::from_secs(10));
-
-    let cut = cut_while_serving(&proxy, &server);
-    load.wait_recovered(cut, Duration::from_secs(5));
-    sleep(Duration::from_millis(500));
-    let run = load.finish();
-    let stats = client.rpc().stats();
-    report(
-        &run,
-        "client_connection_cut_under_load_with_retries",
-        (cut, cut),
-        &client,
-        &[server_stats("server", &server)],
-    );
-
-    run.assert_answers_right();
-    run.assert_within_deadlines(MARGIN);
+    let (run, stats, _) = cut_client_under_load("faults-client-cut-retried", true);
     run.assert_failures_only(&[]);
     assert!(
         stats.retries >= 1,
         "a call was in flight at the cut: {stats:?}"
     );
-    run.assert_recovered_within(cut, Duration::from_secs(3));
-    run.assert_counted_by(&stats);
-    assert_eq!(stats.reconnects, 1, "{stats:?}");
-    server.stop().unwrap();
 }
 
 /// One of two servers on the queue loses its connection mid-load: the requests it held go back
