@@ -31,6 +31,11 @@
 //! within its deadline. Should both the first request and the retry be answered, the second
 //! reply is dropped like any duplicate. [`ClientStats::retries`] counts them.
 //!
+//! Two refusals in a row with no request taken in between make the reader replace its
+//! connection (after letting the calls in flight finish, for up to 2 s): RabbitMQ 3.10 can
+//! leave a channel refusing every publish to a quorum queue whose leader was down when the
+//! channel first published to it.
+//!
 //! # When the connection drops
 //!
 //! Calls already published and not idempotent fail at once with [`Error::ConnectionLost`]:

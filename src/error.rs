@@ -323,6 +323,10 @@ pub enum BrokerErrorKind {
     Closed,
     /// The TLS handshake failed: a certificate not trusted or not for this host.
     Tls,
+    /// The broker kept refusing what was published (publisher `basic.nack`), so the client
+    /// replaced its connection: a full queue, or a channel the broker left unable to publish.
+    /// May pass.
+    Rejected,
     /// Anything else: a protocol error, a local resource.
     Other,
 }
@@ -348,7 +352,7 @@ impl BrokerError {
     /// connection, a broker shutting down (320).
     pub fn is_transient(&self) -> bool {
         match self.kind {
-            BrokerErrorKind::Unreachable => true,
+            BrokerErrorKind::Unreachable | BrokerErrorKind::Rejected => true,
             BrokerErrorKind::Closed => self.reply_code == Some(CONNECTION_FORCED),
             _ => false,
         }

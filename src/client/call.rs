@@ -1,7 +1,7 @@
 //! One call's life: its correlation id, the state that caller and reader decide together,
 //! and what the reader keeps while the call is out.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,10 +20,19 @@ pub(super) type ReplySender = Sender<Result<Vec<u8>>>;
 /// taking it (with publisher confirms), unless the caller gives up first (`Abandoned`). A
 /// caller that gives up later also marks it `Abandoned`, so a call whose publish failed is not
 /// put back for the next connection. A call to be sent again goes back to `Queued` (idempotent,
-/// after a loss) or to `Refused` (idempotent, refused by the broker, waiting to go again). Shared by the caller's [`PendingReply`](super::PendingReply)
-/// and the reader's [`OutgoingCall`].
+/// after a loss) or to `Refused` (idempotent, refused by the broker, waiting to go again).
+/// Apart from that state, it remembers whether a request of this call may already have reached
+/// a server (one went out on a connection that was then lost), which a call given up later
+/// must not deny. Shared by the caller's [`PendingReply`](super::PendingReply) and the
+/// reader's [`OutgoingCall`].
 #[derive(Clone, Debug)]
-pub(super) struct CallState(Arc<AtomicU8>);
+pub(super) struct CallState(Arc<StateCell>);
+
+#[derive(Debug)]
+struct StateCell {
+    state: AtomicU8,
+    maybe_run: AtomicBool,
+}
 
 const QUEUED: u8 = 0;
 const SENT: u8 = 1;
@@ -42,15 +51,22 @@ pub(super) enum GaveUp {
     Confirmed,
     /// Refused by the broker, and waiting to be sent again.
     Refused,
+    /// Waiting to be sent again, but an earlier request of this call went out on a connection
+    /// that was lost: a server may have run it.
+    MaybeRun,
 }
 
 impl CallState {
     pub(super) fn new() -> Self {
-        CallState(Arc::new(AtomicU8::new(QUEUED)))
+        CallState(Arc::new(StateCell {
+            state: AtomicU8::new(QUEUED),
+            maybe_run: AtomicBool::new(false),
+        }))
     }
 
     fn swap(&self, from: u8, to: u8) -> bool {
         self.0
+            .state
             .compare_exchange(from, to, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok()
     }
@@ -60,10 +76,23 @@ impl CallState {
         self.swap(QUEUED, SENT) || self.swap(REFUSED, SENT)
     }
 
-    /// Reader: the request is to go again (its publish failed, or it is retried); true if it
-    /// is queued again, false if its caller gave up meanwhile.
+    /// Reader: the publish failed (nothing went out); true if the call is queued again, false
+    /// if its caller gave up meanwhile.
     pub(super) fn unclaim(&self) -> bool {
+        self.swap(SENT, QUEUED)
+    }
+
+    /// Reader: the connection was lost with the request out, and the call is to go again on
+    /// the next one; false if its caller gave up meanwhile. From now on a server may have run
+    /// it.
+    pub(super) fn requeue_after_loss(&self) -> bool {
+        self.0.maybe_run.store(true, Ordering::SeqCst);
         self.swap(SENT, QUEUED) || self.swap(CONFIRMED, QUEUED)
+    }
+
+    /// An earlier request of this call went out on a connection that was then lost.
+    pub(super) fn maybe_run(&self) -> bool {
+        self.0.maybe_run.load(Ordering::SeqCst)
     }
 
     /// Reader: the broker refused the request, which is to go again; false if its caller gave
@@ -79,13 +108,14 @@ impl CallState {
 
     /// Reader: not yet sent (or to be sent again) and not given up.
     pub(super) fn is_queued(&self) -> bool {
-        matches!(self.0.load(Ordering::SeqCst), QUEUED | REFUSED)
+        matches!(self.0.state.load(Ordering::SeqCst), QUEUED | REFUSED)
     }
 
     /// Caller: gives the call up, and says how far it got. A request not sent yet never will
     /// be; one already sent (or being published right now) is marked given up all the same.
     pub(super) fn abandon(&self) -> GaveUp {
-        match self.0.swap(ABANDONED, Ordering::SeqCst) {
+        match self.0.state.swap(ABANDONED, Ordering::SeqCst) {
+            QUEUED | REFUSED if self.maybe_run() => GaveUp::MaybeRun,
             QUEUED => GaveUp::Unsent,
             SENT => GaveUp::Sent,
             CONFIRMED => GaveUp::Confirmed,

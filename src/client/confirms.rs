@@ -1,6 +1,7 @@
 //! Which published request each publisher confirm is about.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use amiquip::ConfirmPayload;
 
@@ -13,15 +14,21 @@ use amiquip::ConfirmPayload;
 #[derive(Debug, Default)]
 pub(super) struct ConfirmTags {
     published: u64,
-    unconfirmed: BTreeMap<u64, String>,
+    /// By tag: the request's `correlation_id` and when it was published.
+    unconfirmed: BTreeMap<u64, (String, Instant)>,
 }
 
 impl ConfirmTags {
     /// Notes that the request with this `correlation_id` was just published.
-    pub(super) fn published(&mut self, correlation_id: &str) {
+    pub(super) fn published(&mut self, correlation_id: &str, at: Instant) {
         self.published += 1;
         self.unconfirmed
-            .insert(self.published, correlation_id.to_owned());
+            .insert(self.published, (correlation_id.to_owned(), at));
+    }
+
+    /// When the oldest request not yet confirmed was published.
+    pub(super) fn oldest(&self) -> Option<Instant> {
+        self.unconfirmed.first_key_value().map(|(_, (_, at))| *at)
     }
 
     /// The `correlation_id`s a confirm covers, which are no longer unconfirmed.
@@ -30,6 +37,7 @@ impl ConfirmTags {
             return self
                 .unconfirmed
                 .remove(&confirm.delivery_tag)
+                .map(|(id, _)| id)
                 .into_iter()
                 .collect();
         }
@@ -38,6 +46,7 @@ impl ConfirmTags {
             .split_off(&confirm.delivery_tag.saturating_add(1));
         std::mem::replace(&mut self.unconfirmed, later)
             .into_values()
+            .map(|(id, _)| id)
             .collect()
     }
 }
@@ -56,13 +65,16 @@ mod tests {
     #[test]
     fn a_confirm_covers_its_tag_or_every_tag_up_to_it() {
         let mut tags = ConfirmTags::default();
+        let start = Instant::now();
         for id in ["a", "b", "c", "d", "e"] {
-            tags.published(id);
+            tags.published(id, start);
         }
+        assert_eq!(tags.oldest(), Some(start));
         assert_eq!(tags.take(payload(2, false)), ["b"]);
         assert_eq!(tags.take(payload(2, false)), Vec::<String>::new());
         assert_eq!(tags.take(payload(4, true)), ["a", "c", "d"]);
         assert_eq!(tags.take(payload(9, true)), ["e"]);
         assert!(tags.take(payload(9, true)).is_empty());
+        assert_eq!(tags.oldest(), None);
     }
 }

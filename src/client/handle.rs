@@ -511,6 +511,10 @@ impl PendingReply<'_> {
             GaveUp::Refused => Error::RequestRefused {
                 queue: self.client.options.queue.clone(),
             },
+            // Sent before a connection loss, and not again since: the outcome is unknown.
+            GaveUp::MaybeRun if !shared.connected.load(Ordering::SeqCst) => {
+                Error::ConnectionLost { cause: None }
+            }
             _ => Error::Timeout { waited },
         }
     }

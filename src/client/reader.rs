@@ -35,9 +35,17 @@ const CONSUMER_CANCEL_WAIT: Duration = Duration::from_secs(1);
 const RESEND_DELAY: Duration = Duration::from_millis(50);
 const MAX_RESEND_DELAY: Duration = Duration::from_secs(1);
 
-/// After the broker refuses a request, how long the reader lets the calls in flight finish
-/// before it reconnects; see [`Reader::refused`].
+/// Refusals in a row, with no request taken in between, after which the reader takes its
+/// channel for stale and replaces the connection; see [`Reader::refused`].
+const STALE_AFTER_REFUSALS: u32 = 2;
+
+/// How long the reader then lets the calls in flight finish before it reconnects.
 const STALE_CHANNEL_DRAIN: Duration = Duration::from_secs(2);
+
+/// How long the reader lets a request's confirm wait before it wakes just to read it. Replies
+/// and new calls wake the reader anyway, and it reads the confirms that have arrived each time,
+/// so a steady stream of calls spends no wake-up on confirms; a refusal is noticed within this.
+const CONFIRM_LINGER: Duration = Duration::from_millis(5);
 
 /// The reader thread's state. It alone touches the AMQP connection.
 pub(super) struct Reader {
@@ -64,7 +72,9 @@ pub(super) struct Reader {
     confirms: bool,
     /// This session's published requests awaiting their confirm.
     tags: ConfirmTags,
-    /// When the broker first refused a request in this session: the session is to be replaced.
+    /// Requests refused in a row in this session, with none taken in between.
+    refusal_streak: u32,
+    /// When this session was found stale (see [`Reader::refused`]): it is to be replaced.
     refused_at: Option<Instant>,
     /// Sessions set up so far; every one after the first is a reconnection.
     sessions: u64,
@@ -113,6 +123,7 @@ impl Reader {
             resends: Vec::new(),
             confirms: options.publisher_confirms,
             tags: ConfirmTags::default(),
+            refusal_streak: 0,
             refused_at: None,
             sessions: 0,
         }
@@ -278,6 +289,7 @@ impl Reader {
             false => crossbeam_channel::never(),
         };
         self.tags = ConfirmTags::default();
+        self.refusal_streak = 0;
         self.refused_at = None;
         // Replies are never acked: an unanswered caller gains nothing from a redelivery.
         let no_ack = ConsumerOptions {
@@ -370,7 +382,26 @@ impl Reader {
             }
         }
         let sweep = crossbeam_channel::tick(SWEEP_INTERVAL);
+        let no_confirms = crossbeam_channel::never();
         loop {
+            // Confirms already here are read without waiting: see `CONFIRM_LINGER`.
+            loop {
+                match confirms.try_recv() {
+                    Ok(confirm) => self.confirmed(confirm),
+                    Err(crossbeam_channel::TryRecvError::Empty) => break,
+                    Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                        return lost(self.drain_for_reason(consumer))
+                    }
+                }
+            }
+            let now = Instant::now();
+            let (confirm_arm, linger) = match self.tags.oldest() {
+                Some(oldest) if now < oldest + CONFIRM_LINGER => {
+                    (&no_confirms, oldest + CONFIRM_LINGER - now)
+                }
+                // Nothing to linger for: the sweep wakes the reader meanwhile.
+                _ => (confirms, Duration::from_secs(3600)),
+            };
             let resend = match self.resends.iter().map(|(at, _)| *at).min() {
                 Some(at) => crossbeam_channel::at(at),
                 None => crossbeam_channel::never(),
@@ -397,7 +428,7 @@ impl Reader {
                     // The channel closed; the consumer holds the reason, behind any replies.
                     Err(_) => return lost(self.drain_for_reason(consumer)),
                 },
-                recv(confirms) -> confirm => match confirm {
+                recv(confirm_arm) -> confirm => match confirm {
                     Ok(confirm) => self.confirmed(confirm),
                     Err(_) => return lost(self.drain_for_reason(consumer)),
                 },
@@ -407,12 +438,13 @@ impl Reader {
                     }
                 }
                 recv(sweep) -> _ => self.forget_expired(Instant::now()),
+                default(linger) => {}
             }
             if let Some(refused_at) = self.refused_at {
                 if self.pending.is_empty() || refused_at.elapsed() >= STALE_CHANNEL_DRAIN {
                     return lost(Some(BrokerError::other(
-                        BrokerErrorKind::Other,
-                        "the broker refused a request (the channel may be stale)",
+                        BrokerErrorKind::Rejected,
+                        "the broker refused every request lately (the channel may be stale)",
                     )));
                 }
             }
@@ -456,7 +488,7 @@ impl Reader {
             return Err(BrokerError::amqp(err));
         }
         if self.confirms {
-            self.tags.published(&call.correlation_id);
+            self.tags.published(&call.correlation_id, Instant::now());
         }
         call.attempts += 1;
         if call.attempts > 1 {
@@ -474,6 +506,7 @@ impl Reader {
         };
         for correlation_id in self.tags.take(payload) {
             if taken {
+                self.refusal_streak = 0;
                 if let Some(call) = self.pending.get(&correlation_id) {
                     call.state.confirm();
                 }
@@ -487,15 +520,22 @@ impl Reader {
     /// deadline leaves time for it; any other call fails at once with
     /// [`Error::RequestRefused`].
     ///
-    /// The session is then replaced: new calls wait, the calls in flight get up to
-    /// [`STALE_CHANNEL_DRAIN`] to be answered, and the reader reconnects. A refusal may be the
-    /// queue's own (a length limit with `reject-publish`), but on RabbitMQ 3.10 it may also
-    /// mean a stale channel: a channel that first published to a quorum queue while the
-    /// queue's leader was down (its node just died) refuses every later publish to it, for
-    /// as long as the channel lives, while a new connection is served at once.
+    /// A call whose earlier request went out on a lost connection fails with
+    /// [`Error::ConnectionLost`] instead: a server may have run that one.
+    ///
+    /// A refusal is usually the queue's own (a length limit with `reject-publish`). But on
+    /// RabbitMQ 3.10 a channel that first published to a quorum queue while the queue's leader
+    /// was down (its node had just died) refuses every later publish to it, for as long as the
+    /// channel lives, while a new connection is served at once. So after
+    /// [`STALE_AFTER_REFUSALS`] refusals in a row with no request taken in between, the session
+    /// is replaced: new calls wait, the calls in flight get up to [`STALE_CHANNEL_DRAIN`] to be
+    /// answered, and the reader reconnects.
     fn refused(&mut self, call: OutgoingCall) {
         bump(&self.shared.counters.refusals);
-        self.refused_at.get_or_insert_with(Instant::now);
+        self.refusal_streak += 1;
+        if self.refusal_streak >= STALE_AFTER_REFUSALS {
+            self.refused_at.get_or_insert_with(Instant::now);
+        }
         let doublings = call.attempts.saturating_sub(1).min(8);
         let delay = RESEND_DELAY
             .saturating_mul(1 << doublings)
@@ -507,6 +547,13 @@ impl Reader {
                 call.correlation_id
             );
             self.resends.push((at, call));
+        } else if call.state.maybe_run() {
+            let _ = call.reply.send(Err(Error::ConnectionLost {
+                cause: Some(BrokerError::other(
+                    BrokerErrorKind::Rejected,
+                    "the broker refused the request when it was sent again",
+                )),
+            }));
         } else {
             let _ = call.reply.send(Err(Error::RequestRefused {
                 queue: self.queue.clone(),
@@ -525,9 +572,14 @@ impl Reader {
             .into_iter()
             .partition::<Vec<_>, _>(|(at, _)| *at <= now);
         self.resends = later;
-        for (_, call) in due {
+        let mut due = due.into_iter().map(|(_, call)| call);
+        while let Some(call) = due.next() {
             if call.is_live(now) {
-                self.publish(channel, reply_to, call)?;
+                if let Err(err) = self.publish(channel, reply_to, call) {
+                    // The connection is gone: the rest go on the next one.
+                    self.waiting.extend(due);
+                    return Err(err);
+                }
             }
         }
         Ok(())
@@ -595,7 +647,7 @@ impl Reader {
     fn pending_lost(&mut self, cause: &Option<BrokerError>) {
         let now = Instant::now();
         for (_, call) in self.pending.drain() {
-            if call.idempotent && call.deadline > now && call.state.unclaim() {
+            if call.idempotent && call.deadline > now && call.state.requeue_after_loss() {
                 self.waiting.push_back(call);
             } else {
                 let _ = call.reply.send(Err(Error::ConnectionLost {

@@ -3,13 +3,25 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use amiquip::{Confirm, Consumer, Delivery};
 use crossbeam_channel::Receiver;
+
+use super::redeliveries::Redeliveries;
 
 /// How long a worker waits for the broker to confirm a reply before it gives the connection
 /// up (the requests then come back to be answered again). Confirms take microseconds to
 /// milliseconds; this bounds a broker that has stopped answering without closing the socket.
 pub(super) const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a worker lets its replies' confirms wait before it wakes just to read them, while
+/// it holds fewer than a batch of unacked requests. A worker reads the confirms that have
+/// arrived whenever it wakes for its next request, so sequential calls spend no wake-up on
+/// confirms; an idle worker acks this long after its last reply. With a batch or more unacked
+/// it wakes for confirms at once: its prefetch window must not fill up with requests waiting
+/// only for their ack, or the broker stops sending it more.
+const CONFIRM_LINGER: Duration = Duration::from_millis(5);
 
 /// A worker's requests that are done with but not yet acked, oldest first.
 ///
@@ -17,7 +29,8 @@ pub(super) const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 /// the worker's channel), so a reply lost in a broker or node failure leaves its request
 /// unacked and it comes back to be answered again: at least once, end to end. Replies are
 /// pipelined: the worker goes on to the next request while earlier confirms are on their way.
-/// A reply the broker refuses (`basic.nack`) sends its request back to the queue at once.
+/// A reply the broker refuses (`basic.nack`) sends its request back to the queue at once, and
+/// counts against it as a loss does (see [`Redeliveries`]).
 /// Requests dropped unanswered (expired, no `reply_to`, poison) need no confirm, but they wait
 /// their turn so that one `basic.ack` with `multiple` never covers an unconfirmed reply.
 ///
@@ -34,11 +47,14 @@ pub(super) struct Acks {
     confirms: Option<Receiver<Confirm>>,
     /// Most requests one ack may cover.
     batch: usize,
+    redeliveries: Arc<Redeliveries>,
 }
 
 struct Waiting {
     delivery: Delivery,
     state: Reply,
+    /// The request's [`Redeliveries::key`] (0 for requests dropped unanswered).
+    key: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -68,12 +84,17 @@ impl From<amiquip::Error> for AckError {
 }
 
 impl Acks {
-    pub(super) fn new(confirms: Option<Receiver<Confirm>>, batch: usize) -> Self {
+    pub(super) fn new(
+        confirms: Option<Receiver<Confirm>>,
+        batch: usize,
+        redeliveries: Arc<Redeliveries>,
+    ) -> Self {
         Acks {
             waiting: VecDeque::new(),
             published: 0,
             confirms,
             batch: batch.max(1),
+            redeliveries,
         }
     }
 
@@ -84,14 +105,18 @@ impl Acks {
             .unwrap_or_else(crossbeam_channel::never)
     }
 
-    /// Files a request whose reply was just published.
-    pub(super) fn replied(&mut self, delivery: Delivery) {
+    /// Files a request (its [`Redeliveries::key`]) whose reply was just published.
+    pub(super) fn replied(&mut self, delivery: Delivery, key: u64) {
         self.published += 1;
         let state = match self.confirms {
             Some(_) => Reply::Unconfirmed(self.published, Instant::now()),
             None => Reply::Settled,
         };
-        self.waiting.push_back(Waiting { delivery, state });
+        self.waiting.push_back(Waiting {
+            delivery,
+            state,
+            key,
+        });
     }
 
     /// Files a request dropped without a reply.
@@ -99,6 +124,7 @@ impl Acks {
         self.waiting.push_back(Waiting {
             delivery,
             state: Reply::Settled,
+            key: 0,
         });
     }
 
@@ -122,12 +148,50 @@ impl Acks {
         }
     }
 
-    /// When the oldest unconfirmed reply has waited too long, if there is one.
-    pub(super) fn confirm_deadline(&self) -> Option<Instant> {
+    /// When the oldest unconfirmed reply was published, if there is one.
+    fn oldest_unconfirmed(&self) -> Option<Instant> {
         self.waiting.iter().find_map(|waiting| match waiting.state {
-            Reply::Unconfirmed(_, at) => Some(at + CONFIRM_TIMEOUT),
+            Reply::Unconfirmed(_, at) => Some(at),
             _ => None,
         })
+    }
+
+    /// When the oldest unconfirmed reply has waited too long, if there is one.
+    pub(super) fn confirm_deadline(&self) -> Option<Instant> {
+        self.oldest_unconfirmed().map(|at| at + CONFIRM_TIMEOUT)
+    }
+
+    /// Applies the confirms that have arrived, without waiting for more.
+    pub(super) fn take_confirms(&mut self) -> Result<(), AckError> {
+        let Some(confirms) = self.confirms.clone() else {
+            return Ok(());
+        };
+        loop {
+            match confirms.try_recv() {
+                Ok(confirm) => self.confirmed(confirm),
+                Err(crossbeam_channel::TryRecvError::Empty) => return Ok(()),
+                Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                    return Err(AckError::ConfirmsGone)
+                }
+            }
+        }
+    }
+
+    /// What the worker waits for next, besides its requests: whether to wake for a confirm
+    /// (only once the oldest unconfirmed reply has lingered [`CONFIRM_LINGER`]), and how long
+    /// to wait at most (until that, or until [`CONFIRM_TIMEOUT`] runs out).
+    pub(super) fn next_wait(&self, now: Instant) -> (bool, Duration) {
+        let lingers = self.waiting.len() < self.batch;
+        match self.oldest_unconfirmed() {
+            None => (false, CONFIRM_TIMEOUT),
+            Some(published) if lingers && now < published + CONFIRM_LINGER => {
+                (false, published + CONFIRM_LINGER - now)
+            }
+            Some(published) => (
+                true,
+                (published + CONFIRM_TIMEOUT).saturating_duration_since(now),
+            ),
+        }
     }
 
     /// Acks the settled requests at the front (and requeues refused ones) when batching
@@ -165,6 +229,7 @@ impl Acks {
                             "fib-rpc server: the broker refused a reply (basic.nack); \
                              its request goes back to the queue"
                         );
+                        self.redeliveries.refused(refused.key);
                         consumer.nack(refused.delivery, true)?;
                     }
                 }

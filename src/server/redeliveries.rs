@@ -62,6 +62,17 @@ impl Redeliveries {
         log.replied.clear();
     }
 
+    /// The broker refused the reply to `request` (publisher `basic.nack`), which sends the
+    /// request back to the queue: counted like a loss, so that a reply refused every time
+    /// cannot send its request round forever.
+    pub(super) fn refused(&self, request: u64) {
+        let mut log = self.lock();
+        if log.marked.len() >= Self::MARKED {
+            log.marked.clear();
+        }
+        *log.marked.entry(request).or_default() += 1;
+    }
+
     /// True for a request that was being answered at [`Self::MAX_LOSSES`] losses.
     pub(super) fn is_poison(&self, request: u64) -> bool {
         self.lock()

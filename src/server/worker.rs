@@ -64,12 +64,27 @@ impl<H: Handler> Worker<H> {
     }
 
     fn serve(&self, consumer: &Consumer<'_>) -> WorkerEnd {
-        let mut acks = Acks::new(self.confirms.clone(), self.ack_batch);
+        let mut acks = Acks::new(
+            self.confirms.clone(),
+            self.ack_batch,
+            Arc::clone(&self.redeliveries),
+        );
         let confirms = acks.confirms();
+        let no_confirms = crossbeam_channel::never();
         loop {
-            let confirm_wait = acks.confirm_deadline().map_or(CONFIRM_TIMEOUT, |at| {
-                at.saturating_duration_since(Instant::now())
-            });
+            // Confirms already here are read without waiting; see `Acks::next_wait`.
+            if let Err(err) = acks
+                .take_confirms()
+                .and_then(|()| Ok(acks.settle(consumer)?))
+            {
+                return lost(err);
+            }
+            let (wake_on_confirm, wait) = acks.next_wait(Instant::now());
+            let confirm_arm = if wake_on_confirm {
+                &confirms
+            } else {
+                &no_confirms
+            };
             let done = select! {
                 recv(self.stop) -> _ => return self.drain(consumer, acks),
                 recv(consumer.receiver()) -> message => match message {
@@ -84,19 +99,19 @@ impl<H: Handler> Worker<H> {
                     }
                     other => return ended(other),
                 },
-                recv(confirms) -> confirm => match confirm {
+                recv(confirm_arm) -> confirm => match confirm {
                     Ok(confirm) => {
                         acks.confirmed(confirm);
                         Ok(())
                     }
                     Err(_) => Err(AckError::ConfirmsGone),
                 },
-                default(confirm_wait) => match acks.confirm_deadline() {
+                default(wait) => match acks.confirm_deadline() {
                     Some(at) if at <= Instant::now() => Err(AckError::Unconfirmed),
                     _ => Ok(()),
                 },
             };
-            if let Err(err) = done.and_then(|()| Ok(acks.settle(consumer)?)) {
+            if let Err(err) = done {
                 return lost(err);
             }
         }
@@ -217,7 +232,7 @@ impl<H: Handler> Worker<H> {
                 properties,
             },
         )?;
-        acks.replied(delivery);
+        acks.replied(delivery, key);
         bump(&self.stats.replied);
         if error_code.is_some() {
             bump(&self.stats.error_replies);
