@@ -256,3 +256,41 @@ fn an_idempotent_call_cut_mid_call_is_answered_on_the_next_connection() {
     client.close();
     server.stop().unwrap();
 }
+
+/// An idempotent call whose request went out before its connection was lost, and that could
+/// not be sent again before its deadline (the broker stayed unreachable), must not claim it
+/// was never sent: a server may have run it.
+#[test]
+fn a_call_sent_before_a_loss_never_claims_it_was_not_sent() {
+    let queue = TestQueue::new("confirms-maybe-run");
+    let (server, started) = common::echo_server(
+        ServerOptions::default()
+            .queue(queue.name.as_str())
+            .workers(1),
+        Duration::from_millis(300),
+    );
+    let proxy = TcpProxy::to_broker();
+    let client = RpcClient::connect_with(
+        &proxy.url(),
+        client(&queue)
+            .idempotent(true)
+            .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200)),
+    )
+    .unwrap();
+    thread::scope(|scope| {
+        let call = scope.spawn(|| {
+            client.call_with(b"echo", CallOptions::new().timeout(Duration::from_secs(2)))
+        });
+        assert!(eventually(Duration::from_secs(5), || {
+            started.load(std::sync::atomic::Ordering::SeqCst) == 1
+        }));
+        proxy.refuse(true);
+        proxy.cut();
+        let err = call.join().unwrap().unwrap_err();
+        assert!(matches!(err, Error::ConnectionLost { .. }), "{err:?}");
+        assert!(!err.request_unsent(), "{err:?}");
+    });
+    proxy.refuse(false);
+    client.close();
+    server.stop().unwrap();
+}
