@@ -395,6 +395,14 @@ impl Reader {
                 }
             }
             let now = Instant::now();
+            // A stale session ends as soon as its calls in flight are done, or at the bound.
+            let stale_until = self.refused_at.map(|at| at + STALE_CHANNEL_DRAIN);
+            if stale_until.is_some_and(|until| self.pending.is_empty() || now >= until) {
+                return lost(Some(BrokerError::other(
+                    BrokerErrorKind::Rejected,
+                    "the broker refused every request lately (the channel may be stale)",
+                )));
+            }
             let (confirm_arm, linger) = match self.tags.oldest() {
                 Some(oldest) if now < oldest + CONFIRM_LINGER => {
                     (&no_confirms, oldest + CONFIRM_LINGER - now)
@@ -402,6 +410,7 @@ impl Reader {
                 // Nothing to linger for: the sweep wakes the reader meanwhile.
                 _ => (confirms, Duration::from_secs(3600)),
             };
+            let linger = stale_until.map_or(linger, |until| linger.min(until - now));
             let resend = match self.resends.iter().map(|(at, _)| *at).min() {
                 Some(at) => crossbeam_channel::at(at),
                 None => crossbeam_channel::never(),
@@ -439,14 +448,6 @@ impl Reader {
                 }
                 recv(sweep) -> _ => self.forget_expired(Instant::now()),
                 default(linger) => {}
-            }
-            if let Some(refused_at) = self.refused_at {
-                if self.pending.is_empty() || refused_at.elapsed() >= STALE_CHANNEL_DRAIN {
-                    return lost(Some(BrokerError::other(
-                        BrokerErrorKind::Rejected,
-                        "the broker refused every request lately (the channel may be stale)",
-                    )));
-                }
             }
         }
     }

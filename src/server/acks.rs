@@ -163,11 +163,12 @@ impl Acks {
 
     /// Applies the confirms that have arrived, without waiting for more.
     pub(super) fn take_confirms(&mut self) -> Result<(), AckError> {
-        let Some(confirms) = self.confirms.clone() else {
-            return Ok(());
-        };
         loop {
-            match confirms.try_recv() {
+            let next = match &self.confirms {
+                Some(confirms) => confirms.try_recv(),
+                None => return Ok(()),
+            };
+            match next {
                 Ok(confirm) => self.confirmed(confirm),
                 Err(crossbeam_channel::TryRecvError::Empty) => return Ok(()),
                 Err(crossbeam_channel::TryRecvError::Disconnected) => {

@@ -51,26 +51,18 @@ impl Redeliveries {
     /// The connection or a channel was lost at `at`: marks the requests answered just before.
     pub(super) fn lost(&self, at: Instant) {
         let mut log = self.lock();
-        let log = &mut *log;
-        if log.marked.len() >= Self::MARKED {
-            log.marked.clear();
-        }
+        let RedeliveryLog { replied, marked } = &mut *log;
         let since = at.checked_sub(Self::WINDOW).unwrap_or(at);
-        for &(_, request) in log.replied.iter().filter(|(when, _)| *when >= since) {
-            *log.marked.entry(request).or_default() += 1;
+        for (_, request) in replied.drain(..).filter(|(when, _)| *when >= since) {
+            mark(marked, request);
         }
-        log.replied.clear();
     }
 
     /// The broker refused the reply to `request` (publisher `basic.nack`), which sends the
     /// request back to the queue: counted like a loss, so that a reply refused every time
     /// cannot send its request round forever.
     pub(super) fn refused(&self, request: u64) {
-        let mut log = self.lock();
-        if log.marked.len() >= Self::MARKED {
-            log.marked.clear();
-        }
-        *log.marked.entry(request).or_default() += 1;
+        mark(&mut self.lock().marked, request);
     }
 
     /// True for a request that was being answered at [`Self::MAX_LOSSES`] losses.
@@ -87,4 +79,13 @@ impl Redeliveries {
         (reply_to, correlation_id, body).hash(&mut hasher);
         hasher.finish()
     }
+}
+
+/// Counts one more loss against `request`, forgetting all marks first when there are too
+/// many, so memory stays bounded.
+fn mark(marked: &mut HashMap<u64, u32>, request: u64) {
+    if marked.len() >= Redeliveries::MARKED {
+        marked.clear();
+    }
+    *marked.entry(request).or_default() += 1;
 }
