@@ -70,6 +70,7 @@
 mod client;
 mod connect;
 mod error;
+mod metrics;
 mod reconnect;
 mod server;
 mod util;
@@ -88,6 +89,7 @@ pub use connect::{
     redact as redact_url, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEARTBEAT_SECS, DEFAULT_URL,
 };
 pub use error::{BrokerError, BrokerErrorKind, Error, Result};
+pub use metrics::LatencyHistogram;
 pub use reconnect::Backoff;
 pub use server::{
     Handler, QueueKind, Request, RpcServer, ServerOptions, ServerStats, StopHandle,

@@ -460,7 +460,10 @@ impl PendingReply<'_> {
     /// reply the typed client rejects counts as an error, not as ok.
     pub(crate) fn wait_and_check<T>(self, check: impl FnOnce(Vec<u8>) -> Result<T>) -> Result<T> {
         let result = self.wait_inner().and_then(check);
-        self.client.shared.counters.record(&result);
+        self.client
+            .shared
+            .counters
+            .record(&result, self.started.elapsed());
         result
     }
 

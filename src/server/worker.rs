@@ -173,8 +173,10 @@ impl<H: Handler> Worker<H> {
     /// Answers one request, or drops it; either way files it with `acks`.
     fn answer(&self, mut delivery: Delivery, acks: &mut Acks) -> amiquip::Result<()> {
         bump(&self.stats.received);
+        let _in_progress = self.stats.in_progress();
         // The body and properties move into the request; `delivery` keeps what acking needs.
-        let request = Request::from_delivery(&mut delivery, SystemTime::now(), Instant::now());
+        let received = Instant::now();
+        let request = Request::from_delivery(&mut delivery, SystemTime::now(), received);
         let Some(reply_to) = request.reply_to() else {
             bump(&self.stats.no_reply_to);
             log::warn!(
@@ -233,10 +235,7 @@ impl<H: Handler> Worker<H> {
             },
         )?;
         acks.replied(delivery, key);
-        bump(&self.stats.replied);
-        if error_code.is_some() {
-            bump(&self.stats.error_replies);
-        }
+        self.stats.answered(error_code.as_ref(), received.elapsed());
         Ok(())
     }
 
