@@ -31,13 +31,15 @@
 mod acks;
 mod handle;
 mod options;
+mod panics;
 mod redeliveries;
 mod request;
 mod supervisor;
 mod worker;
 
-pub use handle::{RpcServer, ServerStats, StopHandle};
+pub use handle::{RpcServer, ServerStats, StatsHandle, StopHandle};
 pub use options::{
     QueueKind, ServerOptions, DEFAULT_DEADLINE_GRACE, DEFAULT_PREFETCH, DEFAULT_STOP_TIMEOUT,
 };
+pub use panics::quiet_handler_panics;
 pub use request::{Handler, Request};

@@ -40,6 +40,38 @@ impl StopHandle {
     }
 }
 
+/// Reads a running [`RpcServer`]'s counters from any thread, e.g. one that logs or exports
+/// them while another thread waits in [`RpcServer::wait`]. Cloneable and `Send`; it keeps
+/// answering after the server has stopped (the counters then no longer change).
+#[derive(Debug, Clone)]
+pub struct StatsHandle {
+    counters: Arc<ServerCounters>,
+}
+
+impl StatsHandle {
+    /// A snapshot of the server's counters, as [`RpcServer::stats`] gives.
+    pub fn stats(&self) -> ServerStats {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let counters = &self.counters;
+        ServerStats {
+            received: get(&counters.received),
+            replied: get(&counters.replied),
+            error_replies: get(&counters.error_replies),
+            expired: get(&counters.expired),
+            no_reply_to: get(&counters.no_reply_to),
+            poison: get(&counters.poison),
+            reconnects: get(&counters.reconnects),
+            ok: get(&counters.ok),
+            bad_request: get(&counters.bad_request),
+            out_of_range: get(&counters.out_of_range),
+            internal: get(&counters.internal),
+            other_code: get(&counters.other_code),
+            in_progress: get(&counters.in_progress),
+            handling: counters.handling.snapshot(),
+        }
+    }
+}
+
 /// A running RPC server.
 ///
 /// ```no_run
@@ -354,23 +386,14 @@ impl RpcServer {
 
     /// A snapshot of this server's counters.
     pub fn stats(&self) -> ServerStats {
-        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        let counters = &self.stats;
-        ServerStats {
-            received: get(&counters.received),
-            replied: get(&counters.replied),
-            error_replies: get(&counters.error_replies),
-            expired: get(&counters.expired),
-            no_reply_to: get(&counters.no_reply_to),
-            poison: get(&counters.poison),
-            reconnects: get(&counters.reconnects),
-            ok: get(&counters.ok),
-            bad_request: get(&counters.bad_request),
-            out_of_range: get(&counters.out_of_range),
-            internal: get(&counters.internal),
-            other_code: get(&counters.other_code),
-            in_progress: get(&counters.in_progress),
-            handling: counters.handling.snapshot(),
+        self.stats_handle().stats()
+    }
+
+    /// A handle that reads this server's counters from any thread, also while another thread
+    /// waits in [`wait`](Self::wait).
+    pub fn stats_handle(&self) -> StatsHandle {
+        StatsHandle {
+            counters: Arc::clone(&self.stats),
         }
     }
 

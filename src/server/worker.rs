@@ -242,7 +242,9 @@ impl<H: Handler> Worker<H> {
     /// The reply body, and an error code for error replies. Oversized replies and panics
     /// become `internal` error replies.
     fn run_handler(&self, request: &Request) -> (Vec<u8>, Option<ErrorCode>) {
-        let outcome = catch_unwind(AssertUnwindSafe(|| self.handler.handle(request)));
+        let outcome = super::panics::in_handler(|| {
+            catch_unwind(AssertUnwindSafe(|| self.handler.handle(request)))
+        });
         match outcome {
             Ok(Ok(reply)) if reply.len() > self.max_reply_bytes => {
                 log::error!(
@@ -262,8 +264,15 @@ impl<H: Handler> Worker<H> {
             Ok(Err(refusal)) => (self.fit(refusal.message.into_bytes()), Some(refusal.code)),
             Err(panic) => {
                 let what = panic_message(panic.as_ref());
+                let at = super::panics::take_location()
+                    .map(|location| format!(" at {location}"))
+                    .unwrap_or_default();
+                let id = match request.correlation_id() {
+                    Some(id) => format!("correlation_id {id:?}"),
+                    None => "no correlation_id".to_owned(),
+                };
                 log::error!(
-                    "fib-rpc server: handler panicked on {}: {what}",
+                    "handler panicked on request {} ({id}): {what}{at}",
                     wire::preview(request.body())
                 );
                 let message = format!("the handler failed: {what}");
