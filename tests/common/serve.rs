@@ -32,10 +32,16 @@ pub struct Serve {
 impl Serve {
     /// Starts `fib-rpc serve --queue QUEUE ARGS --url URL` without waiting for it.
     pub fn spawn(url: &str, queue: &str, args: &[&str]) -> Serve {
+        Serve::spawn_with_env(url, queue, args, &[])
+    }
+
+    /// [`Serve::spawn`] with these environment variables set too.
+    pub fn spawn_with_env(url: &str, queue: &str, args: &[&str], env: &[(&str, &str)]) -> Serve {
         let mut child = fib_rpc()
             .args(["serve", "--queue", queue])
             .args(args)
             .args(["--url", url])
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -81,6 +87,11 @@ impl Serve {
     /// What it has printed on stderr so far, a line an entry.
     pub fn stderr(&self) -> Vec<String> {
         self.stderr.lock().unwrap().clone()
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// How it exited, if it has.

@@ -421,6 +421,7 @@ mod tests {
         assert_eq!(serve.prefetch, fib_rpc::DEFAULT_PREFETCH);
         assert_eq!(serve.max_n, fib_rpc::DEFAULT_MAX_N);
         assert_eq!(serve.cache_bytes, fib_rpc::DEFAULT_CACHE_BYTES);
+        assert_eq!(serve.log_interval, Some(Duration::from_secs(60)));
         let (_, command) = parse_str(&["bench"]).unwrap();
         let Command::Bench(bench) = command else {
             panic!("{command:?}")
@@ -476,6 +477,21 @@ mod tests {
             error(&["bench", "--calls", "5", "--seconds", "1"]),
             "bench: give --calls or --seconds, not both"
         );
+    }
+
+    #[test]
+    fn log_interval_takes_whole_seconds_and_0_for_never() {
+        let interval = |value: &str| match parse_str(&["serve", "--log-interval", value]) {
+            Ok((_, Command::Serve(serve))) => Ok(serve.log_interval),
+            Ok((_, command)) => panic!("{command:?}"),
+            Err(UsageError(message)) => Err(message),
+        };
+        assert_eq!(interval("1"), Ok(Some(Duration::from_secs(1))));
+        assert_eq!(interval("0"), Ok(None));
+        for bad in ["-1", "1.5", "86401", "soon"] {
+            let message = interval(bad).expect_err(bad);
+            assert!(message.starts_with("--log-interval needs"), "{message}");
+        }
     }
 
     #[test]

@@ -81,7 +81,8 @@ fn is_below(target: &str, prefix: &str) -> bool {
 }
 
 /// Installs the logger. `verbosity` is the number of `-v` flags: none shows `quiet` and up
-/// (warnings for `serve`, nothing for `call`, whose one-line reason says it all), `-v` info,
+/// (info for `serve`, warnings for `bench`, nothing for `call`, whose one-line reason says
+/// it all), `-v` info,
 /// `-vv` debug (and amiquip's own messages, up to info), `-vvv` trace. `RUST_LOG` refines it.
 pub fn init(verbosity: u8, rust_log: Option<&str>, quiet: LevelFilter) {
     let mut default = match verbosity {

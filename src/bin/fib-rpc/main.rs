@@ -6,12 +6,14 @@
 #![forbid(unsafe_code)]
 #![warn(rust_2018_idioms)]
 
+mod activity;
 mod args;
 mod bench;
 mod call;
 mod exit;
 mod logger;
 mod serve;
+mod systemd;
 
 use std::process::ExitCode;
 
@@ -27,9 +29,11 @@ fn main() -> ExitCode {
         }
     };
     // `call` promises one line of reason on failure, so the library's own warnings (which
-    // that line repeats) are shown only when asked for.
+    // that line repeats) are shown only when asked for. `serve` runs unattended: its info
+    // lines (ready, traffic per interval, summary) are what an operator watches.
     let quiet = match command {
         Command::Call(_) => log::LevelFilter::Off,
+        Command::Serve(_) => log::LevelFilter::Info,
         _ => log::LevelFilter::Warn,
     };
     logger::init(
@@ -41,18 +45,19 @@ fn main() -> ExitCode {
     let result = match command {
         Command::Help(topic) => {
             print!("{}", args::help(topic));
-            Ok(())
+            Ok(0)
         }
         Command::Version => {
             println!("fib-rpc {}", env!("CARGO_PKG_VERSION"));
-            Ok(())
+            Ok(0)
         }
+        // 0, or 130 when SIGINT cut it short.
         Command::Serve(serve_args) => serve::run(&global, serve_args),
-        Command::Call(call_args) => call::run(&global, call_args),
-        Command::Bench(bench_args) => bench::run(&global, bench_args),
+        Command::Call(call_args) => call::run(&global, call_args).map(|()| 0),
+        Command::Bench(bench_args) => bench::run(&global, bench_args).map(|()| 0),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(failure) => {
             // The library's messages never contain the password; the URL is redacted there.
             say(&format!("fib-rpc: {}", failure.message));

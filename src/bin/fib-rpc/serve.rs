@@ -1,35 +1,89 @@
 //! `fib-rpc serve`: the Fibonacci server until a signal, then a graceful drain.
 //!
-//! Three threads matter: the main thread waits for events; `fib-rpc-serve-wait` owns the
-//! server and returns when it has stopped; `fib-rpc-signals` turns SIGINT/SIGTERM into events.
+//! Three threads matter: the main thread waits for events (and meanwhile logs the traffic and
+//! pings systemd's watchdog); `fib-rpc-serve-wait` owns the server, says when it consumes and
+//! returns when it has stopped; `fib-rpc-signals` turns SIGINT/SIGTERM into events.
 //!
 //! A broker that cannot be reached at start-up is waited for (the library's lazy start, with
 //! backoff), so `serve` can start before the broker at boot; the library then keeps it serving
 //! through broker restarts. Credentials or a vhost the brokers refuse end it at once (exit 7):
 //! waiting would not fix them.
+//!
+//! Exit codes on a signal: SIGTERM is how a service manager stops a service, so every stop it
+//! asks for is a success (0), whatever stage it comes in: waiting for the broker, the drain, a
+//! second SIGTERM, a drain that overruns. SIGINT (Ctrl-C) exits 0 after a complete drain, and
+//! the conventional 130 when it cuts the start or the drain short.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
-use fib_rpc::{Error, FibonacciHandler, QueueKind, RpcServer, ServerOptions, DEFAULT_STOP_TIMEOUT};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use fib_rpc::{
+    Error, FibonacciHandler, QueueKind, RpcServer, ServerOptions, ServerStats, StatsHandle,
+    StopHandle, DEFAULT_STOP_TIMEOUT,
+};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+use crate::activity;
 use crate::args::{Global, ServeArgs};
 use crate::exit::{Class, Failure};
+use crate::systemd::{self, Notifier};
 
 /// How long a signalled server may take to answer what it has: the library's stop timeout.
 const DRAIN_TIMEOUT: Duration = DEFAULT_STOP_TIMEOUT;
 
 enum Event {
     Signal(i32),
+    /// The server consumes, from the broker named.
+    Ready(String),
     Stopped(fib_rpc::Result<()>),
 }
 
-pub fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
+/// Where `serve` is in its life.
+enum Stage {
+    /// Waiting for the broker: nothing to drain yet.
+    Starting,
+    Serving,
+    /// Stopping after `signal`; gives up at `until`.
+    Draining {
+        signal: i32,
+        until: Instant,
+    },
+}
+
+/// How the main loop ended: the exit code or failure, and whether the server's thread has
+/// ended (so it can be joined).
+struct End {
+    outcome: Result<u8, Failure>,
+    server_ended: bool,
+}
+
+impl End {
+    fn with(outcome: Result<u8, Failure>) -> End {
+        End {
+            outcome,
+            server_ended: true,
+        }
+    }
+
+    /// The process exits without waiting for the server: it was still starting, or its
+    /// drain was cut short. Requests not acknowledged go back to the queue.
+    fn early(signal: i32) -> End {
+        End {
+            outcome: Ok(cut_short(signal)),
+            server_ended: false,
+        }
+    }
+}
+
+/// Serves until a signal and returns the exit code: 0, or 130 when SIGINT cut it short.
+pub fn run(global: &Global, args: ServeArgs) -> Result<u8, Failure> {
+    let started = Instant::now();
+    // A handler's panic is answered with an `internal` error and logged in one line; the
+    // default hook's report (and backtrace) would only repeat it.
+    fib_rpc::quiet_handler_panics();
+    let notifier = Notifier::from_env();
     let mut options = ServerOptions::default()
         .queue(global.queue.as_str())
         .prefetch(args.prefetch)
@@ -45,24 +99,13 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
         options = options.declare_as(QueueKind::DurableQuorum);
     }
     // Catch signals before the workers consume: from then on a SIGTERM must drain, not kill.
-    // While still starting there is nothing to drain, so a signal ends the process at once
-    // (anything a worker already received goes back to the queue).
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
     let signal_handle = signals.handle();
-    let serving = Arc::new(AtomicBool::new(false));
     let (events, event_rx) = crossbeam_channel::unbounded();
     let signal_thread = {
-        let serving = Arc::clone(&serving);
         let events = events.clone();
         spawn("fib-rpc-signals", move || {
             for signal in signals.forever() {
-                if !serving.load(Ordering::SeqCst) {
-                    crate::say(&format!(
-                        "fib-rpc serve: {} while starting: exiting",
-                        signal_name(signal)
-                    ));
-                    std::process::exit(128 + signal);
-                }
                 if events.send(Event::Signal(signal)).is_err() {
                     break;
                 }
@@ -71,92 +114,208 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
     };
     let handler = FibonacciHandler::new(args.max_n).cache_bytes(args.cache_bytes);
     // Lazy: returns at once and waits for the broker in the background, logging why it waits.
-    // A signal meanwhile ends the process (see the signal thread).
     let server = match RpcServer::start_failover(&global.urls, options, handler) {
         Ok(server) => server,
         Err(err) => return Err(stop_signals(signal_handle, signal_thread, err)),
     };
-    let server = match wait_until_ready(server) {
-        Ok(server) => server,
-        Err(err) => return Err(stop_signals(signal_handle, signal_thread, err)),
+    let brokers: Vec<String> = global.urls.iter().map(|u| fib_rpc::redact_url(u)).collect();
+    systemd::notify(
+        notifier.as_ref(),
+        &format!(
+            "STATUS={}",
+            systemd::status_text(&format!("connecting to {}", brokers.join(" or ")))
+        ),
+    );
+    let serving = Serving {
+        queue: server.queue().to_owned(),
+        workers: server.workers(),
+        prefetch: args.prefetch,
+        max_n: args.max_n,
+        stats: server.stats_handle(),
+        stop: server.stop_handle(),
+        notifier,
+        watchdog: systemd::watchdog_interval_from_env(),
+        log_interval: args.log_interval,
     };
-    serving.store(true, Ordering::SeqCst);
-    let stop = server.stop_handle();
-    crate::say(&format!(
-        "fib-rpc serve: ready: consuming {:?} on {} with {} workers (prefetch {}, max n {})",
-        server.queue(),
-        server
-            .broker()
-            .unwrap_or_else(|| "(connection just lost)".to_owned()),
-        server.workers(),
-        args.prefetch,
-        args.max_n
-    ));
-
     let wait_thread = spawn("fib-rpc-serve-wait", move || {
+        if wait_until_ready(&server) {
+            let broker = server
+                .broker()
+                .unwrap_or_else(|| "(connection just lost)".to_owned());
+            let _ = events.send(Event::Ready(broker));
+        }
         let _ = events.send(Event::Stopped(server.wait()));
     })?;
 
-    let (outcome, server_ended) = wait_for_end(&event_rx, &stop);
+    let mut served = false;
+    let end = serving.wait_for_end(&event_rx, &wait_thread, &mut served);
     signal_handle.close(); // ends `forever()`, so the signal thread can be joined
     let _ = signal_thread.join();
-    if server_ended {
+    if end.server_ended {
         let _ = wait_thread.join();
-    } // else the drain timed out: the process exits without it
-    outcome
+    } // else the process exits without it
+    if served {
+        log::info!(
+            "{}",
+            activity::summary_line(started.elapsed(), &serving.stats.stats())
+        );
+    }
+    end.outcome
 }
 
-/// Waits for the server to stop, and stops it on the first signal. A second signal, or a
-/// drain longer than [`DRAIN_TIMEOUT`], ends the process without waiting further: requests
-/// not acknowledged go back to the queue for another server.
-///
-/// Also says whether the server's thread has ended (so it can be joined).
-fn wait_for_end(
-    events: &Receiver<Event>,
-    stop: &fib_rpc::StopHandle,
-) -> (Result<(), Failure>, bool) {
-    let first_signal = match events.recv() {
-        Ok(Event::Stopped(result)) => return (stopped_on_its_own(result), true),
-        Ok(Event::Signal(signal)) => signal,
-        // Cannot happen while the two threads hold their senders; fail rather than hang.
-        Err(_) => {
-            return (
-                Err(Failure::new(Class::Failure, "serve: threads vanished")),
-                true,
-            )
+/// What the main loop needs to know and tell.
+struct Serving {
+    queue: String,
+    workers: usize,
+    prefetch: u16,
+    max_n: u64,
+    stats: StatsHandle,
+    stop: StopHandle,
+    notifier: Option<Notifier>,
+    /// How often to ping systemd's watchdog, if it watches us.
+    watchdog: Option<Duration>,
+    /// How often to log the traffic, if at all.
+    log_interval: Option<Duration>,
+}
+
+impl Serving {
+    /// Waits for the server to stop, and stops it on the first signal. A second signal, or a
+    /// drain longer than [`DRAIN_TIMEOUT`], ends the process without waiting further:
+    /// requests not acknowledged go back to the queue for another server. A signal while
+    /// still starting ends it at once: there is nothing to drain.
+    ///
+    /// Meanwhile it pings the watchdog while the server's thread lives, and logs the traffic
+    /// of each interval that had any. Sets `served` once the server consumes.
+    fn wait_for_end(
+        &self,
+        events: &Receiver<Event>,
+        server_thread: &JoinHandle<()>,
+        served: &mut bool,
+    ) -> End {
+        let mut stage = Stage::Starting;
+        let mut next_ping = self.watchdog.map(|_| Instant::now());
+        // When the interval began and the counters then; from readiness on.
+        let mut interval: Option<(Instant, ServerStats)> = None;
+        loop {
+            let next_log = interval
+                .as_ref()
+                .zip(self.log_interval)
+                .map(|((since, _), every)| *since + every);
+            let until = match stage {
+                Stage::Draining { until, .. } => Some(until),
+                _ => None,
+            };
+            let wake = [next_ping, next_log, until].into_iter().flatten().min();
+            let event = match wake {
+                Some(wake) => events.recv_deadline(wake),
+                None => events.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            match event {
+                Ok(Event::Ready(broker)) => {
+                    self.on_ready(&broker);
+                    *served = true;
+                    interval = Some((Instant::now(), self.stats.stats()));
+                    stage = Stage::Serving;
+                }
+                Ok(Event::Signal(signal)) => match stage {
+                    Stage::Starting => {
+                        log::info!("{} while starting: exiting", signal_name(signal));
+                        self.notify("STOPPING=1");
+                        return End::early(signal);
+                    }
+                    Stage::Serving => {
+                        log::info!(
+                            "{}: finishing in-flight requests, then exiting",
+                            signal_name(signal)
+                        );
+                        self.notify("STOPPING=1\nSTATUS=finishing in-flight requests");
+                        self.stop.stop();
+                        stage = Stage::Draining {
+                            signal,
+                            until: Instant::now() + DRAIN_TIMEOUT,
+                        };
+                    }
+                    Stage::Draining { .. } => {
+                        log::warn!(
+                            "{} again: exiting without finishing in-flight requests \
+                             (unanswered requests go back to the queue)",
+                            signal_name(signal)
+                        );
+                        return End::early(signal);
+                    }
+                },
+                Ok(Event::Stopped(result)) => {
+                    return End::with(match stage {
+                        Stage::Draining { .. } => match result {
+                            Ok(()) => {
+                                log::info!("stopped");
+                                Ok(0)
+                            }
+                            Err(err) => Err(Failure::from(err)),
+                        },
+                        Stage::Starting | Stage::Serving => stopped_on_its_own(result),
+                    });
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                // Cannot happen while the two threads hold their senders; fail rather than hang.
+                Err(RecvTimeoutError::Disconnected) => {
+                    return End::with(Err(Failure::new(Class::Failure, "serve: threads vanished")));
+                }
+            }
+            let now = Instant::now();
+            if let Stage::Draining { signal, until } = stage {
+                if now >= until {
+                    log::warn!(
+                        "in-flight requests not finished within {} s of the signal; exiting \
+                         (unanswered requests go back to the queue)",
+                        DRAIN_TIMEOUT.as_secs()
+                    );
+                    return End::early(signal);
+                }
+            }
+            if let (Some(at), Some(every)) = (next_ping, self.watchdog) {
+                if now >= at && !server_thread.is_finished() {
+                    self.notify("WATCHDOG=1");
+                    next_ping = Some(now + every);
+                }
+            }
+            if let (Some((since, then)), Some(every)) = (&interval, self.log_interval) {
+                if now >= *since + every {
+                    let stats = self.stats.stats();
+                    if let Some(line) = activity::interval_line(now - *since, &stats, then) {
+                        log::info!("{line}");
+                    }
+                    interval = Some((now, stats));
+                }
+            }
         }
-    };
-    log::info!(
-        "fib-rpc serve: {}: finishing in-flight requests, then exiting",
-        signal_name(first_signal)
-    );
-    stop.stop();
-    match events.recv_timeout(DRAIN_TIMEOUT) {
-        Ok(Event::Stopped(Ok(()))) => {
-            log::info!("fib-rpc serve: stopped");
-            (Ok(()), true)
-        }
-        Ok(Event::Stopped(Err(err))) => (Err(Failure::from(err)), true),
-        Ok(Event::Signal(signal)) => {
-            // Conventional: 128 + the signal number.
-            crate::say(&format!(
-                "fib-rpc serve: {} again: exiting without finishing in-flight requests",
-                signal_name(signal)
-            ));
-            std::process::exit(128 + signal);
-        }
-        Err(_) => {
-            let message = format!(
-                "serve: in-flight requests not finished within {} s of the signal; exiting \
-                 (unanswered requests go back to the queue)",
-                DRAIN_TIMEOUT.as_secs()
-            );
-            (Err(Failure::new(Class::Failure, message)), false)
-        }
+    }
+
+    fn on_ready(&self, broker: &str) {
+        log::info!(
+            "ready: consuming {:?} on {broker} with {} workers (prefetch {}, max n {})",
+            self.queue,
+            self.workers,
+            self.prefetch,
+            self.max_n
+        );
+        self.notify(&systemd::ready_message(&self.queue, broker));
+    }
+
+    fn notify(&self, message: &str) {
+        systemd::notify(self.notifier.as_ref(), message);
     }
 }
 
-fn stopped_on_its_own(result: fib_rpc::Result<()>) -> Result<(), Failure> {
+/// The exit code when `signal` ends the process before a complete drain.
+fn cut_short(signal: i32) -> u8 {
+    match signal {
+        SIGINT => 130,
+        _ => 0,
+    }
+}
+
+fn stopped_on_its_own(result: fib_rpc::Result<()>) -> Result<u8, Failure> {
     match result {
         Ok(()) => Err(Failure::new(
             Class::Failure,
@@ -172,20 +331,15 @@ fn stopped_on_its_own(result: fib_rpc::Result<()>) -> Result<(), Failure> {
     }
 }
 
-/// Waits until the server consumes. It ends instead only when the brokers refuse it (the
-/// library gives up on nothing else), and then `wait` says why. `wait_ready` wakes at either,
-/// so its bound only says how long one wait may be; a signal ends the process meanwhile.
-fn wait_until_ready(server: RpcServer) -> Result<RpcServer, Error> {
+/// Waits until the server consumes (true). It ends instead only when the brokers refuse it
+/// (the library gives up on nothing else), and then `wait` says why. `wait_ready` wakes at
+/// either, so its bound only says how long one wait may be.
+fn wait_until_ready(server: &RpcServer) -> bool {
     loop {
         match server.wait_ready(Duration::from_secs(3600)) {
-            Ok(()) => return Ok(server),
+            Ok(()) => return true,
             Err(Error::Timeout { .. }) => continue,
-            Err(_) => {
-                return Err(match server.wait() {
-                    Err(err) => err,
-                    Ok(()) => Error::Closed,
-                })
-            }
+            Err(_) => return false,
         }
     }
 }

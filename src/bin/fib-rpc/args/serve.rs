@@ -1,5 +1,7 @@
 //! `fib-rpc serve`: its options and help.
 
+use std::time::Duration;
+
 use fib_rpc::{DEFAULT_CACHE_BYTES, DEFAULT_MAX_N, DEFAULT_PREFETCH};
 use lexopt::prelude::*;
 use lexopt::Parser;
@@ -16,6 +18,8 @@ pub struct ServeArgs {
     pub cache_bytes: usize,
     /// Ack a request only once the broker confirms its reply (`--no-confirms` turns it off).
     pub confirms: bool,
+    /// How often to log a line about the traffic since the last one; `None`: never.
+    pub log_interval: Option<Duration>,
 }
 
 /// The options below, as in the help.
@@ -26,12 +30,17 @@ pub(super) const OPTIONS: &[&str] = &[
     "--durable-quorum",
     "--cache-mib N",
     "--no-confirms",
+    "--log-interval S",
 ];
 
 /// Default for `--cache-mib`: the library's default cache size.
 const DEFAULT_CACHE_MIB: usize = DEFAULT_CACHE_BYTES >> 20;
 /// Most `--workers`: keeps a typo from asking for millions of threads.
 const MAX_WORKERS: usize = 1024;
+/// Default for `--log-interval`, in seconds.
+const DEFAULT_LOG_INTERVAL: u64 = 60;
+/// Longest `--log-interval`: a day.
+const MAX_LOG_INTERVAL: u64 = 86_400;
 
 /// Reads the arguments of `serve`: its options given before it, then the arguments after it.
 pub(super) fn parse_serve(
@@ -45,6 +54,7 @@ pub(super) fn parse_serve(
         durable_quorum: false,
         cache_bytes: DEFAULT_CACHE_MIB << 20,
         confirms: true,
+        log_interval: Some(Duration::from_secs(DEFAULT_LOG_INTERVAL)),
     };
     for mut parser in parsers {
         while let Some(arg) = parser.next()? {
@@ -59,6 +69,7 @@ pub(super) fn parse_serve(
                 Long("cache-mib") => args.cache_bytes = cache_bytes(&mut parser)?,
                 Long("durable-quorum") => args.durable_quorum = true,
                 Long("no-confirms") => args.confirms = false,
+                Long("log-interval") => args.log_interval = log_interval(&mut parser)?,
                 arg => options.take(arg.into(), &mut parser)?,
             }
         }
@@ -76,14 +87,31 @@ fn cache_bytes(parser: &mut Parser) -> Result<usize, UsageError> {
         .ok_or_else(|| UsageError(format!("--cache-mib {mib} is too large for this machine")))
 }
 
+/// `--log-interval S`: whole seconds, 0 for never.
+fn log_interval(parser: &mut Parser) -> Result<Option<Duration>, UsageError> {
+    let text = parser.value()?.string()?;
+    match text.parse::<u64>() {
+        Ok(0) => Ok(None),
+        Ok(secs) if secs <= MAX_LOG_INTERVAL => Ok(Some(Duration::from_secs(secs))),
+        _ => Err(UsageError(format!(
+            "--log-interval needs a whole number of seconds from 0 (never) to \
+             {MAX_LOG_INTERVAL}, got {text:?}"
+        ))),
+    }
+}
+
 /// `fib-rpc serve --help`, before the global options.
 pub(super) fn help() -> String {
     format!(
         "Usage: fib-rpc serve [OPTIONS]
 
-Serves fib(n) on the queue. Prints one line on stderr once it consumes. On SIGINT or
-SIGTERM it stops taking requests, answers those it has, and exits 0; a second signal
-exits at once (unanswered requests go back to the queue for another server).
+Serves fib(n) on the queue. Logs on stderr at info level: one line once it consumes, one
+per --log-interval with traffic (requests by outcome, p50/p99 handling time), and a
+summary when it stops. On SIGTERM or SIGINT it stops taking requests, answers those it
+has (for at most 30 s) and exits 0; a second signal, or a longer drain, exits at once
+(unanswered requests go back to the queue for another server). SIGTERM always exits 0,
+also while waiting for the broker; SIGINT exits 130 when it cuts start-up or the drain
+short. Under systemd (Type=notify) it reports readiness, stopping and watchdog pings.
 
 Options:
   --workers N        Worker threads, each with its own channel (default: one per CPU)
@@ -95,6 +123,8 @@ Options:
   --no-confirms      Ack each request as soon as its reply is published, without waiting
                      for the broker to confirm the reply (faster; a reply lost in a broker
                      failure is then never sent again)
+  --log-interval S   Log the traffic every S seconds, when there was any (default
+                     {DEFAULT_LOG_INTERVAL}); 0 turns it off
 
 If the broker cannot be reached at start-up, it retries with backoff until it can (bad
 credentials or vhost exit 7 at once). Once serving, it never exits because the broker went
