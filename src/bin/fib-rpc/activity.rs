@@ -64,9 +64,13 @@ impl Activity {
             .filter(|(_, count)| *count > 0)
             .map(|(name, count)| format!("{name} {count}"))
             .collect();
+        let requests = match total {
+            1 => "1 request".to_owned(),
+            n => format!("{n} requests"),
+        };
         match shown.is_empty() {
-            true => format!("{total} requests"),
-            false => format!("{total} requests ({})", shown.join(", ")),
+            true => requests,
+            false => format!("{requests} ({})", shown.join(", ")),
         }
     }
 
@@ -241,6 +245,14 @@ mod tests {
         assert_eq!(
             summary_line(Duration::from_millis(3_400), &ServerStats::default()),
             "summary: up 3 s, 0 requests, 0 reconnects"
+        );
+        let one = stats(|s| {
+            s.received = 1;
+            s.expired = 1;
+        });
+        assert_eq!(
+            summary_line(Duration::from_secs(75), &one),
+            "summary: up 1 min 15 s, 1 request (expired 1), 0 reconnects"
         );
     }
 

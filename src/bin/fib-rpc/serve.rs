@@ -274,8 +274,10 @@ impl Serving {
                 }
             }
             if let (Some(at), Some(every)) = (next_ping, self.watchdog) {
-                if now >= at && !server_thread.is_finished() {
-                    self.notify("WATCHDOG=1");
+                if now >= at {
+                    if !server_thread.is_finished() {
+                        self.notify("WATCHDOG=1");
+                    }
                     next_ping = Some(now + every);
                 }
             }
