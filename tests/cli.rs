@@ -800,3 +800,38 @@ fn error_total(report: &serde_json::Value) -> u64 {
         .map(|count| count.as_u64().unwrap())
         .sum()
 }
+
+/// `call --traceparent` sends the trace context with the call; a malformed one is a usage
+/// error before anything connects.
+#[test]
+fn call_sends_its_traceparent() {
+    const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let queue = TestQueue::new("cli-trace");
+    let server = RpcServer::start(
+        &amqp_url(),
+        ServerOptions::default().queue(queue.name.as_str()),
+        |request: &Request| -> Result<Vec<u8>, RemoteError> {
+            // "1" when the trace context arrived intact, "2" otherwise.
+            let intact = request.traceparent().map(|p| p.to_string()).as_deref() == Some(PARENT);
+            Ok(if intact { b"1".to_vec() } else { b"2".to_vec() })
+        },
+    )
+    .unwrap();
+    let output = run(
+        &["call", "--queue", &queue.name, "--traceparent", PARENT, "5"],
+        "",
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(stdout(&output), "1\n");
+    let output = run(&["call", "--queue", &queue.name, "5"], "");
+    assert_eq!(stdout(&output), "2\n", "no trace context unless asked");
+
+    let output = run(&["call", "--traceparent", "00-nope", "5"], "");
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("traceparent"),
+        "{}",
+        stderr(&output)
+    );
+    server.stop().unwrap();
+}
