@@ -95,7 +95,10 @@ pub use server::{
     quiet_handler_panics, Handler, QueueKind, Request, RpcServer, ServerOptions, ServerStats,
     StatsHandle, StopHandle, DEFAULT_DEADLINE_GRACE, DEFAULT_PREFETCH, DEFAULT_STOP_TIMEOUT,
 };
-pub use wire::{ErrorCode, HeaderValue, RemoteError, DEADLINE_HEADER, DEFAULT_QUEUE, ERROR_HEADER};
+pub use wire::{
+    ErrorCode, HeaderValue, RemoteError, TraceParent, DEADLINE_HEADER, DEFAULT_QUEUE, ERROR_HEADER,
+    TRACEPARENT_HEADER,
+};
 
 pub use fib::{
     fib, fib_decimal, parse_n, to_decimal, CacheStats, FibonacciHandler, FibonacciRpcClient,

@@ -1,6 +1,7 @@
 //! The client's handle: what callers hold and call through, and the pending reply they wait
 //! on.
 
+use crate::wire::TraceParent;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -284,7 +285,7 @@ impl RpcClient {
             .idempotent
             .or(self.options.idempotent)
             .unwrap_or(false);
-        let sent = self.send_inner(body, deadline, idempotent);
+        let sent = self.send_inner(body, deadline, idempotent, options.traceparent);
         if let Err(err) = &sent {
             counters.record_error(err);
         }
@@ -296,6 +297,7 @@ impl RpcClient {
         body: &[u8],
         deadline: Instant,
         idempotent: bool,
+        traceparent: Option<TraceParent>,
     ) -> Result<PendingReply<'_>> {
         if self.is_closed() {
             return Err(Error::Closed);
@@ -325,6 +327,7 @@ impl RpcClient {
             state: state.clone(),
             idempotent,
             attempts: 0,
+            traceparent,
         };
         if self.commands.send(call).is_err() {
             return Err(self.gone_error());

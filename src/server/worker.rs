@@ -179,11 +179,7 @@ impl<H: Handler> Worker<H> {
         let request = Request::from_delivery(&mut delivery, SystemTime::now(), received);
         let Some(reply_to) = request.reply_to() else {
             bump(&self.stats.no_reply_to);
-            log::warn!(
-                "fib-rpc server: request without reply_to dropped (correlation_id {:?}, body {})",
-                request.correlation_id(),
-                wire::preview(request.body())
-            );
+            log::warn!("{} dropped: it has no reply_to", request.describe());
             acks.dropped(delivery);
             return Ok(());
         };
@@ -198,9 +194,9 @@ impl<H: Handler> Worker<H> {
             };
             log::log!(
                 level,
-                "fib-rpc server: request {} dropped unread: its caller's deadline passed \
-                 {:.3} s ago (if that looks wrong, check the clocks: see deadline_grace)",
-                wire::preview(request.body()),
+                "{} dropped unread: its caller's deadline passed {:.3} s ago (if that looks \
+                 wrong, check the clocks: see deadline_grace)",
+                request.describe(),
                 late.as_secs_f64()
             );
             acks.dropped(delivery);
@@ -210,9 +206,9 @@ impl<H: Handler> Worker<H> {
         if request.redelivered() && self.redeliveries.is_poison(key) {
             bump(&self.stats.poison);
             log::error!(
-                "fib-rpc server: request {} (reply_to {reply_to:?}) dropped: the connection or \
-                 channel was lost {} times while answering it",
-                wire::preview(request.body()),
+                "{} (reply_to {reply_to:?}) dropped: the connection or channel was lost {} \
+                 times while answering it",
+                request.describe(),
                 Redeliveries::MAX_LOSSES
             );
             acks.dropped(delivery);
@@ -234,6 +230,14 @@ impl<H: Handler> Worker<H> {
                 properties,
             },
         )?;
+        if let Some(code) = &error_code {
+            log::debug!(
+                "error reply {} to {}: {}",
+                code.as_str(),
+                request.describe(),
+                String::from_utf8_lossy(&body)
+            );
+        }
         acks.replied(delivery, key);
         self.stats.answered(error_code.as_ref(), received.elapsed());
         Ok(())
@@ -248,9 +252,9 @@ impl<H: Handler> Worker<H> {
         match outcome {
             Ok(Ok(reply)) if reply.len() > self.max_reply_bytes => {
                 log::error!(
-                    "fib-rpc server: reply of {} bytes to {} is above the limit of {} bytes",
+                    "reply of {} bytes to {} is above the limit of {} bytes",
                     reply.len(),
-                    wire::preview(request.body()),
+                    request.describe(),
                     self.max_reply_bytes
                 );
                 let message = format!(

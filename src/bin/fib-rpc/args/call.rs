@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use fib_rpc::TraceParent;
 use lexopt::prelude::*;
 use lexopt::Parser;
 
@@ -16,6 +17,8 @@ pub struct CallArgs {
     pub numbers: Numbers,
     /// Send a call again when its request may have been lost (`--no-retry` turns it off).
     pub retry: bool,
+    /// The W3C trace context every call carries (`--traceparent`).
+    pub traceparent: Option<TraceParent>,
 }
 
 /// Where `call` gets its N from.
@@ -28,7 +31,12 @@ pub enum Numbers {
 }
 
 /// The options below, as in the help.
-pub(super) const OPTIONS: &[&str] = &["--timeout SECONDS", "--in-flight N", "--no-retry"];
+pub(super) const OPTIONS: &[&str] = &[
+    "--timeout SECONDS",
+    "--in-flight N",
+    "--no-retry",
+    "--traceparent TP",
+];
 
 /// Default for `--in-flight`: enough to keep a server's workers busy.
 const DEFAULT_IN_FLIGHT: usize = 64;
@@ -43,6 +51,7 @@ pub(super) fn parse_call(
     let mut timeout = DEFAULT_TIMEOUT;
     let mut in_flight = DEFAULT_IN_FLIGHT;
     let mut retry = true;
+    let mut traceparent = None;
     let mut positional = Vec::new();
     for mut parser in parsers {
         loop {
@@ -58,6 +67,13 @@ pub(super) fn parse_call(
                     in_flight = whole_number(&mut parser, "--in-flight", MAX_IN_FLIGHT)?
                 }
                 Long("no-retry") => retry = false,
+                Long("traceparent") => {
+                    let text = parser.value()?.string()?;
+                    let parsed = text.parse::<TraceParent>().map_err(|err| {
+                        UsageError(format!("--traceparent: {}", err.full_message()))
+                    })?;
+                    traceparent = Some(parsed);
+                }
                 Value(value) => positional.push(value.string()?),
                 arg => options.take(arg.into(), &mut parser)?,
             }
@@ -71,6 +87,7 @@ pub(super) fn parse_call(
         in_flight,
         numbers: numbers(positional)?,
         retry,
+        traceparent,
     }))
 }
 
@@ -118,6 +135,8 @@ Options:
   --in-flight N      Calls kept in flight at once (default {DEFAULT_IN_FLIGHT})
   --no-retry         Do not send a call again when its request may have been lost (after a
                      connection loss or a refusal by the broker): fail with exit code 8 or 7
+  --traceparent TP   Send this W3C trace context (00-<trace id>-<span id>-<flags>) with every
+                     call; the server's log lines about the request carry it
 ",
         timeout = DEFAULT_TIMEOUT.as_secs(),
     )
