@@ -271,14 +271,7 @@ impl<H: Handler> Worker<H> {
                 let at = super::panics::take_location()
                     .map(|location| format!(" at {location}"))
                     .unwrap_or_default();
-                let id = match request.correlation_id() {
-                    Some(id) => format!("correlation_id {id:?}"),
-                    None => "no correlation_id".to_owned(),
-                };
-                log::error!(
-                    "handler panicked on request {} ({id}): {what}{at}",
-                    wire::preview(request.body())
-                );
+                log::error!("handler panicked on {}: {what}{at}", request.describe());
                 let message = format!("the handler failed: {what}");
                 (self.fit(message.into_bytes()), Some(ErrorCode::Internal))
             }
