@@ -92,7 +92,7 @@ pub use error::{BrokerError, BrokerErrorKind, Error, Result};
 pub use metrics::LatencyHistogram;
 pub use reconnect::Backoff;
 pub use server::{
-    Handler, QueueKind, Request, RpcServer, ServerOptions, ServerStats, StopHandle,
+    Handler, QueueKind, Request, RpcServer, ServerOptions, ServerStats, StatsHandle, StopHandle,
     DEFAULT_DEADLINE_GRACE, DEFAULT_PREFETCH, DEFAULT_STOP_TIMEOUT,
 };
 pub use wire::{ErrorCode, HeaderValue, RemoteError, DEADLINE_HEADER, DEFAULT_QUEUE, ERROR_HEADER};

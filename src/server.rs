@@ -36,7 +36,7 @@ mod request;
 mod supervisor;
 mod worker;
 
-pub use handle::{RpcServer, ServerStats, StopHandle};
+pub use handle::{RpcServer, ServerStats, StatsHandle, StopHandle};
 pub use options::{
     QueueKind, ServerOptions, DEFAULT_DEADLINE_GRACE, DEFAULT_PREFETCH, DEFAULT_STOP_TIMEOUT,
 };
