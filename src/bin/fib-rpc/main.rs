@@ -10,7 +10,9 @@ mod args;
 mod bench;
 mod call;
 mod exit;
+mod http;
 mod logger;
+mod metrics;
 mod serve;
 
 use std::process::ExitCode;

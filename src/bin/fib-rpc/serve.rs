@@ -44,6 +44,8 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
     if args.durable_quorum {
         options = options.declare_as(QueueKind::DurableQuorum);
     }
+    // Bound first, so a port taken ends serve before it connects to anything.
+    let metrics_listener = args.metrics_addr.map(crate::metrics::bind).transpose()?;
     // Catch signals before the workers consume: from then on a SIGTERM must drain, not kill.
     // While still starting there is nothing to drain, so a signal ends the process at once
     // (anything a worker already received goes back to the queue).
@@ -72,9 +74,15 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
     let handler = FibonacciHandler::new(args.max_n).cache_bytes(args.cache_bytes);
     // Lazy: returns at once and waits for the broker in the background, logging why it waits.
     // A signal meanwhile ends the process (see the signal thread).
-    let server = match RpcServer::start_failover(&global.urls, options, handler) {
+    let server = match RpcServer::start_failover(&global.urls, options, handler.clone()) {
         Ok(server) => server,
         Err(err) => return Err(stop_signals(signal_handle, signal_thread, err)),
+    };
+    // Metrics from now on, also while waiting for the broker (`rpc_server_connected 0`).
+    let metrics = metrics_listener.map(|on| crate::metrics::start(on, &server, handler));
+    let metrics = match metrics.transpose() {
+        Ok(metrics) => metrics,
+        Err(err) => return Err(stop_signals(signal_handle, signal_thread, Error::Io(err))),
     };
     let server = match wait_until_ready(server) {
         Ok(server) => server,
@@ -83,14 +91,15 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
     serving.store(true, Ordering::SeqCst);
     let stop = server.stop_handle();
     crate::say(&format!(
-        "fib-rpc serve: ready: consuming {:?} on {} with {} workers (prefetch {}, max n {})",
+        "fib-rpc serve: ready: consuming {:?} on {} with {} workers (prefetch {}, max n {}){}",
         server.queue(),
         server
             .broker()
             .unwrap_or_else(|| "(connection just lost)".to_owned()),
         server.workers(),
         args.prefetch,
-        args.max_n
+        args.max_n,
+        crate::metrics::ready_note(metrics.as_ref()),
     ));
 
     let wait_thread = spawn("fib-rpc-serve-wait", move || {
@@ -100,6 +109,9 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
     let (outcome, server_ended) = wait_for_end(&event_rx, &stop);
     signal_handle.close(); // ends `forever()`, so the signal thread can be joined
     let _ = signal_thread.join();
+    if let Some(metrics) = metrics {
+        metrics.stop(); // joins its threads
+    }
     if server_ended {
         let _ = wait_thread.join();
     } // else the drain timed out: the process exits without it

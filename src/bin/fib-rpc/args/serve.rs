@@ -1,5 +1,7 @@
 //! `fib-rpc serve`: its options and help.
 
+use std::net::SocketAddr;
+
 use fib_rpc::{DEFAULT_CACHE_BYTES, DEFAULT_MAX_N, DEFAULT_PREFETCH};
 use lexopt::prelude::*;
 use lexopt::Parser;
@@ -16,6 +18,8 @@ pub struct ServeArgs {
     pub cache_bytes: usize,
     /// Ack a request only once the broker confirms its reply (`--no-confirms` turns it off).
     pub confirms: bool,
+    /// Where to serve Prometheus metrics (`--metrics-addr`); `None`: nowhere.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// The options below, as in the help.
@@ -26,6 +30,7 @@ pub(super) const OPTIONS: &[&str] = &[
     "--durable-quorum",
     "--cache-mib N",
     "--no-confirms",
+    "--metrics-addr ADDR",
 ];
 
 /// Default for `--cache-mib`: the library's default cache size.
@@ -45,6 +50,7 @@ pub(super) fn parse_serve(
         durable_quorum: false,
         cache_bytes: DEFAULT_CACHE_MIB << 20,
         confirms: true,
+        metrics_addr: None,
     };
     for mut parser in parsers {
         while let Some(arg) = parser.next()? {
@@ -59,6 +65,7 @@ pub(super) fn parse_serve(
                 Long("cache-mib") => args.cache_bytes = cache_bytes(&mut parser)?,
                 Long("durable-quorum") => args.durable_quorum = true,
                 Long("no-confirms") => args.confirms = false,
+                Long("metrics-addr") => args.metrics_addr = Some(metrics_addr(&mut parser)?),
                 arg => options.take(arg.into(), &mut parser)?,
             }
         }
@@ -74,6 +81,17 @@ fn cache_bytes(parser: &mut Parser) -> Result<usize, UsageError> {
     let mib: usize = parser.value()?.parse()?;
     mib.checked_mul(1 << 20)
         .ok_or_else(|| UsageError(format!("--cache-mib {mib} is too large for this machine")))
+}
+
+/// `--metrics-addr IP:PORT`: an IP address, not a host name (no lookup at start-up, and the
+/// address is exactly what gets bound).
+fn metrics_addr(parser: &mut Parser) -> Result<SocketAddr, UsageError> {
+    let text = parser.value()?.string()?;
+    text.parse().map_err(|_| {
+        UsageError(format!(
+            "--metrics-addr needs IP:PORT, e.g. 127.0.0.1:9464 or [::1]:9464, got {text:?}"
+        ))
+    })
 }
 
 /// `fib-rpc serve --help`, before the global options.
@@ -95,10 +113,62 @@ Options:
   --no-confirms      Ack each request as soon as its reply is published, without waiting
                      for the broker to confirm the reply (faster; a reply lost in a broker
                      failure is then never sent again)
+  --metrics-addr ADDR  Serve Prometheus metrics on http://ADDR/metrics; ADDR is IP:PORT
+                     (127.0.0.1:9464, [::1]:9464, 0.0.0.0:9464; port 0: any free port, named
+                     in the ready line). Default: off, no port opened
 
 If the broker cannot be reached at start-up, it retries with backoff until it can (bad
 credentials or vhost exit 7 at once). Once serving, it never exits because the broker went
 away: it reconnects and resumes.
 "
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsString;
+
+    use super::super::{parse, Command};
+
+    fn metrics_addr(args: &[&str]) -> Result<Option<String>, String> {
+        match parse(args.iter().map(OsString::from), None) {
+            Ok((_, Command::Serve(serve))) => Ok(serve.metrics_addr.map(|a| a.to_string())),
+            Ok((_, other)) => panic!("{other:?}"),
+            Err(err) => Err(err.0),
+        }
+    }
+
+    #[test]
+    fn metrics_addr_is_an_ip_and_port() {
+        assert_eq!(metrics_addr(&["serve"]), Ok(None), "off by default");
+        for addr in [
+            "127.0.0.1:9464",
+            "[::1]:9464",
+            "0.0.0.0:9464",
+            "127.0.0.1:0",
+        ] {
+            let given = metrics_addr(&["serve", "--metrics-addr", addr]);
+            assert_eq!(given, Ok(Some(addr.to_owned())));
+        }
+        assert_eq!(
+            metrics_addr(&["--metrics-addr=[::]:1", "serve"]),
+            Ok(Some("[::]:1".to_owned()))
+        );
+        for bad in [
+            "localhost:9464",
+            "9464",
+            "127.0.0.1",
+            "::1:9464",
+            "1.2.3.4:70000",
+            "",
+        ] {
+            let err = metrics_addr(&["serve", "--metrics-addr", bad]).unwrap_err();
+            assert!(
+                err.starts_with("--metrics-addr needs IP:PORT"),
+                "{bad}: {err}"
+            );
+        }
+        let err = metrics_addr(&["call", "5", "--metrics-addr", "127.0.0.1:1"]).unwrap_err();
+        assert_eq!(err, "--metrics-addr is not an option of `call`");
+    }
 }
