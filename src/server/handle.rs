@@ -40,38 +40,6 @@ impl StopHandle {
     }
 }
 
-/// Reads a running [`RpcServer`]'s counters from any thread, e.g. one that logs or exports
-/// them while another thread waits in [`RpcServer::wait`]. Cloneable and `Send`; it keeps
-/// answering after the server has stopped (the counters then no longer change).
-#[derive(Debug, Clone)]
-pub struct StatsHandle {
-    counters: Arc<ServerCounters>,
-}
-
-impl StatsHandle {
-    /// A snapshot of the server's counters, as [`RpcServer::stats`] gives.
-    pub fn stats(&self) -> ServerStats {
-        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        let counters = &self.counters;
-        ServerStats {
-            received: get(&counters.received),
-            replied: get(&counters.replied),
-            error_replies: get(&counters.error_replies),
-            expired: get(&counters.expired),
-            no_reply_to: get(&counters.no_reply_to),
-            poison: get(&counters.poison),
-            reconnects: get(&counters.reconnects),
-            ok: get(&counters.ok),
-            bad_request: get(&counters.bad_request),
-            out_of_range: get(&counters.out_of_range),
-            internal: get(&counters.internal),
-            other_code: get(&counters.other_code),
-            in_progress: get(&counters.in_progress),
-            handling: counters.handling.snapshot(),
-        }
-    }
-}
-
 /// A running RPC server.
 ///
 /// ```no_run
@@ -190,6 +158,72 @@ impl ServerCounters {
             bump(&self.error_replies);
         }
         self.handling.record(took);
+    }
+
+    fn broker(&self) -> Option<String> {
+        self.broker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn snapshot(&self) -> ServerStats {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        ServerStats {
+            received: get(&self.received),
+            replied: get(&self.replied),
+            error_replies: get(&self.error_replies),
+            expired: get(&self.expired),
+            no_reply_to: get(&self.no_reply_to),
+            poison: get(&self.poison),
+            reconnects: get(&self.reconnects),
+            ok: get(&self.ok),
+            bad_request: get(&self.bad_request),
+            out_of_range: get(&self.out_of_range),
+            internal: get(&self.internal),
+            other_code: get(&self.other_code),
+            in_progress: get(&self.in_progress),
+            handling: self.handling.snapshot(),
+        }
+    }
+}
+
+/// Reads a running [`RpcServer`]'s counters and connection state from any thread, e.g. for
+/// a metrics endpoint or periodic logging. Cloneable and `Send`, like [`StopHandle`]; it
+/// keeps nothing alive but the counters (the last snapshot stays readable after the server
+/// stopped).
+///
+/// ```no_run
+/// use fib_rpc::{FibonacciHandler, RpcServer, ServerOptions};
+///
+/// let server = RpcServer::start(
+///     "amqp://guest:guest@localhost:5672/%2f",
+///     ServerOptions::default(),
+///     FibonacciHandler::default(),
+/// )?;
+/// let stats = server.stats_handle();
+/// std::thread::spawn(move || loop {
+///     std::thread::sleep(std::time::Duration::from_secs(60));
+///     eprintln!("answered {} so far", stats.stats().ok);
+/// });
+/// server.wait()?;
+/// # Ok::<(), fib_rpc::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct StatsHandle {
+    counters: Arc<ServerCounters>,
+}
+
+impl StatsHandle {
+    /// A snapshot of the server's counters, as [`RpcServer::stats`].
+    pub fn stats(&self) -> ServerStats {
+        self.counters.snapshot()
+    }
+
+    /// The broker the server is connected to now, as [`RpcServer::broker`]; `None` while it
+    /// is not connected (and once it has stopped).
+    pub fn broker(&self) -> Option<String> {
+        self.counters.broker()
     }
 }
 
@@ -377,20 +411,16 @@ impl RpcServer {
     /// The broker this server is connected to now (its URL, password masked), or `None`
     /// while it is not connected. With several URLs, the one that answered.
     pub fn broker(&self) -> Option<String> {
-        self.stats
-            .broker
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.stats.broker()
     }
 
     /// A snapshot of this server's counters.
     pub fn stats(&self) -> ServerStats {
-        self.stats_handle().stats()
+        self.stats.snapshot()
     }
 
-    /// A handle that reads this server's counters from any thread, also while another thread
-    /// waits in [`wait`](Self::wait).
+    /// A handle that reads this server's counters and connection state from any thread, also
+    /// after the server itself has moved into [`wait`](Self::wait).
     pub fn stats_handle(&self) -> StatsHandle {
         StatsHandle {
             counters: Arc::clone(&self.stats),

@@ -11,7 +11,9 @@ mod args;
 mod bench;
 mod call;
 mod exit;
+mod http;
 mod logger;
+mod metrics;
 mod serve;
 mod systemd;
 

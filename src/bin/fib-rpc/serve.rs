@@ -98,6 +98,8 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<u8, Failure> {
     if args.durable_quorum {
         options = options.declare_as(QueueKind::DurableQuorum);
     }
+    // Bound first, so a port taken ends serve before it connects to anything.
+    let metrics_listener = args.metrics_addr.map(crate::metrics::bind).transpose()?;
     // Catch signals before the workers consume: from then on a SIGTERM must drain, not kill.
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
     let signal_handle = signals.handle();
@@ -114,9 +116,16 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<u8, Failure> {
     };
     let handler = FibonacciHandler::new(args.max_n).cache_bytes(args.cache_bytes);
     // Lazy: returns at once and waits for the broker in the background, logging why it waits.
-    let server = match RpcServer::start_failover(&global.urls, options, handler) {
+    // A signal meanwhile ends the process (see the signal thread).
+    let server = match RpcServer::start_failover(&global.urls, options, handler.clone()) {
         Ok(server) => server,
         Err(err) => return Err(stop_signals(signal_handle, signal_thread, err)),
+    };
+    // Metrics from now on, also while waiting for the broker (`rpc_server_connected 0`).
+    let metrics = metrics_listener.map(|on| crate::metrics::start(on, &server, handler));
+    let metrics = match metrics.transpose() {
+        Ok(metrics) => metrics,
+        Err(err) => return Err(stop_signals(signal_handle, signal_thread, Error::Io(err))),
     };
     let brokers: Vec<String> = global.urls.iter().map(|u| fib_rpc::redact_url(u)).collect();
     systemd::notify(
@@ -131,6 +140,7 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<u8, Failure> {
         workers: server.workers(),
         prefetch: args.prefetch,
         max_n: args.max_n,
+        metrics_note: crate::metrics::ready_note(metrics.as_ref()),
         stats: server.stats_handle(),
         stop: server.stop_handle(),
         notifier,
@@ -151,6 +161,9 @@ pub fn run(global: &Global, args: ServeArgs) -> Result<u8, Failure> {
     let end = serving.wait_for_end(&event_rx, &wait_thread, &mut served);
     signal_handle.close(); // ends `forever()`, so the signal thread can be joined
     let _ = signal_thread.join();
+    if let Some(metrics) = metrics {
+        metrics.stop(); // joins its threads
+    }
     if end.server_ended {
         let _ = wait_thread.join();
     } // else the process exits without it
@@ -169,6 +182,8 @@ struct Serving {
     workers: usize,
     prefetch: u16,
     max_n: u64,
+    /// What the ready line adds about the metrics endpoint, if any.
+    metrics_note: String,
     stats: StatsHandle,
     stop: StopHandle,
     notifier: Option<Notifier>,
@@ -295,11 +310,12 @@ impl Serving {
 
     fn on_ready(&self, broker: &str) {
         log::info!(
-            "ready: consuming {:?} on {broker} with {} workers (prefetch {}, max n {})",
+            "ready: consuming {:?} on {broker} with {} workers (prefetch {}, max n {}){}",
             self.queue,
             self.workers,
             self.prefetch,
-            self.max_n
+            self.max_n,
+            self.metrics_note
         );
         self.notify(&systemd::ready_message(&self.queue, broker));
     }

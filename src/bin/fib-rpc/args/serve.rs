@@ -1,5 +1,6 @@
 //! `fib-rpc serve`: its options and help.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use fib_rpc::{DEFAULT_CACHE_BYTES, DEFAULT_MAX_N, DEFAULT_PREFETCH};
@@ -20,6 +21,8 @@ pub struct ServeArgs {
     pub confirms: bool,
     /// How often to log a line about the traffic since the last one; `None`: never.
     pub log_interval: Option<Duration>,
+    /// Where to serve Prometheus metrics (`--metrics-addr`); `None`: nowhere.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// The options below, as in the help.
@@ -31,6 +34,7 @@ pub(super) const OPTIONS: &[&str] = &[
     "--cache-mib N",
     "--no-confirms",
     "--log-interval S",
+    "--metrics-addr ADDR",
 ];
 
 /// Default for `--cache-mib`: the library's default cache size.
@@ -55,6 +59,7 @@ pub(super) fn parse_serve(
         cache_bytes: DEFAULT_CACHE_MIB << 20,
         confirms: true,
         log_interval: Some(Duration::from_secs(DEFAULT_LOG_INTERVAL)),
+        metrics_addr: None,
     };
     for mut parser in parsers {
         while let Some(arg) = parser.next()? {
@@ -70,6 +75,7 @@ pub(super) fn parse_serve(
                 Long("durable-quorum") => args.durable_quorum = true,
                 Long("no-confirms") => args.confirms = false,
                 Long("log-interval") => args.log_interval = log_interval(&mut parser)?,
+                Long("metrics-addr") => args.metrics_addr = Some(metrics_addr(&mut parser)?),
                 arg => options.take(arg.into(), &mut parser)?,
             }
         }
@@ -100,6 +106,17 @@ fn log_interval(parser: &mut Parser) -> Result<Option<Duration>, UsageError> {
     }
 }
 
+/// `--metrics-addr IP:PORT`: an IP address, not a host name (no lookup at start-up, and the
+/// address is exactly what gets bound).
+fn metrics_addr(parser: &mut Parser) -> Result<SocketAddr, UsageError> {
+    let text = parser.value()?.string()?;
+    text.parse().map_err(|_| {
+        UsageError(format!(
+            "--metrics-addr needs IP:PORT, e.g. 127.0.0.1:9464 or [::1]:9464, got {text:?}"
+        ))
+    })
+}
+
 /// `fib-rpc serve --help`, before the global options.
 pub(super) fn help() -> String {
     format!(
@@ -125,10 +142,62 @@ Options:
                      failure is then never sent again)
   --log-interval S   Log the traffic every S seconds, when there was any (default
                      {DEFAULT_LOG_INTERVAL}); 0 turns it off
+  --metrics-addr ADDR  Serve Prometheus metrics on http://ADDR/metrics; ADDR is IP:PORT
+                     (127.0.0.1:9464, [::1]:9464, 0.0.0.0:9464; port 0: any free port, named
+                     in the ready line). Default: off, no port opened
 
 If the broker cannot be reached at start-up, it retries with backoff until it can (bad
 credentials or vhost exit 7 at once). Once serving, it never exits because the broker went
 away: it reconnects and resumes.
 "
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsString;
+
+    use super::super::{parse, Command};
+
+    fn metrics_addr(args: &[&str]) -> Result<Option<String>, String> {
+        match parse(args.iter().map(OsString::from), None) {
+            Ok((_, Command::Serve(serve))) => Ok(serve.metrics_addr.map(|a| a.to_string())),
+            Ok((_, other)) => panic!("{other:?}"),
+            Err(err) => Err(err.0),
+        }
+    }
+
+    #[test]
+    fn metrics_addr_is_an_ip_and_port() {
+        assert_eq!(metrics_addr(&["serve"]), Ok(None), "off by default");
+        for addr in [
+            "127.0.0.1:9464",
+            "[::1]:9464",
+            "0.0.0.0:9464",
+            "127.0.0.1:0",
+        ] {
+            let given = metrics_addr(&["serve", "--metrics-addr", addr]);
+            assert_eq!(given, Ok(Some(addr.to_owned())));
+        }
+        assert_eq!(
+            metrics_addr(&["--metrics-addr=[::]:1", "serve"]),
+            Ok(Some("[::]:1".to_owned()))
+        );
+        for bad in [
+            "localhost:9464",
+            "9464",
+            "127.0.0.1",
+            "::1:9464",
+            "1.2.3.4:70000",
+            "",
+        ] {
+            let err = metrics_addr(&["serve", "--metrics-addr", bad]).unwrap_err();
+            assert!(
+                err.starts_with("--metrics-addr needs IP:PORT"),
+                "{bad}: {err}"
+            );
+        }
+        let err = metrics_addr(&["call", "5", "--metrics-addr", "127.0.0.1:1"]).unwrap_err();
+        assert_eq!(err, "--metrics-addr is not an option of `call`");
+    }
 }
