@@ -16,9 +16,10 @@ use crossbeam_channel::{select, Receiver, Sender};
 use super::call::OutgoingCall;
 use super::confirms::ConfirmTags;
 use super::handle::Shared;
+use super::probe::{ChannelAsk, ProbeFailed};
 use super::options::{ClientOptions, ReplyTo, DIRECT_REPLY_TO};
 use crate::connect::ConnectSettings;
-use crate::error::{BrokerError, BrokerErrorKind, Error, Result};
+use crate::error::{BrokerError, BrokerErrorKind, Error, NoServerReason, Result};
 use crate::reconnect::{Backoff, Brokers};
 use crate::util::{bump, cancel_consumer, is_disconnected};
 use crate::wire;
@@ -58,6 +59,8 @@ pub(super) struct Reader {
     queue: String,
     reply_to: ReplyTo,
     commands: Receiver<OutgoingCall>,
+    /// The probe thread's requests for a side channel on the current connection.
+    channel_asks: Receiver<ChannelAsk>,
     /// Disconnects when the owner starts closing the client.
     closed: Receiver<()>,
     shared: Arc<Shared>,
@@ -105,6 +108,7 @@ impl Reader {
         brokers: Brokers,
         options: &ClientOptions,
         commands: Receiver<OutgoingCall>,
+        channel_asks: Receiver<ChannelAsk>,
         closed: Receiver<()>,
         shared: Arc<Shared>,
     ) -> Self {
@@ -116,6 +120,7 @@ impl Reader {
             queue: options.queue.clone(),
             reply_to: options.reply_to,
             commands,
+            channel_asks,
             closed,
             shared,
             pending: HashMap::new(),
@@ -259,6 +264,10 @@ impl Reader {
                     Err(_) => return false,
                 },
                 recv(self.closed) -> _ => return false,
+                // No connection to open a side channel on: the probe finds nothing.
+                recv(self.channel_asks) -> ask => if let Ok(ask) = ask {
+                    let _ = ask.send(Err(ProbeFailed::NotConnected));
+                },
                 recv(sweep) -> _ => {
                     let now = Instant::now();
                     self.waiting.retain(|call| call.is_live(now));
@@ -334,11 +343,18 @@ impl Reader {
             );
         }
         self.shared
-            .set_connected(self.brokers.current().to_string());
+            .set_connected(self.brokers.current().to_string(), self.sessions);
         if let Some(ready) = ready.take() {
             let _ = ready.send(Ok(()));
         }
-        let end = self.serve(&channel, &consumer, &returns, &confirms, &reply_to);
+        let end = self.serve(
+            connection,
+            &channel,
+            &consumer,
+            &returns,
+            &confirms,
+            &reply_to,
+        );
         // Cancelling the consumer and dropping the channel below wait for the broker. When
         // the reason is already known, tell the callers first.
         let end = match end {
@@ -365,6 +381,7 @@ impl Reader {
     /// The session's main loop.
     fn serve(
         &mut self,
+        connection: &mut Connection,
         channel: &Channel,
         consumer: &Consumer<'_>,
         returns: &Receiver<Return>,
@@ -446,10 +463,24 @@ impl Reader {
                         return lost(self.drain_for_reason(consumer).or(Some(cause)));
                     }
                 }
+                recv(self.channel_asks) -> ask => if let Ok(ask) = ask {
+                    self.open_side_channel(connection, ask);
+                },
                 recv(sweep) -> _ => self.forget_expired(Instant::now()),
                 default(linger) => {}
             }
         }
+    }
+
+    /// Opens a side channel on this connection for the probe thread (one quick round trip;
+    /// the probe itself runs on the probe thread). A failure here means the connection is
+    /// going: the reply consumer will say so.
+    fn open_side_channel(&mut self, connection: &mut Connection, ask: ChannelAsk) {
+        let opened = connection
+            .open_channel(None)
+            .map(|channel| (self.sessions, channel))
+            .map_err(|err| ProbeFailed::Broker(BrokerError::amqp(err)));
+        let _ = ask.send(opened);
     }
 
     /// Publishes one request and files its caller, unless the caller has already given up.
@@ -588,6 +619,8 @@ impl Reader {
 
     /// Hands a reply to the caller waiting for its `correlation_id`, or drops and counts it.
     fn deliver(&mut self, delivery: Delivery) {
+        // Whoever it was for, a reply proves that a server consumes the queue.
+        self.shared.watch.saw_reply();
         let caller = delivery
             .properties
             .correlation_id()
@@ -630,6 +663,7 @@ impl Reader {
         if let Some(caller) = caller {
             let _ = caller.reply.send(Err(Error::NoServer {
                 queue: returned.routing_key,
+                reason: NoServerReason::NoQueue,
             }));
         }
     }

@@ -12,6 +12,7 @@ mod call;
 mod exit;
 mod logger;
 mod serve;
+mod status;
 
 use std::process::ExitCode;
 
@@ -29,7 +30,7 @@ fn main() -> ExitCode {
     // `call` promises one line of reason on failure, so the library's own warnings (which
     // that line repeats) are shown only when asked for.
     let quiet = match command {
-        Command::Call(_) => log::LevelFilter::Off,
+        Command::Call(_) | Command::Status(_) => log::LevelFilter::Off,
         _ => log::LevelFilter::Warn,
     };
     logger::init(
@@ -50,12 +51,16 @@ fn main() -> ExitCode {
         Command::Serve(serve_args) => serve::run(&global, serve_args),
         Command::Call(call_args) => call::run(&global, call_args),
         Command::Bench(bench_args) => bench::run(&global, bench_args),
+        Command::Status(status_args) => status::run(&global, status_args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             // The library's messages never contain the password; the URL is redacted there.
-            say(&format!("fib-rpc: {}", failure.message));
+            // An empty message: the command has already said why (on stdout).
+            if !failure.message.is_empty() {
+                say(&format!("fib-rpc: {}", failure.message));
+            }
             ExitCode::from(failure.class.code())
         }
     }

@@ -19,6 +19,9 @@ pub struct BenchArgs {
     pub retry: bool,
     /// Have the broker confirm each request (`--no-confirms` turns it off).
     pub confirms: bool,
+    /// Fail a call at once when no server consumes the queue (`--wait-for-server` turns it
+    /// off).
+    pub require_server: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -37,6 +40,7 @@ pub(super) const OPTIONS: &[&str] = &[
     "--json",
     "--no-retry",
     "--no-confirms",
+    "--wait-for-server",
 ];
 
 /// Default for `--calls` when neither `--calls` nor `--seconds` is given.
@@ -57,6 +61,7 @@ pub(super) fn parse_bench(
         json: false,
         retry: true,
         confirms: true,
+        require_server: true,
     };
     let (mut calls, mut seconds) = (None, None);
     for mut parser in parsers {
@@ -72,6 +77,7 @@ pub(super) fn parse_bench(
                 Long("json") => args.json = true,
                 Long("no-retry") => args.retry = false,
                 Long("no-confirms") => args.confirms = false,
+                Long("wait-for-server") => args.require_server = false,
                 arg => options.take(arg.into(), &mut parser)?,
             }
         }
@@ -113,6 +119,8 @@ Options:
   --no-retry         Do not send a call again when its request may have been lost (after a
                      connection loss or a refusal by the broker); count it as failed
   --no-confirms      Do not have the broker confirm each request (to measure their cost)
+  --wait-for-server  Send calls even when no server consumes the queue, and let them wait
+                     for one; by default such calls fail at once (counted as no_consumer)
 ",
         timeout = DEFAULT_TIMEOUT.as_secs(),
     )

@@ -16,6 +16,8 @@ pub struct CallArgs {
     pub numbers: Numbers,
     /// Send a call again when its request may have been lost (`--no-retry` turns it off).
     pub retry: bool,
+    /// Fail at once when no server consumes the queue (`--wait-for-server` turns it off).
+    pub require_server: bool,
 }
 
 /// Where `call` gets its N from.
@@ -28,7 +30,12 @@ pub enum Numbers {
 }
 
 /// The options below, as in the help.
-pub(super) const OPTIONS: &[&str] = &["--timeout SECONDS", "--in-flight N", "--no-retry"];
+pub(super) const OPTIONS: &[&str] = &[
+    "--timeout SECONDS",
+    "--in-flight N",
+    "--no-retry",
+    "--wait-for-server",
+];
 
 /// Default for `--in-flight`: enough to keep a server's workers busy.
 const DEFAULT_IN_FLIGHT: usize = 64;
@@ -43,6 +50,7 @@ pub(super) fn parse_call(
     let mut timeout = DEFAULT_TIMEOUT;
     let mut in_flight = DEFAULT_IN_FLIGHT;
     let mut retry = true;
+    let mut require_server = true;
     let mut positional = Vec::new();
     for mut parser in parsers {
         loop {
@@ -58,6 +66,7 @@ pub(super) fn parse_call(
                     in_flight = whole_number(&mut parser, "--in-flight", MAX_IN_FLIGHT)?
                 }
                 Long("no-retry") => retry = false,
+                Long("wait-for-server") => require_server = false,
                 Value(value) => positional.push(value.string()?),
                 arg => options.take(arg.into(), &mut parser)?,
             }
@@ -71,6 +80,7 @@ pub(super) fn parse_call(
         in_flight,
         numbers: numbers(positional)?,
         retry,
+        require_server,
     }))
 }
 
@@ -118,6 +128,8 @@ Options:
   --in-flight N      Calls kept in flight at once (default {DEFAULT_IN_FLIGHT})
   --no-retry         Do not send a call again when its request may have been lost (after a
                      connection loss or a refusal by the broker): fail with exit code 8 or 7
+  --wait-for-server  When the queue exists but no server consumes it, send anyway and wait
+                     up to --timeout for one to start, instead of failing at once (exit 9)
 ",
         timeout = DEFAULT_TIMEOUT.as_secs(),
     )
