@@ -33,6 +33,10 @@ pub(super) const PROBE_TTL: Duration = Duration::from_secs(1);
 /// (the broker is then too slow to answer a passive declare: the call will meet that anyway).
 const CHECK_WAIT: Duration = Duration::from_secs(1);
 
+/// A probe this recent answers for a call that timed out: calls that time out together
+/// share one probe.
+const PROBE_SHARED: Duration = Duration::from_millis(100);
+
 /// How long a call that timed out waits for a probe to say whether a server was consuming.
 const TIMEOUT_PROBE_WAIT: Duration = Duration::from_millis(250);
 
@@ -69,6 +73,13 @@ pub(super) enum ProbeFailed {
 
 type Answer = std::result::Result<Seen, ProbeFailed>;
 
+/// What the client last learnt of its queue; see [`Watch::latest`].
+enum Latest {
+    /// A reply arrived: a server consumes the queue.
+    Replied,
+    Probed(Seen),
+}
+
 /// A caller's question to the probe thread: answer with a probe made after `asked_at`.
 struct Ask {
     asked_at: Instant,
@@ -103,23 +114,28 @@ impl Watch {
     /// Reader: a reply arrived, so a server consumes the queue.
     pub(super) fn saw_reply(&self) {
         let nanos = self.epoch.elapsed().as_nanos();
-        self.last_reply
-            .store(u64::try_from(nanos).unwrap_or(u64::MAX - 1) + 1, Ordering::Relaxed);
+        self.last_reply.store(
+            u64::try_from(nanos).unwrap_or(u64::MAX - 1) + 1,
+            Ordering::Relaxed,
+        );
     }
 
-    fn replied_within(&self, age: Duration, now: Instant) -> bool {
-        match self.last_reply.load(Ordering::Relaxed) {
-            0 => false,
-            stamp => {
-                let at = self.epoch + Duration::from_nanos(stamp - 1);
-                now.saturating_duration_since(at) < age
+    /// The newer of the last reply and the last probe, if younger than [`PROBE_TTL`].
+    fn latest(&self, now: Instant) -> Option<Latest> {
+        let replied = match self.last_reply.load(Ordering::Relaxed) {
+            0 => None,
+            stamp => Some(self.epoch + Duration::from_nanos(stamp - 1)),
+        };
+        let probed = *self.last_probe.lock().unwrap_or_else(|e| e.into_inner());
+        let (at, latest) = match (replied, probed) {
+            (Some(replied), Some((probed, seen))) if probed > replied => {
+                (probed, Latest::Probed(seen))
             }
-        }
-    }
-
-    /// The oldest start of a probe whose answer still stands at `now`.
-    fn fresh_since(&self, now: Instant) -> Instant {
-        now.checked_sub(PROBE_TTL).unwrap_or(self.epoch).max(self.epoch)
+            (Some(replied), _) => (replied, Latest::Replied),
+            (None, Some((probed, seen))) => (probed, Latest::Probed(seen)),
+            (None, None) => return None,
+        };
+        (now.saturating_duration_since(at) < PROBE_TTL).then_some(latest)
     }
 
     /// The last probe's answer if that probe started at or after `since`.
@@ -177,13 +193,12 @@ impl Prober {
     /// failing) counts as `Ok`: the call then meets whatever is wrong by itself.
     pub(super) fn check(&self, deadline: Instant) -> Result<()> {
         let now = Instant::now();
-        let watch = &self.shared.watch;
-        if watch.replied_within(PROBE_TTL, now) || !self.shared.connected.load(Ordering::SeqCst)
-        {
+        if !self.shared.connected.load(Ordering::SeqCst) {
             return Ok(());
         }
-        let seen = match watch.probed_since(watch.fresh_since(now)) {
-            Some(seen) => seen,
+        let seen = match self.shared.watch.latest(now) {
+            Some(Latest::Replied) => return Ok(()),
+            Some(Latest::Probed(seen)) => seen,
             None => match self.ask(now, deadline.min(now + CHECK_WAIT)) {
                 Some(Ok(seen)) => seen,
                 _ => return Ok(()),
@@ -196,17 +211,17 @@ impl Prober {
         }
     }
 
-    /// For a call that timed out: how many servers consumed the queue, from an answer less
-    /// than [`PROBE_TTL`] old or a quick probe; `None` if unknown.
+    /// For a call that timed out: how many servers consume the queue now, from a quick probe
+    /// (or one that started within [`PROBE_SHARED`]); `None` if unknown.
     pub(super) fn consumers_now(&self) -> Option<u32> {
         let now = Instant::now();
         if !self.shared.connected.load(Ordering::SeqCst) || is_disconnected(&self.closed) {
             return None;
         }
-        let watch = &self.shared.watch;
-        let seen = match watch.probed_since(watch.fresh_since(now)) {
+        let since = now.checked_sub(PROBE_SHARED).unwrap_or(now);
+        let seen = match self.shared.watch.probed_since(since) {
             Some(seen) => seen,
-            None => self.ask(now, now + TIMEOUT_PROBE_WAIT)?.ok()?,
+            None => self.ask(since, now + TIMEOUT_PROBE_WAIT)?.ok()?,
         };
         match seen {
             Seen::Queue(status) => Some(status.consumers),

@@ -16,8 +16,8 @@ use crossbeam_channel::{select, Receiver, Sender};
 use super::call::OutgoingCall;
 use super::confirms::ConfirmTags;
 use super::handle::Shared;
-use super::probe::{ChannelAsk, ProbeFailed};
 use super::options::{ClientOptions, ReplyTo, DIRECT_REPLY_TO};
+use super::probe::{ChannelAsk, ProbeFailed};
 use crate::connect::ConnectSettings;
 use crate::error::{BrokerError, BrokerErrorKind, Error, NoServerReason, Result};
 use crate::reconnect::{Backoff, Brokers};
@@ -348,12 +348,7 @@ impl Reader {
             let _ = ready.send(Ok(()));
         }
         let end = self.serve(
-            connection,
-            &channel,
-            &consumer,
-            &returns,
-            &confirms,
-            &reply_to,
+            connection, &channel, &consumer, &returns, &confirms, &reply_to,
         );
         // Cancelling the consumer and dropping the channel below wait for the broker. When
         // the reason is already known, tell the callers first.

@@ -257,9 +257,9 @@ impl RpcServer {
         }
         match woken {
             Err(RecvTimeoutError::Timeout) => Err(Error::Timeout {
-                    waited: timeout,
-                    consumers: None,
-                }),
+                waited: timeout,
+                consumers: None,
+            }),
             Ok(()) | Err(RecvTimeoutError::Disconnected) => Err(Error::Closed),
         }
     }

@@ -93,9 +93,7 @@ pub fn parse(
                 Some("serve") => break serve::parse_serve(options.then(parser), &mut options)?,
                 Some("call") => break call::parse_call(options.then(parser), &mut options)?,
                 Some("bench") => break bench::parse_bench(options.then(parser), &mut options)?,
-                Some("status") => {
-                    break status::parse_status(options.then(parser), &mut options)?
-                }
+                Some("status") => break status::parse_status(options.then(parser), &mut options)?,
                 Some("help") => options.help = true,
                 _ => return Err(UsageError(format!("unknown command {word:?}"))),
             },
