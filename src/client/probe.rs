@@ -199,7 +199,11 @@ impl Prober {
         let seen = match self.shared.watch.latest(now) {
             Some(Latest::Replied) => return Ok(()),
             Some(Latest::Probed(seen)) => seen,
-            None => match self.ask(now, deadline.min(now + CHECK_WAIT)) {
+            // Any answer younger than the TTL will do, one in flight included.
+            None => match self.ask(
+                now.checked_sub(PROBE_TTL).unwrap_or(now),
+                deadline.min(now + CHECK_WAIT),
+            ) {
                 Some(Ok(seen)) => seen,
                 _ => return Ok(()),
             },
