@@ -98,6 +98,8 @@ pub(super) struct Watch {
     epoch: Instant,
     /// When the last reply arrived, in nanoseconds since `epoch` plus one; 0 for never.
     last_reply: AtomicU64,
+    /// When the last probe started, stamped like `last_reply`.
+    last_probe_at: AtomicU64,
     /// The last probe's answer and when that probe started.
     last_probe: Mutex<Option<(Instant, Seen)>>,
 }
@@ -107,6 +109,7 @@ impl Watch {
         Watch {
             epoch: Instant::now(),
             last_reply: AtomicU64::new(0),
+            last_probe_at: AtomicU64::new(0),
             last_probe: Mutex::new(None),
         }
     }
@@ -120,22 +123,28 @@ impl Watch {
         );
     }
 
-    /// The newer of the last reply and the last probe, if younger than [`PROBE_TTL`].
+    /// The newer of the last reply and the last probe, if younger than [`PROBE_TTL`]. While
+    /// replies flow this takes no lock: two atomic loads and the clock.
     fn latest(&self, now: Instant) -> Option<Latest> {
-        let replied = match self.last_reply.load(Ordering::Relaxed) {
-            0 => None,
-            stamp => Some(self.epoch + Duration::from_nanos(stamp - 1)),
+        let replied = self.last_reply.load(Ordering::Relaxed);
+        let probed = self.last_probe_at.load(Ordering::Acquire);
+        let (stamp, latest) = if replied != 0 && replied >= probed {
+            (replied, Latest::Replied)
+        } else if probed != 0 {
+            let last = *self.last_probe.lock().unwrap_or_else(|e| e.into_inner());
+            let (at, seen) = last?;
+            return (now.saturating_duration_since(at) < PROBE_TTL).then_some(Latest::Probed(seen));
+        } else {
+            return None;
         };
-        let probed = *self.last_probe.lock().unwrap_or_else(|e| e.into_inner());
-        let (at, latest) = match (replied, probed) {
-            (Some(replied), Some((probed, seen))) if probed > replied => {
-                (probed, Latest::Probed(seen))
-            }
-            (Some(replied), _) => (replied, Latest::Replied),
-            (None, Some((probed, seen))) => (probed, Latest::Probed(seen)),
-            (None, None) => return None,
-        };
+        let at = self.epoch + Duration::from_nanos(stamp - 1);
         (now.saturating_duration_since(at) < PROBE_TTL).then_some(latest)
+    }
+
+    /// `at` as stored in the atomics: nanoseconds since `epoch` plus one (0 is "never").
+    fn stamp(&self, at: Instant) -> u64 {
+        let nanos = at.saturating_duration_since(self.epoch).as_nanos();
+        u64::try_from(nanos).unwrap_or(u64::MAX - 1) + 1
     }
 
     /// The last probe's answer if that probe started at or after `since`.
@@ -146,6 +155,7 @@ impl Watch {
 
     fn record(&self, at: Instant, seen: Seen) {
         *self.last_probe.lock().unwrap_or_else(|e| e.into_inner()) = Some((at, seen));
+        self.last_probe_at.store(self.stamp(at), Ordering::Release);
     }
 }
 
@@ -422,5 +432,36 @@ impl ProbeLoop {
             recv(opened) -> opened => opened.unwrap_or(Err(ProbeFailed::NotConnected)),
             recv(self.closed) -> _ => Err(ProbeFailed::NotConnected),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replied(watch: &Watch, now: Instant) -> bool {
+        matches!(watch.latest(now), Some(Latest::Replied))
+    }
+
+    #[test]
+    fn the_newer_of_reply_and_probe_decides_until_the_ttl() {
+        let watch = Watch::new();
+        assert!(watch.latest(Instant::now()).is_none());
+        watch.saw_reply();
+        assert!(replied(&watch, Instant::now()));
+        // A later probe that found nobody overrides the reply...
+        std::thread::sleep(Duration::from_millis(2));
+        watch.record(Instant::now(), Seen::NoQueue);
+        assert!(matches!(
+            watch.latest(Instant::now()),
+            Some(Latest::Probed(Seen::NoQueue))
+        ));
+        // ...until a reply comes again.
+        std::thread::sleep(Duration::from_millis(2));
+        watch.saw_reply();
+        assert!(replied(&watch, Instant::now()));
+        // Nothing stands after the TTL.
+        assert!(watch.latest(Instant::now() + PROBE_TTL).is_none());
+        assert!(watch.probed_since(Instant::now()).is_none());
     }
 }
