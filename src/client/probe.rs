@@ -102,6 +102,9 @@ pub(super) struct Watch {
     last_probe_at: AtomicU64,
     /// The last probe's answer and when that probe started.
     last_probe: Mutex<Option<(Instant, Seen)>>,
+    /// A side channel the reader opened and probed on while setting up a session (with its
+    /// number), for the probe thread to take.
+    spare: Mutex<Option<(u64, Channel)>>,
 }
 
 impl Watch {
@@ -111,7 +114,25 @@ impl Watch {
             last_reply: AtomicU64::new(0),
             last_probe_at: AtomicU64::new(0),
             last_probe: Mutex::new(None),
+            spare: Mutex::new(None),
         }
+    }
+
+    /// Reader: keeps the side channel of session `session` for the probe thread (dropping
+    /// any of an earlier session, whose connection is gone).
+    pub(super) fn keep_spare(&self, session: u64, channel: Channel) {
+        let old = self
+            .spare
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace((session, channel));
+        drop(old);
+    }
+
+    /// The spare side channel, if it is of session `session`.
+    fn take_spare(&self, session: u64) -> Option<Channel> {
+        let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner()).take();
+        spare.and_then(|(of, channel)| (of == session).then_some(channel))
     }
 
     /// Reader: a reply arrived, so a server consumes the queue.
@@ -343,6 +364,26 @@ impl Prober {
     }
 }
 
+/// One passive declare of `queue` on `channel`, its answer recorded in `watch`. After
+/// `NoQueue` the channel is closed (the broker answers a missing queue with 404 on it).
+pub(super) fn declare_passive(
+    channel: &Channel,
+    queue: &str,
+    watch: &Watch,
+) -> std::result::Result<Seen, amiquip::Error> {
+    let started = Instant::now();
+    let seen = match channel.queue_declare_passive(queue) {
+        Ok(queue) => Seen::Queue(QueueStatus {
+            consumers: queue.declared_consumer_count().unwrap_or(0),
+            messages: queue.declared_message_count().unwrap_or(0),
+        }),
+        Err(amiquip::Error::ServerClosedChannel { code: 404, .. }) => Seen::NoQueue,
+        Err(err) => return Err(err),
+    };
+    watch.record(started, seen);
+    Ok(seen)
+}
+
 /// The probe thread: answers asks with passive declares on its side channel.
 struct ProbeLoop {
     queue: String,
@@ -395,21 +436,13 @@ impl ProbeLoop {
             let Some((_, channel)) = &self.channel else {
                 continue;
             };
-            let started = Instant::now();
-            match channel.queue_declare_passive(self.queue.as_str()) {
-                Ok(queue) => {
-                    let seen = Seen::Queue(QueueStatus {
-                        consumers: queue.declared_consumer_count().unwrap_or(0),
-                        messages: queue.declared_message_count().unwrap_or(0),
-                    });
-                    self.shared.watch.record(started, seen);
+            match declare_passive(channel, &self.queue, &self.shared.watch) {
+                Ok(seen) => {
+                    if seen == Seen::NoQueue {
+                        // The broker closed the side channel with its answer.
+                        self.channel = None;
+                    }
                     return Ok(seen);
-                }
-                Err(amiquip::Error::ServerClosedChannel { code: 404, .. }) => {
-                    // The broker closed the side channel with its answer: open another next time.
-                    self.channel = None;
-                    self.shared.watch.record(started, Seen::NoQueue);
-                    return Ok(Seen::NoQueue);
                 }
                 Err(err) => {
                     log::debug!("fib-rpc client: probing queue {:?}: {err}", self.queue);
@@ -421,8 +454,13 @@ impl ProbeLoop {
         Err(last_failure)
     }
 
-    /// Asks the reader for a side channel on its current connection.
+    /// The side channel the reader left after its first probe, if it is of the current
+    /// session; otherwise asks the reader for one on its current connection.
     fn open_channel(&self) -> std::result::Result<(u64, Channel), ProbeFailed> {
+        let session = self.shared.session.load(Ordering::SeqCst);
+        if let Some(channel) = self.shared.watch.take_spare(session) {
+            return Ok((session, channel));
+        }
         let (reply, opened) = crossbeam_channel::bounded(1);
         if self.channel_asks.send(reply).is_err() {
             return Err(ProbeFailed::NotConnected);

@@ -17,7 +17,7 @@ use super::call::OutgoingCall;
 use super::confirms::ConfirmTags;
 use super::handle::Shared;
 use super::options::{ClientOptions, ReplyTo, DIRECT_REPLY_TO};
-use super::probe::{ChannelAsk, ProbeFailed};
+use super::probe::{declare_passive, ChannelAsk, ProbeFailed, Seen};
 use crate::connect::ConnectSettings;
 use crate::error::{BrokerError, BrokerErrorKind, Error, NoServerReason, Result};
 use crate::reconnect::{Backoff, Brokers};
@@ -73,6 +73,8 @@ pub(super) struct Reader {
     resends: Vec<(Instant, OutgoingCall)>,
     /// Publisher confirms on requests ([`ClientOptions::publisher_confirms`]).
     confirms: bool,
+    /// Calls require a server ([`ClientOptions::require_server`]): probe once on setting up.
+    require_server: bool,
     /// This session's published requests awaiting their confirm.
     tags: ConfirmTags,
     /// Requests refused in a row in this session, with none taken in between.
@@ -127,6 +129,7 @@ impl Reader {
             waiting: VecDeque::new(),
             resends: Vec::new(),
             confirms: options.publisher_confirms,
+            require_server: options.require_server,
             tags: ConfirmTags::default(),
             refusal_streak: 0,
             refused_at: None,
@@ -334,6 +337,9 @@ impl Reader {
             self.brokers.current()
         );
         self.sessions += 1;
+        if self.require_server {
+            self.first_probe(connection);
+        }
         if self.sessions > 1 {
             bump(&self.shared.counters.reconnects);
             log::warn!(
@@ -464,6 +470,25 @@ impl Reader {
                 recv(sweep) -> _ => self.forget_expired(Instant::now()),
                 default(linger) => {}
             }
+        }
+    }
+
+    /// While setting up a session for calls that require a server: opens the side channel
+    /// and probes once, so that the first call finds the answer waiting instead of starting
+    /// the probe thread and waiting for it (two round trips here, once per connection). The
+    /// channel is kept for the probe thread. A failure only costs the head start.
+    fn first_probe(&mut self, connection: &mut Connection) {
+        let channel = match connection.open_channel(None) {
+            Ok(channel) => channel,
+            Err(err) => {
+                log::debug!("fib-rpc client: opening the probe's side channel: {err}");
+                return;
+            }
+        };
+        match declare_passive(&channel, &self.queue, &self.shared.watch) {
+            Ok(Seen::Queue(_)) => self.shared.watch.keep_spare(self.sessions, channel),
+            Ok(Seen::NoQueue) => {} // the broker closed the channel
+            Err(err) => log::debug!("fib-rpc client: probing queue {:?}: {err}", self.queue),
         }
     }
 
