@@ -194,7 +194,7 @@ impl ClientOptions {
     /// It costs nothing on a healthy queue: a reply within the last second proves a server,
     /// and otherwise the client asks the broker for the queue's consumer count (a passive
     /// declare on a side channel, a fraction of a millisecond) and keeps the answer for a
-    /// second. So a server that stops is noticed within about a second, and one that starts
+    /// second. It also asks once as it connects, so a first call finds the answer ready. So a server that stops is noticed within about a second, and one that starts
     /// is noticed within a second too. Calls made while reconnecting are not checked: they
     /// wait for the connection as usual. A queue that does not exist fails with reason
     /// [`NoServerReason::NoQueue`] either way.

@@ -12,7 +12,9 @@
 //!
 //! Answers are kept for [`PROBE_TTL`], and a reply received within that time proves a server
 //! without asking: a healthy queue under load is never probed, and one called now and then is
-//! probed at most once a second.
+//! probed at most once a second. With `require_server` on, the reader also probes once while
+//! setting up each connection (before it serves calls, like its other setup round trips) and
+//! leaves that side channel to the probe thread, so a cold call needs no probe thread at all.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
