@@ -416,6 +416,10 @@ if [ -n "$broker_pid" ]; then
 fi
 
 bench_args=(bench --seconds "$run_seconds" --n 10 --json)
+# Failed calls are counted in the report (its error columns), not fatal to the whole run.
+if [[ $bench_help == *--keep-going* ]]; then
+    bench_args+=(--keep-going)
+fi
 
 # ---- the four servers: each started once, up through all the rounds ----
 

@@ -70,6 +70,7 @@
 mod client;
 mod connect;
 mod error;
+mod metrics;
 mod reconnect;
 mod server;
 mod util;
@@ -89,12 +90,16 @@ pub use connect::{
     redact as redact_url, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEARTBEAT_SECS, DEFAULT_URL,
 };
 pub use error::{BrokerError, BrokerErrorKind, Error, NoServerReason, Result};
+pub use metrics::LatencyHistogram;
 pub use reconnect::Backoff;
 pub use server::{
     Handler, QueueKind, Request, RpcServer, ServerOptions, ServerStats, StopHandle,
     DEFAULT_DEADLINE_GRACE, DEFAULT_PREFETCH, DEFAULT_STOP_TIMEOUT,
 };
-pub use wire::{ErrorCode, HeaderValue, RemoteError, DEADLINE_HEADER, DEFAULT_QUEUE, ERROR_HEADER};
+pub use wire::{
+    ErrorCode, HeaderValue, RemoteError, TraceParent, DEADLINE_HEADER, DEFAULT_QUEUE, ERROR_HEADER,
+    TRACEPARENT_HEADER,
+};
 
 pub use fib::{
     fib, fib_decimal, parse_n, to_decimal, CacheStats, FibonacciHandler, FibonacciRpcClient,

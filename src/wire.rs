@@ -20,8 +20,10 @@ use std::fmt;
 mod headers;
 pub(crate) mod reply;
 pub(crate) mod request;
+mod trace;
 
 pub use headers::HeaderValue;
+pub use trace::{TraceParent, TRACEPARENT_HEADER};
 
 /// Name of the reply header that marks an error reply. Its value is an [`ErrorCode`] string.
 pub const ERROR_HEADER: &str = "x-rpc-error";

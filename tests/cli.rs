@@ -675,7 +675,14 @@ fn bench_seconds_is_a_bound_even_when_nobody_answers() {
     let started = Instant::now();
     let (output, report) = bench_json(
         &queue.name,
-        &["--callers", "2", "--seconds", "1", "--wait-for-server"],
+        &[
+            "--callers",
+            "2",
+            "--seconds",
+            "1",
+            "--keep-going",
+            "--wait-for-server",
+        ],
     );
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert!(
@@ -685,9 +692,9 @@ fn bench_seconds_is_a_bound_even_when_nobody_answers() {
     );
     assert_eq!(report["ok"], 0);
     assert_eq!(report["errors"]["timeout"], report["calls"]);
-    // Without --wait-for-server, every call fails at once instead.
+    // Without --wait-for-server, every call fails at once instead, and bench exits 9.
     let (output, report) = bench_json(&queue.name, &["--calls", "20"]);
-    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(output.status.code(), Some(9), "{}", stderr(&output));
     assert_eq!(report["errors"], serde_json::json!({"no_consumer": 20}));
     assert_eq!(queue.message_count(), 0);
 }
@@ -808,20 +815,62 @@ fn serve_ready_line_names_the_broker_connected() {
 }
 
 #[test]
-fn bench_counts_failed_calls_by_kind() {
+fn bench_counts_failed_calls_by_kind_and_fails_unless_kept_going() {
     let queue = TestQueue::new("cli-bench-fail"); // no queue: every call is no_server
     let (output, report) = bench_json(&queue.name, &["--callers", "2", "--calls", "50"]);
-    assert_eq!(output.status.code(), Some(0), "failed calls are not fatal");
+    assert_eq!(output.status.code(), Some(6), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("50 of 50 calls failed (no_server 50)"),
+        "{}",
+        stderr(&output)
+    );
     assert_eq!(report["calls"], 50);
     assert_eq!(report["ok"], 0);
     assert_eq!(report["errors"], serde_json::json!({"no_server": 50}));
     assert!(report["p50_us"].is_null());
+    let (output, report) = bench_json(&queue.name, &["--calls", "5", "--keep-going"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(report["errors"], serde_json::json!({"no_server": 5}));
 
-    // Server refuses n: counted as bad_n.
+    // Server refuses n: counted as bad_n, exit 3.
     let (queue, _serve) = served_queue("cli-bench-bad-n", &["--max-n", "5"]);
     let (output, report) = bench_json(&queue.name, &["--calls", "20", "--n", "6"]);
-    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
     assert_eq!(report["errors"], serde_json::json!({"bad_n": 20}));
+    // Every call fine: exit 0.
+    let (output, report) = bench_json(&queue.name, &["--calls", "20", "--n", "5"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(report["ok"], 20);
+}
+
+/// A server that answers, but wrongly, fails the run: bench checks every answer.
+#[test]
+fn bench_fails_on_wrong_answers() {
+    let queue = TestQueue::new("cli-bench-wrong");
+    let server = RpcServer::start(
+        &amqp_url(),
+        ServerOptions::default().queue(queue.name.as_str()),
+        |request: &Request| -> Result<Vec<u8>, RemoteError> {
+            // fib(10) is 55; answer 55 for every other call and 56 for the rest.
+            Ok(
+                if request
+                    .correlation_id()
+                    .is_some_and(|id| id.ends_with(['0', '2', '4', '6', '8']))
+                {
+                    b"56".to_vec()
+                } else {
+                    b"55".to_vec()
+                },
+            )
+        },
+    )
+    .unwrap();
+    let (output, report) = bench_json(&queue.name, &["--calls", "40"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let wrong = report["errors"]["wrong_answer"].as_u64().unwrap();
+    assert!(wrong > 0, "{report}");
+    assert_eq!(report["ok"].as_u64().unwrap() + wrong, 40, "{report}");
+    server.stop().unwrap();
 }
 
 /// Runs `fib-rpc bench --queue QUEUE --json ARGS`: its output and the JSON of its last line.
@@ -845,4 +894,39 @@ fn error_total(report: &serde_json::Value) -> u64 {
         .values()
         .map(|count| count.as_u64().unwrap())
         .sum()
+}
+
+/// `call --traceparent` sends the trace context with the call; a malformed one is a usage
+/// error before anything connects.
+#[test]
+fn call_sends_its_traceparent() {
+    const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let queue = TestQueue::new("cli-trace");
+    let server = RpcServer::start(
+        &amqp_url(),
+        ServerOptions::default().queue(queue.name.as_str()),
+        |request: &Request| -> Result<Vec<u8>, RemoteError> {
+            // "1" when the trace context arrived intact, "2" otherwise.
+            let intact = request.traceparent().map(|p| p.to_string()).as_deref() == Some(PARENT);
+            Ok(if intact { b"1".to_vec() } else { b"2".to_vec() })
+        },
+    )
+    .unwrap();
+    let output = run(
+        &["call", "--queue", &queue.name, "--traceparent", PARENT, "5"],
+        "",
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(stdout(&output), "1\n");
+    let output = run(&["call", "--queue", &queue.name, "5"], "");
+    assert_eq!(stdout(&output), "2\n", "no trace context unless asked");
+
+    let output = run(&["call", "--traceparent", "00-nope", "5"], "");
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("traceparent"),
+        "{}",
+        stderr(&output)
+    );
+    server.stop().unwrap();
 }

@@ -1,6 +1,7 @@
 //! One call's life: its correlation id, the state that caller and reader decide together,
 //! and what the reader keeps while the call is out.
 
+use crate::wire::TraceParent;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -139,6 +140,8 @@ pub(super) struct OutgoingCall {
     pub(super) idempotent: bool,
     /// Times it was published so far.
     pub(super) attempts: u32,
+    /// The caller's trace context, sent with every attempt.
+    pub(super) traceparent: Option<TraceParent>,
 }
 
 impl OutgoingCall {

@@ -1,6 +1,7 @@
 //! The client's handle: what callers hold and call through, and the pending reply they wait
 //! on.
 
+use crate::wire::TraceParent;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -306,7 +307,13 @@ impl RpcClient {
         let require_server = options
             .require_server
             .unwrap_or(self.options.require_server);
-        let sent = self.send_inner(body, deadline, idempotent, require_server);
+        let sent = self.send_inner(
+            body,
+            deadline,
+            idempotent,
+            require_server,
+            options.traceparent,
+        );
         if let Err(err) = &sent {
             counters.record_error(err);
         }
@@ -319,6 +326,7 @@ impl RpcClient {
         deadline: Instant,
         idempotent: bool,
         require_server: bool,
+        traceparent: Option<TraceParent>,
     ) -> Result<PendingReply<'_>> {
         if self.is_closed() {
             return Err(Error::Closed);
@@ -352,6 +360,7 @@ impl RpcClient {
             state: state.clone(),
             idempotent,
             attempts: 0,
+            traceparent,
         };
         if self.commands.send(call).is_err() {
             return Err(self.gone_error());
@@ -519,7 +528,10 @@ impl PendingReply<'_> {
     /// reply the typed client rejects counts as an error, not as ok.
     pub(crate) fn wait_and_check<T>(self, check: impl FnOnce(Vec<u8>) -> Result<T>) -> Result<T> {
         let result = self.wait_inner().and_then(check);
-        self.client.shared.counters.record(&result);
+        self.client
+            .shared
+            .counters
+            .record(&result, self.started.elapsed());
         result
     }
 

@@ -1,5 +1,6 @@
 //! Settings for the client.
 
+use crate::wire::TraceParent;
 use std::time::{Duration, Instant};
 
 use crate::connect::{check_settings, ConnectSettings};
@@ -255,6 +256,7 @@ pub struct CallOptions {
     pub(super) deadline: Option<Instant>,
     pub(super) idempotent: Option<bool>,
     pub(super) require_server: Option<bool>,
+    pub(super) traceparent: Option<TraceParent>,
 }
 
 impl CallOptions {
@@ -286,6 +288,23 @@ impl CallOptions {
     /// the client's [`ClientOptions::require_server`]).
     pub fn require_server(mut self, require: bool) -> Self {
         self.require_server = Some(require);
+        self
+    }
+
+    /// Sends the caller's W3C trace context with the request (in the
+    /// [`TRACEPARENT_HEADER`](crate::TRACEPARENT_HEADER)), so the server's handler and logs
+    /// can tie the request to the caller's trace (default: none).
+    ///
+    /// ```no_run
+    /// use fib_rpc::{CallOptions, RpcClient, TraceParent};
+    ///
+    /// let client = RpcClient::connect("amqp://guest:guest@localhost:5672/%2f")?;
+    /// let parent: TraceParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".parse()?;
+    /// let reply = client.call_with(b"42", CallOptions::new().traceparent(parent))?;
+    /// # Ok::<(), fib_rpc::Error>(())
+    /// ```
+    pub fn traceparent(mut self, traceparent: TraceParent) -> Self {
+        self.traceparent = Some(traceparent);
         self
     }
 }

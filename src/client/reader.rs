@@ -530,7 +530,12 @@ impl Reader {
             routing_key: self.queue.clone(),
             mandatory: true,
             immediate: false,
-            properties: wire::request::properties(reply_to, &call.correlation_id, remaining),
+            properties: wire::request::properties(
+                reply_to,
+                &call.correlation_id,
+                remaining,
+                call.traceparent.as_ref(),
+            ),
         };
         if let Err(err) = channel.basic_publish("", publish) {
             // Unless its caller gave up meanwhile, the call waits for the next connection.

@@ -2,7 +2,10 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use std::time::Duration;
+
 use crate::error::{Error, Result};
+use crate::metrics::{LatencyHistogram, LatencyRecorder};
 use crate::util::bump;
 
 /// A snapshot of a client's counters, from [`RpcClient::stats`](crate::RpcClient::stats). Every
@@ -42,6 +45,10 @@ pub struct ClientStats {
     pub retries: u64,
     /// Requests the broker refused to take (publisher `basic.nack`), retried or not.
     pub refusals: u64,
+    /// How long calls that got a reply ([`ok`](Self::ok) and
+    /// [`remote_errors`](Self::remote_errors)) took, from the call to its reply in the
+    /// caller's hands.
+    pub latency: LatencyHistogram,
 }
 
 /// The live counters behind [`ClientStats`].
@@ -60,13 +67,19 @@ pub(super) struct Counters {
     pub(super) reconnects: AtomicU64,
     pub(super) retries: AtomicU64,
     pub(super) refusals: AtomicU64,
+    pub(super) latency: LatencyRecorder,
 }
 
 impl Counters {
-    pub(super) fn record<T>(&self, result: &Result<T>) {
+    /// Counts a call's outcome; `took` is how long it waited, recorded for calls that got
+    /// a reply.
+    pub(super) fn record<T>(&self, result: &Result<T>, took: Duration) {
         match result {
             Ok(_) => bump(&self.ok),
             Err(err) => self.record_error(err),
+        }
+        if matches!(result, Ok(_) | Err(Error::Remote(_))) {
+            self.latency.record(took);
         }
     }
 
@@ -97,6 +110,7 @@ impl Counters {
             reconnects: get(&self.reconnects),
             retries: get(&self.retries),
             refusals: get(&self.refusals),
+            latency: self.latency.snapshot(),
         }
     }
 }

@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use num_bigint::BigUint;
 
-use crate::client::{ClientOptions, PendingReply, RpcClient};
+use crate::client::{CallOptions, ClientOptions, PendingReply, RpcClient};
 use crate::connect::deadline_after;
 use crate::error::{Error, Result};
 use crate::wire::preview;
@@ -103,6 +103,15 @@ impl FibonacciRpcClient {
         Ok(PendingFib {
             n,
             reply: self.rpc.send(n.to_string().as_bytes(), deadline)?,
+        })
+    }
+
+    /// Like [`send`](Self::send), with this call's own settings (deadline, idempotency, trace
+    /// context); see [`RpcClient::send_with`].
+    pub fn send_with(&self, n: u64, options: CallOptions) -> Result<PendingFib<'_>> {
+        Ok(PendingFib {
+            n,
+            reply: self.rpc.send_with(n.to_string().as_bytes(), options)?,
         })
     }
 

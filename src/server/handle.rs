@@ -11,7 +11,10 @@ use super::options::ServerOptions;
 use super::request::Handler;
 use super::supervisor::{ReadySignal, Supervisor};
 use crate::error::{BrokerError, BrokerErrorKind, Error, Result};
+use crate::metrics::{LatencyHistogram, LatencyRecorder};
 use crate::reconnect::Brokers;
+use crate::util::bump;
+use crate::wire::ErrorCode;
 
 /// Asks a running [`RpcServer`] to stop gracefully. Cloneable and `Send`, so a signal handler
 /// thread or another part of the program can hold one.
@@ -69,7 +72,15 @@ pub struct RpcServer {
     stats: Arc<ServerCounters>,
 }
 
-/// A snapshot of a server's counters, from [`RpcServer::stats`]. Every counter only grows.
+/// A snapshot of a server's counters, from [`RpcServer::stats`]. Every counter only grows,
+/// except [`in_progress`](Self::in_progress).
+///
+/// Every request received ends in exactly one outcome: answered ([`ok`](Self::ok)), answered
+/// with an error reply (by code: [`bad_request`](Self::bad_request),
+/// [`out_of_range`](Self::out_of_range), [`internal`](Self::internal),
+/// [`other_code`](Self::other_code)), or dropped unanswered ([`expired`](Self::expired),
+/// [`no_reply_to`](Self::no_reply_to), [`poison`](Self::poison)). A request redelivered
+/// after a connection loss counts again.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ServerStats {
@@ -79,6 +90,16 @@ pub struct ServerStats {
     pub replied: u64,
     /// Error replies among them.
     pub error_replies: u64,
+    /// Requests answered with a result.
+    pub ok: u64,
+    /// Error replies with code `bad_request`.
+    pub bad_request: u64,
+    /// Error replies with code `out_of_range`.
+    pub out_of_range: u64,
+    /// Error replies with code `internal` (including handler panics and oversized replies).
+    pub internal: u64,
+    /// Error replies with any other code (a handler's own).
+    pub other_code: u64,
     /// Requests dropped unread because their caller's deadline had passed.
     pub expired: u64,
     /// Requests without `reply_to`, dropped: there is nowhere to answer.
@@ -88,6 +109,11 @@ pub struct ServerStats {
     pub poison: u64,
     /// Times the server connected again after losing its connection.
     pub reconnects: u64,
+    /// Requests being handled right now: received, not yet answered or dropped.
+    pub in_progress: u64,
+    /// How long answered requests took, from receipt to the reply being published
+    /// (the handler's time plus the server's own).
+    pub handling: LatencyHistogram,
 }
 
 /// The live counters behind [`ServerStats`], shared with the supervisor and workers.
@@ -100,8 +126,48 @@ pub(super) struct ServerCounters {
     pub(super) no_reply_to: AtomicU64,
     pub(super) poison: AtomicU64,
     pub(super) reconnects: AtomicU64,
+    pub(super) ok: AtomicU64,
+    pub(super) bad_request: AtomicU64,
+    pub(super) out_of_range: AtomicU64,
+    pub(super) internal: AtomicU64,
+    pub(super) other_code: AtomicU64,
+    pub(super) in_progress: AtomicU64,
+    pub(super) handling: LatencyRecorder,
     /// The broker of the current connection (password masked), while connected.
     pub(super) broker: std::sync::Mutex<Option<String>>,
+}
+
+impl ServerCounters {
+    /// Counts a request as in progress until the returned guard is dropped.
+    pub(super) fn in_progress(&self) -> InProgress<'_> {
+        bump(&self.in_progress);
+        InProgress(&self.in_progress)
+    }
+
+    /// Counts a reply published `took` after its request was received.
+    pub(super) fn answered(&self, code: Option<&ErrorCode>, took: Duration) {
+        bump(&self.replied);
+        bump(match code {
+            None => &self.ok,
+            Some(ErrorCode::BadRequest) => &self.bad_request,
+            Some(ErrorCode::OutOfRange) => &self.out_of_range,
+            Some(ErrorCode::Internal) => &self.internal,
+            Some(_) => &self.other_code,
+        });
+        if code.is_some() {
+            bump(&self.error_replies);
+        }
+        self.handling.record(took);
+    }
+}
+
+/// Holds one request in [`ServerStats::in_progress`].
+pub(super) struct InProgress<'a>(&'a AtomicU64);
+
+impl Drop for InProgress<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl RpcServer {
@@ -301,6 +367,13 @@ impl RpcServer {
             no_reply_to: get(&counters.no_reply_to),
             poison: get(&counters.poison),
             reconnects: get(&counters.reconnects),
+            ok: get(&counters.ok),
+            bad_request: get(&counters.bad_request),
+            out_of_range: get(&counters.out_of_range),
+            internal: get(&counters.internal),
+            other_code: get(&counters.other_code),
+            in_progress: get(&counters.in_progress),
+            handling: counters.handling.snapshot(),
         }
     }
 

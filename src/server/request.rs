@@ -3,9 +3,9 @@
 use std::fmt;
 use std::time::{Duration, Instant, SystemTime};
 
-use amiquip::{AmqpProperties, Delivery, FieldTable};
+use amiquip::{AmqpProperties, AmqpValue, Delivery, FieldTable};
 
-use crate::wire::{self, HeaderValue, RemoteError};
+use crate::wire::{self, HeaderValue, RemoteError, TraceParent, TRACEPARENT_HEADER};
 
 /// Serves one request: its [`Request`] in, the reply body out, or an error reply.
 ///
@@ -155,6 +155,24 @@ impl Request {
             .map(|(name, value)| (name.as_str(), HeaderValue::from_amqp(value)))
     }
 
+    /// The caller's W3C trace context ([`TRACEPARENT_HEADER`](crate::TRACEPARENT_HEADER)),
+    /// when the request carries a valid one; see [`CallOptions::traceparent`](crate::CallOptions::traceparent).
+    ///
+    /// ```
+    /// use fib_rpc::{HeaderValue, Request, TRACEPARENT_HEADER};
+    ///
+    /// let text = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    /// let request = Request::new("42").with_header(TRACEPARENT_HEADER, HeaderValue::Text(text.into()));
+    /// assert_eq!(request.traceparent().unwrap().to_string(), text);
+    /// assert_eq!(Request::new("42").traceparent(), None);
+    /// ```
+    pub fn traceparent(&self) -> Option<TraceParent> {
+        match self.header_table()?.get(TRACEPARENT_HEADER)? {
+            AmqpValue::LongString(text) => text.parse().ok(),
+            _ => None,
+        }
+    }
+
     /// The request's `correlation_id`, which its reply carries back.
     pub fn correlation_id(&self) -> Option<&str> {
         self.properties.correlation_id().as_deref()
@@ -190,6 +208,12 @@ impl Request {
         }
     }
 
+    /// The request as log lines name it: its body (cut short), correlation id and trace
+    /// context, e.g. `request "42" (correlation_id "7f…", traceparent 00-…-01)`.
+    pub(crate) fn describe(&self) -> Described<'_> {
+        Described(self)
+    }
+
     /// How long ago the caller's deadline had passed when the request arrived, if it had.
     pub(crate) fn late_by(&self) -> Option<Duration> {
         self.late_by
@@ -197,6 +221,24 @@ impl Request {
 
     fn header_table(&self) -> Option<&FieldTable> {
         self.properties.headers().as_ref()
+    }
+}
+
+/// See [`Request::describe`].
+pub(crate) struct Described<'a>(&'a Request);
+
+impl fmt::Display for Described<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let request = self.0;
+        write!(f, "request {}", wire::preview(request.body()))?;
+        match request.correlation_id() {
+            Some(id) => write!(f, " (correlation_id {id:?}")?,
+            None => write!(f, " (no correlation_id")?,
+        }
+        if let Some(traceparent) = request.traceparent() {
+            write!(f, ", traceparent {traceparent}")?;
+        }
+        write!(f, ")")
     }
 }
 

@@ -173,15 +173,13 @@ impl<H: Handler> Worker<H> {
     /// Answers one request, or drops it; either way files it with `acks`.
     fn answer(&self, mut delivery: Delivery, acks: &mut Acks) -> amiquip::Result<()> {
         bump(&self.stats.received);
+        let _in_progress = self.stats.in_progress();
         // The body and properties move into the request; `delivery` keeps what acking needs.
-        let request = Request::from_delivery(&mut delivery, SystemTime::now(), Instant::now());
+        let received = Instant::now();
+        let request = Request::from_delivery(&mut delivery, SystemTime::now(), received);
         let Some(reply_to) = request.reply_to() else {
             bump(&self.stats.no_reply_to);
-            log::warn!(
-                "fib-rpc server: request without reply_to dropped (correlation_id {:?}, body {})",
-                request.correlation_id(),
-                wire::preview(request.body())
-            );
+            log::warn!("{} dropped: it has no reply_to", request.describe());
             acks.dropped(delivery);
             return Ok(());
         };
@@ -196,9 +194,9 @@ impl<H: Handler> Worker<H> {
             };
             log::log!(
                 level,
-                "fib-rpc server: request {} dropped unread: its caller's deadline passed \
-                 {:.3} s ago (if that looks wrong, check the clocks: see deadline_grace)",
-                wire::preview(request.body()),
+                "{} dropped unread: its caller's deadline passed {:.3} s ago (if that looks \
+                 wrong, check the clocks: see deadline_grace)",
+                request.describe(),
                 late.as_secs_f64()
             );
             acks.dropped(delivery);
@@ -208,9 +206,9 @@ impl<H: Handler> Worker<H> {
         if request.redelivered() && self.redeliveries.is_poison(key) {
             bump(&self.stats.poison);
             log::error!(
-                "fib-rpc server: request {} (reply_to {reply_to:?}) dropped: the connection or \
-                 channel was lost {} times while answering it",
-                wire::preview(request.body()),
+                "{} (reply_to {reply_to:?}) dropped: the connection or channel was lost {} \
+                 times while answering it",
+                request.describe(),
                 Redeliveries::MAX_LOSSES
             );
             acks.dropped(delivery);
@@ -232,11 +230,16 @@ impl<H: Handler> Worker<H> {
                 properties,
             },
         )?;
-        acks.replied(delivery, key);
-        bump(&self.stats.replied);
-        if error_code.is_some() {
-            bump(&self.stats.error_replies);
+        if let Some(code) = &error_code {
+            log::debug!(
+                "error reply {} to {}: {}",
+                code.as_str(),
+                request.describe(),
+                String::from_utf8_lossy(&body)
+            );
         }
+        acks.replied(delivery, key);
+        self.stats.answered(error_code.as_ref(), received.elapsed());
         Ok(())
     }
 
@@ -247,9 +250,9 @@ impl<H: Handler> Worker<H> {
         match outcome {
             Ok(Ok(reply)) if reply.len() > self.max_reply_bytes => {
                 log::error!(
-                    "fib-rpc server: reply of {} bytes to {} is above the limit of {} bytes",
+                    "reply of {} bytes to {} is above the limit of {} bytes",
                     reply.len(),
-                    wire::preview(request.body()),
+                    request.describe(),
                     self.max_reply_bytes
                 );
                 let message = format!(

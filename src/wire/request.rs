@@ -4,6 +4,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use amiquip::{AmqpProperties, AmqpValue, FieldTable};
 
+use super::trace::{TraceParent, TRACEPARENT_HEADER};
 use super::DEADLINE_HEADER;
 
 /// The properties of a request that `remaining` is left to answer.
@@ -12,16 +13,25 @@ use super::DEADLINE_HEADER;
 /// capped at ~49 days, the broker's timer range), so the broker drops the request while
 /// queued, and as the [`DEADLINE_HEADER`] (Unix time in ms), so a server that receives it late
 /// drops it too, rather than compute an answer nobody reads.
+///
+/// A call's trace context, when it has one, goes in the [`TRACEPARENT_HEADER`].
 pub(crate) fn properties(
     reply_to: &str,
     correlation_id: &str,
     remaining: Duration,
+    traceparent: Option<&TraceParent>,
 ) -> AmqpProperties {
     let expiration_ms = remaining.as_millis().clamp(1, u128::from(u32::MAX));
     let mut headers = FieldTable::default();
     let deadline = SystemTime::now().checked_add(remaining);
     if let Some(deadline) = deadline.and_then(unix_millis) {
         headers.insert(DEADLINE_HEADER.into(), AmqpValue::LongLongInt(deadline));
+    }
+    if let Some(traceparent) = traceparent {
+        headers.insert(
+            TRACEPARENT_HEADER.into(),
+            AmqpValue::LongString(traceparent.to_string()),
+        );
     }
     AmqpProperties::default()
         .with_reply_to(reply_to.to_owned())
@@ -100,7 +110,7 @@ mod tests {
 
     #[test]
     fn a_request_carries_its_deadline_both_ways() {
-        let properties = properties("reply", "id-1", Duration::from_millis(2500));
+        let properties = properties("reply", "id-1", Duration::from_millis(2500), None);
         assert_eq!(properties.expiration().as_deref(), Some("2500"));
         assert_eq!(properties.reply_to().as_deref(), Some("reply"));
         assert_eq!(properties.correlation_id().as_deref(), Some("id-1"));

@@ -122,7 +122,10 @@ pub fn run(global: &Global, args: BenchArgs) -> Result<(), Failure> {
     if args.json {
         println!("{}", report.json());
     }
-    Ok(())
+    match report.failure() {
+        Some(failure) if !args.keep_going => Err(failure),
+        _ => Ok(()),
+    }
 }
 
 /// One caller's loop: claim a call (or check the clock), call, record.
@@ -221,6 +224,34 @@ impl Report {
 
     fn failed(&self) -> u64 {
         self.errors.values().sum()
+    }
+
+    /// Why the run fails, if any call failed or answered wrongly: the most frequent kind of
+    /// failure gives the exit code (a wrong answer is a plain failure, 1).
+    fn failure(&self) -> Option<Failure> {
+        let (kind, _) = self
+            .errors
+            .iter()
+            .filter(|(_, count)| **count > 0)
+            .max_by_key(|(_, count)| **count)?;
+        let class = Class::ALL
+            .into_iter()
+            .find(|class| class.name() == *kind)
+            .unwrap_or(Class::Failure);
+        let kinds: Vec<String> = self
+            .errors
+            .iter()
+            .map(|(kind, count)| format!("{kind} {count}"))
+            .collect();
+        Some(Failure::new(
+            class,
+            format!(
+                "bench: {} of {} calls failed ({}); --keep-going to exit 0 anyway",
+                self.failed(),
+                self.ok + self.failed(),
+                kinds.join(", ")
+            ),
+        ))
     }
 
     fn table(&self, queue: &str) -> String {

@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, TryRecvError};
-use fib_rpc::{ClientOptions, FibonacciRpcClient, PendingFib, ReplyTo};
+use fib_rpc::{CallOptions, ClientOptions, FibonacciRpcClient, PendingFib, ReplyTo, TraceParent};
 
 use crate::args::{CallArgs, Global, Numbers};
 use crate::exit::{Class, Failure};
@@ -68,7 +68,11 @@ pub fn run(global: &Global, args: CallArgs) -> Result<(), Failure> {
         FibonacciRpcClient::connect_failover(&global.urls, options)
             .map_err(Failure::from)
             .and_then(|client| {
-                let result = pipeline(&client, &mut inputs, args.in_flight, args.timeout);
+                let per_call = CallSettings {
+                    timeout: args.timeout,
+                    traceparent: args.traceparent,
+                };
+                let result = pipeline(&client, &mut inputs, args.in_flight, &per_call);
                 client.close();
                 result
             })
@@ -143,7 +147,7 @@ fn pipeline(
     client: &FibonacciRpcClient,
     inputs: &mut Inputs,
     in_flight: usize,
-    timeout: Duration,
+    per_call: &CallSettings,
 ) -> Result<(), Failure> {
     let mut out = BufWriter::new(std::io::stdout().lock());
     let mut pending: VecDeque<PendingFib<'_>> = VecDeque::with_capacity(in_flight);
@@ -166,7 +170,7 @@ fn pipeline(
             };
             match input {
                 None => break,
-                Some(Ok(n)) => match client.send(n, Instant::now() + timeout) {
+                Some(Ok(n)) => match client.send_with(n, per_call.options()) {
                     Ok(call) => pending.push_back(call),
                     Err(err) => stopped_by = Some(call_failure(n, err)),
                 },
@@ -255,6 +259,23 @@ fn spawn_stdin_reader(window: usize) -> std::io::Result<(Receiver<Input>, JoinHa
             }
         })?;
     Ok((inputs, thread))
+}
+
+/// What every call of one `fib-rpc call` run carries.
+struct CallSettings {
+    timeout: Duration,
+    traceparent: Option<TraceParent>,
+}
+
+impl CallSettings {
+    /// The options of a call starting now.
+    fn options(&self) -> CallOptions {
+        let options = CallOptions::new().deadline(Instant::now() + self.timeout);
+        match self.traceparent {
+            Some(traceparent) => options.traceparent(traceparent),
+            None => options,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -19,6 +19,9 @@ pub struct BenchArgs {
     pub retry: bool,
     /// Have the broker confirm each request (`--no-confirms` turns it off).
     pub confirms: bool,
+    /// Exit 0 even when calls failed (`--keep-going`); by default any failed or wrong call
+    /// makes the exit code non-zero.
+    pub keep_going: bool,
     /// Fail a call at once when no server consumes the queue (`--wait-for-server` turns it
     /// off).
     pub require_server: bool,
@@ -40,6 +43,7 @@ pub(super) const OPTIONS: &[&str] = &[
     "--json",
     "--no-retry",
     "--no-confirms",
+    "--keep-going",
     "--wait-for-server",
 ];
 
@@ -61,6 +65,7 @@ pub(super) fn parse_bench(
         json: false,
         retry: true,
         confirms: true,
+        keep_going: false,
         require_server: true,
     };
     let (mut calls, mut seconds) = (None, None);
@@ -77,6 +82,7 @@ pub(super) fn parse_bench(
                 Long("json") => args.json = true,
                 Long("no-retry") => args.retry = false,
                 Long("no-confirms") => args.confirms = false,
+                Long("keep-going") => args.keep_going = true,
                 Long("wait-for-server") => args.require_server = false,
                 arg => options.take(arg.into(), &mut parser)?,
             }
@@ -107,7 +113,9 @@ pub(super) fn help() -> String {
         "Usage: fib-rpc bench [OPTIONS]
 
 Runs C threads that share one client and call fib(N) back to back, for K calls in all or
-for S seconds. Prints a table; failed calls are counted by kind, not fatal.
+for S seconds. Prints a table with failed calls counted by kind. Every answer is checked
+against fib(N); if any call failed or answered wrongly, the exit code is that of the most
+frequent failure (1 for wrong answers), unless --keep-going.
 
 Options:
   --callers C        Threads calling at once (default 1)
@@ -119,6 +127,7 @@ Options:
   --no-retry         Do not send a call again when its request may have been lost (after a
                      connection loss or a refusal by the broker); count it as failed
   --no-confirms      Do not have the broker confirm each request (to measure their cost)
+  --keep-going       Exit 0 even when calls failed (the table still counts them)
   --wait-for-server  Send calls even when no server consumes the queue, and let them wait
                      for one; by default such calls fail at once (counted as no_consumer)
 ",

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use fib_rpc::TraceParent;
 use lexopt::prelude::*;
 use lexopt::Parser;
 
@@ -16,6 +17,8 @@ pub struct CallArgs {
     pub numbers: Numbers,
     /// Send a call again when its request may have been lost (`--no-retry` turns it off).
     pub retry: bool,
+    /// The W3C trace context every call carries (`--traceparent`).
+    pub traceparent: Option<TraceParent>,
     /// Fail at once when no server consumes the queue (`--wait-for-server` turns it off).
     pub require_server: bool,
 }
@@ -34,6 +37,7 @@ pub(super) const OPTIONS: &[&str] = &[
     "--timeout SECONDS",
     "--in-flight N",
     "--no-retry",
+    "--traceparent TP",
     "--wait-for-server",
 ];
 
@@ -50,6 +54,7 @@ pub(super) fn parse_call(
     let mut timeout = DEFAULT_TIMEOUT;
     let mut in_flight = DEFAULT_IN_FLIGHT;
     let mut retry = true;
+    let mut traceparent = None;
     let mut require_server = true;
     let mut positional = Vec::new();
     for mut parser in parsers {
@@ -66,6 +71,13 @@ pub(super) fn parse_call(
                     in_flight = whole_number(&mut parser, "--in-flight", MAX_IN_FLIGHT)?
                 }
                 Long("no-retry") => retry = false,
+                Long("traceparent") => {
+                    let text = parser.value()?.string()?;
+                    let parsed = text.parse::<TraceParent>().map_err(|err| {
+                        UsageError(format!("--traceparent: {}", err.full_message()))
+                    })?;
+                    traceparent = Some(parsed);
+                }
                 Long("wait-for-server") => require_server = false,
                 Value(value) => positional.push(value.string()?),
                 arg => options.take(arg.into(), &mut parser)?,
@@ -80,6 +92,7 @@ pub(super) fn parse_call(
         in_flight,
         numbers: numbers(positional)?,
         retry,
+        traceparent,
         require_server,
     }))
 }
@@ -128,6 +141,8 @@ Options:
   --in-flight N      Calls kept in flight at once (default {DEFAULT_IN_FLIGHT})
   --no-retry         Do not send a call again when its request may have been lost (after a
                      connection loss or a refusal by the broker): fail with exit code 8 or 7
+  --traceparent TP   Send this W3C trace context (00-<trace id>-<span id>-<flags>) with every
+                     call; the server's log lines about the request carry it
   --wait-for-server  When the queue exists but no server consumes it, send anyway and wait
                      up to --timeout for one to start, instead of failing at once (exit 9)
 ",
