@@ -13,8 +13,8 @@
 //! Answers are kept for [`PROBE_TTL`], and a reply received within that time proves a server
 //! without asking: a healthy queue under load is never probed, and one called now and then is
 //! probed at most once a second. With `require_server` on, the reader also probes once while
-//! setting up each connection (before it serves calls, like its other setup round trips) and
-//! leaves that side channel to the probe thread, so a cold call needs no probe thread at all.
+//! setting up each connection, on its new channel before that is used for anything (like its
+//! other setup round trips), so a cold call needs no probe thread at all.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -104,9 +104,6 @@ pub(super) struct Watch {
     last_probe_at: AtomicU64,
     /// The last probe's answer and when that probe started.
     last_probe: Mutex<Option<(Instant, Seen)>>,
-    /// A side channel the reader opened and probed on while setting up a session (with its
-    /// number), for the probe thread to take.
-    spare: Mutex<Option<(u64, Channel)>>,
 }
 
 impl Watch {
@@ -116,25 +113,7 @@ impl Watch {
             last_reply: AtomicU64::new(0),
             last_probe_at: AtomicU64::new(0),
             last_probe: Mutex::new(None),
-            spare: Mutex::new(None),
         }
-    }
-
-    /// Reader: keeps the side channel of session `session` for the probe thread (dropping
-    /// any of an earlier session, whose connection is gone).
-    pub(super) fn keep_spare(&self, session: u64, channel: Channel) {
-        let old = self
-            .spare
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .replace((session, channel));
-        drop(old);
-    }
-
-    /// The spare side channel, if it is of session `session`.
-    fn take_spare(&self, session: u64) -> Option<Channel> {
-        let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner()).take();
-        spare.and_then(|(of, channel)| (of == session).then_some(channel))
     }
 
     /// Reader: a reply arrived, so a server consumes the queue.
@@ -456,13 +435,8 @@ impl ProbeLoop {
         Err(last_failure)
     }
 
-    /// The side channel the reader left after its first probe, if it is of the current
-    /// session; otherwise asks the reader for one on its current connection.
+    /// Asks the reader for a side channel on its current connection.
     fn open_channel(&self) -> std::result::Result<(u64, Channel), ProbeFailed> {
-        let session = self.shared.session.load(Ordering::SeqCst);
-        if let Some(channel) = self.shared.watch.take_spare(session) {
-            return Ok((session, channel));
-        }
         let (reply, opened) = crossbeam_channel::bounded(1);
         if self.channel_asks.send(reply).is_err() {
             return Err(ProbeFailed::NotConnected);

@@ -287,7 +287,10 @@ impl Reader {
         connection: &mut Connection,
         ready: &mut Option<Sender<Result<()>>>,
     ) -> Result<SessionEnd> {
-        let channel = connection.open_channel(None).map_err(Error::amqp)?;
+        let mut channel = connection.open_channel(None).map_err(Error::amqp)?;
+        if self.require_server {
+            channel = self.first_probe(connection, channel)?;
+        }
         let returns = channel.listen_for_returns().map_err(Error::amqp)?;
         // Listening first, so that no confirm arrives unheard.
         let confirms = match self.confirms {
@@ -337,9 +340,6 @@ impl Reader {
             self.brokers.current()
         );
         self.sessions += 1;
-        if self.require_server {
-            self.first_probe(connection);
-        }
         if self.sessions > 1 {
             bump(&self.shared.counters.reconnects);
             log::warn!(
@@ -473,23 +473,20 @@ impl Reader {
         }
     }
 
-    /// While setting up a session for calls that require a server: opens the side channel
-    /// and probes once, so that the first call finds the answer waiting instead of starting
-    /// the probe thread and waiting for it (two round trips here, once per connection). The
-    /// channel is kept for the probe thread. A failure only costs the head start.
-    fn first_probe(&mut self, connection: &mut Connection) {
-        let channel = match connection.open_channel(None) {
-            Ok(channel) => channel,
-            Err(err) => {
-                log::debug!("fib-rpc client: opening the probe's side channel: {err}");
-                return;
-            }
-        };
+    /// While setting up a session for calls that require a server: probes the queue once on
+    /// the new channel, before it is used for anything, so that the first call finds the
+    /// answer waiting (one round trip per connection, instead of a side channel, the probe
+    /// thread and two round trips on the first call). A missing queue makes the broker close
+    /// the channel (404): then a fresh one is opened, so the channel calls use never carries
+    /// a probe's risk. Returns the channel to use.
+    fn first_probe(&mut self, connection: &mut Connection, channel: Channel) -> Result<Channel> {
         match declare_passive(&channel, &self.queue, &self.shared.watch) {
-            Ok(Seen::Queue(_)) => self.shared.watch.keep_spare(self.sessions, channel),
-            Ok(Seen::NoQueue) => {} // the broker closed the channel
+            Ok(Seen::Queue(_)) => return Ok(channel),
+            Ok(Seen::NoQueue) => {}
             Err(err) => log::debug!("fib-rpc client: probing queue {:?}: {err}", self.queue),
         }
+        drop(channel);
+        connection.open_channel(None).map_err(Error::amqp)
     }
 
     /// Opens a side channel on this connection for the probe thread (one quick round trip;
