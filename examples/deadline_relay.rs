@@ -59,7 +59,7 @@ fn main() -> Result<(), Error> {
     // does the upstream call made on its behalf.
     let started = Instant::now();
     match client.call_timeout(b"10000000", Duration::from_millis(50)) {
-        Err(Error::Timeout { waited }) => println!(
+        Err(Error::Timeout { waited, .. }) => println!(
             "fib(10000000) with a 50 ms deadline: timed out after {:.0} ms, as it should",
             waited.as_secs_f64() * 1000.0
         ),

@@ -49,9 +49,11 @@ mod call;
 mod confirms;
 mod handle;
 mod options;
+mod probe;
 mod reader;
 mod stats;
 
 pub use handle::{PendingReply, RpcClient};
 pub use options::{CallOptions, ClientOptions, ReplyTo, DEFAULT_TIMEOUT};
+pub use probe::QueueStatus;
 pub use stats::ClientStats;

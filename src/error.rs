@@ -40,7 +40,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// let never_sent = Error::NotConnected { waited: Duration::from_secs(1), last_error: None };
 /// assert!(worth_retrying(&never_sent));
 /// // The server may have run it: only an idempotent call may go again.
-/// let timed_out = Error::Timeout { waited: Duration::from_secs(1) };
+/// let timed_out = Error::Timeout { waited: Duration::from_secs(1), consumers: None };
 /// assert!(timed_out.is_transient() && !timed_out.request_unsent());
 /// ```
 ///
@@ -67,9 +67,15 @@ pub enum Error {
     /// than computed for nobody. The outcome is unknown: the server may have run the request. Also
     /// returned by [`RpcServer::stop_timeout`](crate::RpcServer::stop_timeout) when the server did
     /// not stop in time.
+    ///
+    /// `consumers` says how many servers were consuming the call's queue when it timed out (as
+    /// the client last saw it, at most about a second before): `Some(0)` means nobody was
+    /// there to answer. `None` when unknown (and for a server's stop).
     Timeout {
         /// How long the call waited.
         waited: Duration,
+        /// Servers consuming the queue at the deadline, when the client could tell.
+        consumers: Option<u32>,
     },
 
     /// No reply arrived before the call's deadline, and the broker had not even confirmed taking
@@ -93,12 +99,20 @@ pub enum Error {
         queue: String,
     },
 
-    /// The broker has no queue of that name, so no server has ever set it up (the request came
-    /// back as unroutable, unrun). Returned at once, without waiting for the deadline. A queue
-    /// that exists but has no server consuming it gives [`Error::Timeout`] instead.
+    /// No server can answer: the broker has no queue of that name
+    /// ([`NoServerReason::NoQueue`]: the request came back unroutable, unrun), or the queue
+    /// exists but no server consumes it ([`NoServerReason::NoConsumer`]: only with
+    /// [`ClientOptions::require_server`], and then the request was not sent). Returned at
+    /// once, without waiting for the deadline. Without `require_server`, a call to a queue
+    /// nobody consumes waits in the queue and ends as [`Error::Timeout`], whose `consumers`
+    /// then says `Some(0)`.
+    ///
+    /// [`ClientOptions::require_server`]: crate::ClientOptions::require_server
     NoServer {
-        /// The routing key (queue name) that had no queue.
+        /// The queue the request was for.
         queue: String,
+        /// Which of the two it was.
+        reason: NoServerReason,
     },
 
     /// The connection to the broker was lost while the call was pending (its request sent).
@@ -147,7 +161,7 @@ impl Error {
     /// use fib_rpc::{Error, RemoteError};
     /// use std::time::Duration;
     ///
-    /// assert!(Error::Timeout { waited: Duration::from_secs(1) }.is_transient());
+    /// assert!(Error::Timeout { waited: Duration::from_secs(1), consumers: None }.is_transient());
     /// assert!(!Error::Remote(RemoteError::bad_request("not a number")).is_transient());
     /// ```
     pub fn is_transient(&self) -> bool {
@@ -179,9 +193,10 @@ impl Error {
     /// ([`Error::Remote`], [`Error::InvalidReply`]).
     ///
     /// ```
-    /// use fib_rpc::Error;
+    /// use fib_rpc::{Error, NoServerReason};
     ///
-    /// assert!(Error::NoServer { queue: "rpc_queue".into() }.request_unsent());
+    /// let nobody = Error::NoServer { queue: "rpc_queue".into(), reason: NoServerReason::NoConsumer };
+    /// assert!(nobody.request_unsent());
     /// assert!(!Error::ConnectionLost { cause: None }.request_unsent());
     /// ```
     pub fn request_unsent(&self) -> bool {
@@ -238,8 +253,14 @@ impl fmt::Display for Error {
         match self {
             Error::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
             Error::Connect { broker, .. } => write!(f, "cannot connect to broker {broker}"),
-            Error::Timeout { waited } => {
-                write!(f, "no reply within {:.3} s", waited.as_secs_f64())
+            Error::Timeout { waited, consumers } => {
+                write!(f, "no reply within {:.3} s", waited.as_secs_f64())?;
+                match consumers {
+                    None => Ok(()),
+                    Some(0) => f.write_str("; no server was consuming the queue"),
+                    Some(1) => f.write_str("; the queue had 1 consumer"),
+                    Some(n) => write!(f, "; the queue had {n} consumers"),
+                }
             }
             Error::Unconfirmed { waited } => write!(
                 f,
@@ -251,9 +272,15 @@ impl fmt::Display for Error {
                 "the broker refused the request for queue {queue:?} (publisher nack); it was \
                  not delivered"
             ),
-            Error::NoServer { queue } => {
-                write!(f, "no server: the broker has no queue named {queue:?}")
-            }
+            Error::NoServer { queue, reason } => match reason {
+                NoServerReason::NoQueue => {
+                    write!(f, "no server: the broker has no queue named {queue:?}")
+                }
+                NoServerReason::NoConsumer => write!(
+                    f,
+                    "no server: nobody consumes queue {queue:?}; request not sent"
+                ),
+            },
             Error::ConnectionLost { .. } => {
                 f.write_str("connection to broker lost (outcome unknown)")
             }
@@ -269,6 +296,31 @@ impl fmt::Display for Error {
             Error::Io(_) => f.write_str("operating system error"),
         }
     }
+}
+
+/// Why [`Error::NoServer`] says no server can answer.
+///
+/// `#[non_exhaustive]`: keep a `_` arm.
+///
+/// ```
+/// use fib_rpc::{Error, NoServerReason};
+///
+/// fn advice(err: &Error) -> &'static str {
+///     match err {
+///         Error::NoServer { reason: NoServerReason::NoQueue, .. } => "no server was ever started",
+///         Error::NoServer { reason: NoServerReason::NoConsumer, .. } => "every server is down",
+///         _ => "something else",
+///     }
+/// }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum NoServerReason {
+    /// The broker has no queue of that name: no server has ever declared it (or it was
+    /// deleted).
+    NoQueue,
+    /// The queue exists but no server consumes it: its servers are down or restarting.
+    NoConsumer,
 }
 
 impl std::error::Error for Error {

@@ -31,7 +31,7 @@
 //! assert_eq!(client.call(b"hello")?, b"HELLO");
 //! match client.call(b"") {
 //!     Err(Error::Remote(refusal)) => println!("refused: {}", refusal.message),
-//!     Err(Error::NoServer { queue }) => println!("nobody serves {queue}"),
+//!     Err(Error::NoServer { queue, .. }) => println!("nobody serves {queue}"),
 //!     other => println!("{other:?}"),
 //! }
 //! server.stop()?;
@@ -83,12 +83,13 @@ mod fib;
 mod fuzz;
 
 pub use client::{
-    CallOptions, ClientOptions, ClientStats, PendingReply, ReplyTo, RpcClient, DEFAULT_TIMEOUT,
+    CallOptions, ClientOptions, ClientStats, PendingReply, QueueStatus, ReplyTo, RpcClient,
+    DEFAULT_TIMEOUT,
 };
 pub use connect::{
     redact as redact_url, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEARTBEAT_SECS, DEFAULT_URL,
 };
-pub use error::{BrokerError, BrokerErrorKind, Error, Result};
+pub use error::{BrokerError, BrokerErrorKind, Error, NoServerReason, Result};
 pub use metrics::LatencyHistogram;
 pub use reconnect::Backoff;
 pub use server::{

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use common::proxy::TcpProxy;
 use common::{amqp_url, eventually, fib_client, fib_server, TestQueue};
 use fib_rpc::fib;
-use fib_rpc::{ClientOptions, Error, RemoteError, Request, RpcClient, RpcServer, ServerOptions};
+use fib_rpc::{
+    ClientOptions, Error, NoServerReason, RemoteError, Request, RpcClient, RpcServer, ServerOptions,
+};
 use num_bigint::BigUint;
 
 #[test]
@@ -141,7 +143,10 @@ fn no_queue_fails_fast_with_no_server() {
     let started = Instant::now();
     let err = client.call(5).unwrap_err();
     assert!(
-        matches!(&err, Error::NoServer { queue: q } if *q == queue.name),
+        matches!(
+            &err,
+            Error::NoServer { queue: q, reason: NoServerReason::NoQueue } if *q == queue.name
+        ),
         "{err:?}"
     );
     assert!(

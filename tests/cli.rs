@@ -27,6 +27,7 @@ mod exit {
     pub const NO_SERVER: i32 = 6;
     pub const BROKER_UNREACHABLE: i32 = 7;
     pub const CONNECTION_LOST: i32 = 8;
+    pub const NO_CONSUMER: i32 = 9;
 }
 
 /// Runs `fib-rpc ARGS --url <test broker>` with `stdin` as input.
@@ -282,7 +283,7 @@ fn help_and_version() {
     let help = run(&["--help"], "");
     assert_eq!(help.status.code(), Some(0));
     let text = stdout(&help);
-    for code in 1..=8 {
+    for code in 1..=9 {
         assert!(
             text.contains(&format!("\n  {code}  ")),
             "exit code {code} in help"
@@ -293,7 +294,7 @@ fn help_and_version() {
         stdout(&version),
         format!("fib-rpc {}\n", env!("CARGO_PKG_VERSION"))
     );
-    for command in ["serve", "call", "bench"] {
+    for command in ["serve", "call", "bench", "status"] {
         let help = run(&[command, "--help"], "");
         assert_eq!(help.status.code(), Some(0));
         assert!(stdout(&help).starts_with(&format!("Usage: fib-rpc {command}")));
@@ -335,10 +336,23 @@ fn timeout_exits_5_within_its_bound() {
     queue.declare_classic(); // a queue nobody consumes
     let started = Instant::now();
     let output = run(
-        &["call", "--queue", &queue.name, "--timeout", "0.5", "5"],
+        &[
+            "call",
+            "--queue",
+            &queue.name,
+            "--timeout",
+            "0.5",
+            "--wait-for-server",
+            "5",
+        ],
         "",
     );
     assert_fails(&output, exit::TIMEOUT, "fib(5): no reply within");
+    assert_fails(
+        &output,
+        exit::TIMEOUT,
+        "; no server was consuming the queue",
+    );
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "{:?}",
@@ -351,6 +365,75 @@ fn no_server_exits_6() {
     let queue = TestQueue::new("cli-no-server"); // never declared
     let output = run(&["call", "--queue", &queue.name, "5"], "");
     assert_fails(&output, exit::NO_SERVER, &queue.name);
+}
+
+#[test]
+fn call_to_a_queue_nobody_consumes_exits_9_at_once_unsent() {
+    let queue = TestQueue::new("cli-no-consumer");
+    queue.declare_classic();
+    let started = Instant::now();
+    let output = run(&["call", "--queue", &queue.name, "30"], "");
+    assert_fails(&output, exit::NO_CONSUMER, "nobody consumes queue");
+    assert!(stderr(&output).contains(&queue.name));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(queue.message_count(), 0, "the request was not sent");
+}
+
+/// Runs `fib-rpc status` with `args`: its exit code and stdout.
+fn status(args: &[&str]) -> (Option<i32>, String) {
+    let mut all = vec!["status"];
+    all.extend_from_slice(args);
+    let output = run(&all, "");
+    assert_eq!(stderr(&output), "", "status says it all on stdout");
+    (output.status.code(), stdout(&output))
+}
+
+#[test]
+fn status_says_whether_a_server_consumes_the_queue() {
+    let queue = TestQueue::new("cli-status");
+    let name = queue.name.as_str();
+    let (code, line) = status(&["--queue", name]);
+    assert_eq!(code, Some(exit::NO_SERVER), "{line}");
+    assert_eq!(line, format!("queue {name:?}: no such queue\n"));
+
+    queue.declare_classic();
+    let (code, line) = status(&["--queue", name]);
+    assert_eq!(code, Some(exit::NO_CONSUMER), "{line}");
+    assert_eq!(
+        line,
+        format!("queue {name:?}: exists, no consumer (no server running), 0 requests waiting\n")
+    );
+
+    let _serve = Serve::start(&amqp_url(), name, &["--workers", "3"]);
+    let (code, line) = status(&["--queue", name]);
+    assert_eq!(code, Some(0), "{line}");
+    assert_eq!(
+        line,
+        format!("queue {name:?}: exists, 3 consumers, 0 requests waiting\n")
+    );
+    // The global option may come before the command too.
+    let output = run(&["--queue", name, "status", "--json"], "");
+    assert_eq!(output.status.code(), Some(0));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"queue": name, "exists": true, "consumers": 3, "messages": 0})
+    );
+}
+
+#[test]
+fn status_of_an_unreachable_broker_exits_7() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let url = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
+    let output = run_with_url(&url, &["status"], "");
+    assert_fails(&output, exit::BROKER_UNREACHABLE, "cannot connect");
 }
 
 #[test]
@@ -596,7 +679,14 @@ fn bench_seconds_is_a_bound_even_when_nobody_answers() {
     let started = Instant::now();
     let (output, report) = bench_json(
         &queue.name,
-        &["--callers", "2", "--seconds", "1", "--keep-going"],
+        &[
+            "--callers",
+            "2",
+            "--seconds",
+            "1",
+            "--keep-going",
+            "--wait-for-server",
+        ],
     );
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert!(
@@ -606,6 +696,11 @@ fn bench_seconds_is_a_bound_even_when_nobody_answers() {
     );
     assert_eq!(report["ok"], 0);
     assert_eq!(report["errors"]["timeout"], report["calls"]);
+    // Without --wait-for-server, every call fails at once instead, and bench exits 9.
+    let (output, report) = bench_json(&queue.name, &["--calls", "20"]);
+    assert_eq!(output.status.code(), Some(9), "{}", stderr(&output));
+    assert_eq!(report["errors"], serde_json::json!({"no_consumer": 20}));
+    assert_eq!(queue.message_count(), 0);
 }
 
 /// `serve` does not exit when its connection is cut: it reconnects, says so, and serves

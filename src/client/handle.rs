@@ -2,7 +2,7 @@
 //! on.
 
 use crate::wire::TraceParent;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -11,6 +11,7 @@ use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender, TryRecvError
 
 use super::call::{CallState, CorrelationIds, GaveUp, OutgoingCall};
 use super::options::{CallOptions, ClientOptions};
+use super::probe::{Prober, QueueStatus, Watch};
 use super::reader::Reader;
 use super::stats::{ClientStats, Counters};
 use crate::connect::deadline_after;
@@ -28,6 +29,10 @@ pub(super) struct Shared {
     last_error: Mutex<Option<Arc<Error>>>,
     /// The broker of the current session (password masked), while connected.
     broker: Mutex<Option<String>>,
+    /// The current session's number (1 for the first connection), once connected.
+    pub(super) session: AtomicU64,
+    /// What the client knows of whether a server consumes its queue.
+    pub(super) watch: Watch,
 }
 
 impl Shared {
@@ -37,8 +42,9 @@ impl Shared {
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(why));
     }
 
-    pub(super) fn set_connected(&self, broker: String) {
+    pub(super) fn set_connected(&self, broker: String, session: u64) {
         *self.broker.lock().unwrap_or_else(|e| e.into_inner()) = Some(broker);
+        self.session.store(session, Ordering::SeqCst);
         self.connected.store(true, Ordering::SeqCst);
     }
 
@@ -101,6 +107,8 @@ pub struct RpcClient {
     reader: Mutex<Option<ReaderHandle>>,
     options: ClientOptions,
     ids: CorrelationIds,
+    /// Asks the broker whether a server consumes the queue (see `probe`).
+    prober: Prober,
 }
 
 impl std::fmt::Debug for RpcClient {
@@ -160,8 +168,11 @@ impl RpcClient {
             connected: AtomicBool::new(false),
             last_error: Mutex::new(None),
             broker: Mutex::new(None),
+            session: AtomicU64::new(0),
+            watch: Watch::new(),
         });
         let (commands, command_rx) = crossbeam_channel::unbounded::<OutgoingCall>();
+        let (channel_asks, channel_ask_rx) = crossbeam_channel::unbounded();
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
         let (finished_tx, finished) = crossbeam_channel::bounded::<()>(0);
         let (close_signal, closed) = crossbeam_channel::bounded::<()>(0);
@@ -169,6 +180,7 @@ impl RpcClient {
             brokers,
             &options,
             command_rx,
+            channel_ask_rx,
             closed.clone(),
             Arc::clone(&shared),
         );
@@ -194,6 +206,12 @@ impl RpcClient {
         match ready_rx.recv_timeout(setup_bound) {
             Ok(Ok(())) => Ok(RpcClient {
                 commands,
+                prober: Prober::new(
+                    options.queue.clone(),
+                    Arc::clone(&shared),
+                    channel_asks,
+                    closed.clone(),
+                ),
                 shared,
                 reader_finished: finished,
                 closed,
@@ -234,7 +252,8 @@ impl RpcClient {
     ///
     /// Ends with the reply, [`Error::Remote`] for an error reply, [`Error::Timeout`] at the
     /// deadline ([`Error::Unconfirmed`] if the broker never took the request),
-    /// [`Error::NoServer`] at once if no queue has the configured name,
+    /// [`Error::NoServer`] at once if no queue has the configured name (or, with
+    /// [`ClientOptions::require_server`], if no server consumes it),
     /// [`Error::RequestRefused`] at once if the broker refuses the request, or
     /// [`Error::ConnectionLost`] at once if the connection dies meanwhile. An idempotent call
     /// ([`ClientOptions::idempotent`]) is sent again instead of failing with the last two.
@@ -285,7 +304,16 @@ impl RpcClient {
             .idempotent
             .or(self.options.idempotent)
             .unwrap_or(false);
-        let sent = self.send_inner(body, deadline, idempotent, options.traceparent);
+        let require_server = options
+            .require_server
+            .unwrap_or(self.options.require_server);
+        let sent = self.send_inner(
+            body,
+            deadline,
+            idempotent,
+            require_server,
+            options.traceparent,
+        );
         if let Err(err) = &sent {
             counters.record_error(err);
         }
@@ -297,6 +325,7 @@ impl RpcClient {
         body: &[u8],
         deadline: Instant,
         idempotent: bool,
+        require_server: bool,
         traceparent: Option<TraceParent>,
     ) -> Result<PendingReply<'_>> {
         if self.is_closed() {
@@ -313,7 +342,11 @@ impl RpcClient {
         if deadline <= started {
             return Err(Error::Timeout {
                 waited: Duration::ZERO,
+                consumers: None,
             });
+        }
+        if require_server {
+            self.prober.check(deadline)?;
         }
         // "Forever" is a century: far enough, and safe to add to clocks.
         let deadline = deadline.min(deadline_after(Duration::MAX));
@@ -379,6 +412,37 @@ impl RpcClient {
             .clone()
     }
 
+    /// Asks the broker about the server queue: how many servers consume it and how many
+    /// requests wait in it. Always a fresh answer (a passive `queue.declare` on a side
+    /// channel, shared with any other thread asking at the same moment), waiting at most
+    /// `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoServer`] with [`NoServerReason::NoQueue`] when the broker has no such queue;
+    /// [`Error::NotConnected`] while the client reconnects; [`Error::Timeout`] when the broker
+    /// does not answer within `timeout`; [`Error::Broker`] when it fails the request;
+    /// [`Error::Closed`] once the client is closed.
+    ///
+    /// ```no_run
+    /// use fib_rpc::{Error, NoServerReason, RpcClient};
+    /// use std::time::Duration;
+    ///
+    /// let client = RpcClient::connect("amqp://guest:guest@localhost:5672/%2f")?;
+    /// match client.queue_status(Duration::from_secs(2)) {
+    ///     Ok(status) if status.consumers > 0 => println!("{} server(s) up", status.consumers),
+    ///     Ok(status) => println!("no server; {} request(s) waiting", status.messages),
+    ///     Err(Error::NoServer { reason: NoServerReason::NoQueue, .. }) => println!("no queue"),
+    ///     Err(err) => return Err(err),
+    /// }
+    /// # Ok::<(), fib_rpc::Error>(())
+    /// ```
+    ///
+    /// [`NoServerReason::NoQueue`]: crate::NoServerReason::NoQueue
+    pub fn queue_status(&self, timeout: Duration) -> Result<QueueStatus> {
+        self.prober.status(timeout)
+    }
+
     /// The server queue this client calls.
     pub fn queue(&self) -> &str {
         &self.options.queue
@@ -401,14 +465,15 @@ impl RpcClient {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         let reader = self.reader.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let bound = self
+            .options
+            .connect
+            .timeout
+            .saturating_add(Duration::from_secs(1));
         if let Some(reader) = reader {
-            reader.join_within(
-                self.options
-                    .connect
-                    .timeout
-                    .saturating_add(Duration::from_secs(1)),
-            );
+            reader.join_within(bound);
         }
+        self.prober.join_within(bound);
     }
 }
 
@@ -521,7 +586,11 @@ impl PendingReply<'_> {
             GaveUp::MaybeRun if !shared.connected.load(Ordering::SeqCst) => {
                 Error::ConnectionLost { cause: None }
             }
-            _ => Error::Timeout { waited },
+            // Whether anybody was there to answer: a probe unless known (cold path).
+            _ => Error::Timeout {
+                waited,
+                consumers: self.client.prober.consumers_now(),
+            },
         }
     }
 }

@@ -36,6 +36,7 @@ pub struct ClientOptions {
     /// `None`: the layer's default (the byte-level client: no; the Fibonacci client: yes).
     pub(super) idempotent: Option<bool>,
     pub(super) publisher_confirms: bool,
+    pub(super) require_server: bool,
 }
 
 /// Where a client receives its replies; see [`ClientOptions::reply_to`].
@@ -67,8 +68,8 @@ impl Default for ClientOptions {
     /// [`DEFAULT_CONNECT_TIMEOUT`](crate::DEFAULT_CONNECT_TIMEOUT), heartbeats every
     /// [`DEFAULT_HEARTBEAT_SECS`](crate::DEFAULT_HEARTBEAT_SECS), reconnection backoff from
     /// 100 ms doubling up to 5 s, connecting before `connect` returns, requests of at most
-    /// 16 MiB, publisher confirms on, and calls not idempotent (except on a
-    /// [`FibonacciRpcClient`](crate::FibonacciRpcClient)).
+    /// 16 MiB, publisher confirms on, calls not idempotent (except on a
+    /// [`FibonacciRpcClient`](crate::FibonacciRpcClient)) and not requiring a server.
     fn default() -> Self {
         ClientOptions {
             queue: DEFAULT_QUEUE.to_owned(),
@@ -80,6 +81,7 @@ impl Default for ClientOptions {
             reply_to: ReplyTo::default(),
             idempotent: None,
             publisher_confirms: true,
+            require_server: false,
         }
     }
 }
@@ -177,6 +179,43 @@ impl ClientOptions {
         self
     }
 
+    /// Whether a call fails at once, unsent, with [`Error::NoServer`] (reason
+    /// [`NoServerReason::NoConsumer`]) when its queue exists but no server consumes it
+    /// (default `false`). Without it, such a request waits in the queue until a server comes
+    /// or its deadline passes ([`Error::Timeout`], which then says that no server was
+    /// consuming).
+    ///
+    /// Off by default because waiting is often right for a library: a server that is
+    /// restarting (a deploy, a crash loop, a node failing over) leaves its queue without a
+    /// consumer for a few seconds, and a request in a durable queue is served as soon as it
+    /// is back. Turn it on where an immediate "nobody is there" is worth more than riding out
+    /// a restart: interactive tools, health checks, callers with their own fallback. The
+    /// `fib-rpc call` and `bench` commands turn it on (`--wait-for-server` turns it off).
+    ///
+    /// It costs nothing on a healthy queue: a reply within the last second proves a server,
+    /// and otherwise the client asks the broker for the queue's consumer count (a passive
+    /// declare on a side channel, a fraction of a millisecond) and keeps the answer for a
+    /// second. It also asks once as it connects, so a first call finds the answer ready. So a server that stops is noticed within about a second, and one that starts
+    /// is noticed within a second too. Calls made while reconnecting are not checked: they
+    /// wait for the connection as usual. A queue that does not exist fails with reason
+    /// [`NoServerReason::NoQueue`] either way.
+    ///
+    /// ```
+    /// use fib_rpc::ClientOptions;
+    ///
+    /// // A command-line tool: say at once that no server is running.
+    /// let options = ClientOptions::default().require_server(true);
+    /// ```
+    ///
+    /// [`Error::NoServer`]: crate::Error::NoServer
+    /// [`Error::Timeout`]: crate::Error::Timeout
+    /// [`NoServerReason::NoConsumer`]: crate::NoServerReason::NoConsumer
+    /// [`NoServerReason::NoQueue`]: crate::NoServerReason::NoQueue
+    pub fn require_server(mut self, require: bool) -> Self {
+        self.require_server = require;
+        self
+    }
+
     /// For a client whose calls are idempotent by nature: idempotent unless the user said.
     pub(crate) fn idempotent_by_default(mut self) -> Self {
         self.idempotent.get_or_insert(true);
@@ -216,6 +255,7 @@ impl ClientOptions {
 pub struct CallOptions {
     pub(super) deadline: Option<Instant>,
     pub(super) idempotent: Option<bool>,
+    pub(super) require_server: Option<bool>,
     pub(super) traceparent: Option<TraceParent>,
 }
 
@@ -241,6 +281,13 @@ impl CallOptions {
     /// client's [`ClientOptions::idempotent`]).
     pub fn idempotent(mut self, idempotent: bool) -> Self {
         self.idempotent = Some(idempotent);
+        self
+    }
+
+    /// Whether this call fails at once, unsent, when no server consumes its queue (default:
+    /// the client's [`ClientOptions::require_server`]).
+    pub fn require_server(mut self, require: bool) -> Self {
+        self.require_server = Some(require);
         self
     }
 

@@ -17,8 +17,9 @@ use super::call::OutgoingCall;
 use super::confirms::ConfirmTags;
 use super::handle::Shared;
 use super::options::{ClientOptions, ReplyTo, DIRECT_REPLY_TO};
+use super::probe::{declare_passive, ChannelAsk, ProbeFailed, Seen};
 use crate::connect::ConnectSettings;
-use crate::error::{BrokerError, BrokerErrorKind, Error, Result};
+use crate::error::{BrokerError, BrokerErrorKind, Error, NoServerReason, Result};
 use crate::reconnect::{Backoff, Brokers};
 use crate::util::{bump, cancel_consumer, is_disconnected};
 use crate::wire;
@@ -58,6 +59,8 @@ pub(super) struct Reader {
     queue: String,
     reply_to: ReplyTo,
     commands: Receiver<OutgoingCall>,
+    /// The probe thread's requests for a side channel on the current connection.
+    channel_asks: Receiver<ChannelAsk>,
     /// Disconnects when the owner starts closing the client.
     closed: Receiver<()>,
     shared: Arc<Shared>,
@@ -70,6 +73,8 @@ pub(super) struct Reader {
     resends: Vec<(Instant, OutgoingCall)>,
     /// Publisher confirms on requests ([`ClientOptions::publisher_confirms`]).
     confirms: bool,
+    /// Calls require a server ([`ClientOptions::require_server`]): probe once on setting up.
+    require_server: bool,
     /// This session's published requests awaiting their confirm.
     tags: ConfirmTags,
     /// Requests refused in a row in this session, with none taken in between.
@@ -105,6 +110,7 @@ impl Reader {
         brokers: Brokers,
         options: &ClientOptions,
         commands: Receiver<OutgoingCall>,
+        channel_asks: Receiver<ChannelAsk>,
         closed: Receiver<()>,
         shared: Arc<Shared>,
     ) -> Self {
@@ -116,12 +122,14 @@ impl Reader {
             queue: options.queue.clone(),
             reply_to: options.reply_to,
             commands,
+            channel_asks,
             closed,
             shared,
             pending: HashMap::new(),
             waiting: VecDeque::new(),
             resends: Vec::new(),
             confirms: options.publisher_confirms,
+            require_server: options.require_server,
             tags: ConfirmTags::default(),
             refusal_streak: 0,
             refused_at: None,
@@ -259,6 +267,10 @@ impl Reader {
                     Err(_) => return false,
                 },
                 recv(self.closed) -> _ => return false,
+                // No connection to open a side channel on: the probe finds nothing.
+                recv(self.channel_asks) -> ask => if let Ok(ask) = ask {
+                    let _ = ask.send(Err(ProbeFailed::NotConnected));
+                },
                 recv(sweep) -> _ => {
                     let now = Instant::now();
                     self.waiting.retain(|call| call.is_live(now));
@@ -275,7 +287,10 @@ impl Reader {
         connection: &mut Connection,
         ready: &mut Option<Sender<Result<()>>>,
     ) -> Result<SessionEnd> {
-        let channel = connection.open_channel(None).map_err(Error::amqp)?;
+        let mut channel = connection.open_channel(None).map_err(Error::amqp)?;
+        if self.require_server {
+            channel = self.first_probe(connection, channel)?;
+        }
         let returns = channel.listen_for_returns().map_err(Error::amqp)?;
         // Listening first, so that no confirm arrives unheard.
         let confirms = match self.confirms {
@@ -334,11 +349,13 @@ impl Reader {
             );
         }
         self.shared
-            .set_connected(self.brokers.current().to_string());
+            .set_connected(self.brokers.current().to_string(), self.sessions);
         if let Some(ready) = ready.take() {
             let _ = ready.send(Ok(()));
         }
-        let end = self.serve(&channel, &consumer, &returns, &confirms, &reply_to);
+        let end = self.serve(
+            connection, &channel, &consumer, &returns, &confirms, &reply_to,
+        );
         // Cancelling the consumer and dropping the channel below wait for the broker. When
         // the reason is already known, tell the callers first.
         let end = match end {
@@ -365,6 +382,7 @@ impl Reader {
     /// The session's main loop.
     fn serve(
         &mut self,
+        connection: &mut Connection,
         channel: &Channel,
         consumer: &Consumer<'_>,
         returns: &Receiver<Return>,
@@ -446,10 +464,40 @@ impl Reader {
                         return lost(self.drain_for_reason(consumer).or(Some(cause)));
                     }
                 }
+                recv(self.channel_asks) -> ask => if let Ok(ask) = ask {
+                    self.open_side_channel(connection, ask);
+                },
                 recv(sweep) -> _ => self.forget_expired(Instant::now()),
                 default(linger) => {}
             }
         }
+    }
+
+    /// While setting up a session for calls that require a server: probes the queue once on
+    /// the new channel, before it is used for anything, so that the first call finds the
+    /// answer waiting (one round trip per connection, instead of a side channel, the probe
+    /// thread and two round trips on the first call). A missing queue makes the broker close
+    /// the channel (404): then a fresh one is opened, so the channel calls use never carries
+    /// a probe's risk. Returns the channel to use.
+    fn first_probe(&mut self, connection: &mut Connection, channel: Channel) -> Result<Channel> {
+        match declare_passive(&channel, &self.queue, &self.shared.watch) {
+            Ok(Seen::Queue(_)) => return Ok(channel),
+            Ok(Seen::NoQueue) => {}
+            Err(err) => log::debug!("fib-rpc client: probing queue {:?}: {err}", self.queue),
+        }
+        drop(channel);
+        connection.open_channel(None).map_err(Error::amqp)
+    }
+
+    /// Opens a side channel on this connection for the probe thread (one quick round trip;
+    /// the probe itself runs on the probe thread). A failure here means the connection is
+    /// going: the reply consumer will say so.
+    fn open_side_channel(&mut self, connection: &mut Connection, ask: ChannelAsk) {
+        let opened = connection
+            .open_channel(None)
+            .map(|channel| (self.sessions, channel))
+            .map_err(|err| ProbeFailed::Broker(BrokerError::amqp(err)));
+        let _ = ask.send(opened);
     }
 
     /// Publishes one request and files its caller, unless the caller has already given up.
@@ -593,6 +641,8 @@ impl Reader {
 
     /// Hands a reply to the caller waiting for its `correlation_id`, or drops and counts it.
     fn deliver(&mut self, delivery: Delivery) {
+        // Whoever it was for, a reply proves that a server consumes the queue.
+        self.shared.watch.saw_reply();
         let caller = delivery
             .properties
             .correlation_id()
@@ -635,6 +685,7 @@ impl Reader {
         if let Some(caller) = caller {
             let _ = caller.reply.send(Err(Error::NoServer {
                 queue: returned.routing_key,
+                reason: NoServerReason::NoQueue,
             }));
         }
     }

@@ -388,7 +388,10 @@ impl RpcServer {
             return Ok(());
         }
         match woken {
-            Err(RecvTimeoutError::Timeout) => Err(Error::Timeout { waited: timeout }),
+            Err(RecvTimeoutError::Timeout) => Err(Error::Timeout {
+                waited: timeout,
+                consumers: None,
+            }),
             Ok(()) | Err(RecvTimeoutError::Disconnected) => Err(Error::Closed),
         }
     }
@@ -463,7 +466,10 @@ impl RpcServer {
             }
             _ => {
                 log::warn!("fib-rpc server: not stopped within {timeout:?}; leaving it to finish");
-                Err(Error::Timeout { waited: timeout })
+                Err(Error::Timeout {
+                    waited: timeout,
+                    consumers: None,
+                })
             }
         }
     }

@@ -9,6 +9,7 @@
 mod bench;
 mod call;
 mod serve;
+mod status;
 
 use std::ffi::OsString;
 use std::time::Duration;
@@ -22,6 +23,7 @@ use crate::exit::Class;
 pub use bench::{BenchArgs, BenchLength};
 pub use call::{CallArgs, Numbers};
 pub use serve::ServeArgs;
+pub use status::StatusArgs;
 
 /// Options every command takes.
 #[derive(Debug)]
@@ -46,6 +48,7 @@ pub enum Command {
     Serve(ServeArgs),
     Call(CallArgs),
     Bench(BenchArgs),
+    Status(StatusArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +56,7 @@ pub enum CommandName {
     Serve,
     Call,
     Bench,
+    Status,
 }
 
 /// A command line we cannot run; printed with a hint to `--help`, exit code 2.
@@ -89,6 +93,7 @@ pub fn parse(
                 Some("serve") => break serve::parse_serve(options.then(parser), &mut options)?,
                 Some("call") => break call::parse_call(options.then(parser), &mut options)?,
                 Some("bench") => break bench::parse_bench(options.then(parser), &mut options)?,
+                Some("status") => break status::parse_status(options.then(parser), &mut options)?,
                 Some("help") => options.help = true,
                 _ => return Err(UsageError(format!("unknown command {word:?}"))),
             },
@@ -225,7 +230,9 @@ impl Options {
         } else if self.version {
             Ok(Command::Version)
         } else {
-            Err(UsageError("missing command: serve, call or bench".into()))
+            Err(UsageError(
+                "missing command: serve, call, bench or status".into(),
+            ))
         }
     }
 
@@ -242,7 +249,9 @@ impl Options {
         if let Some(option) = self.misplaced {
             return Err(UsageError(format!("{option} is not an option of `{name}`")));
         }
-        if command == CommandName::Serve && self.global.reply_to.is_some() {
+        if matches!(command, CommandName::Serve | CommandName::Status)
+            && self.global.reply_to.is_some()
+        {
             return Err(UsageError(format!(
                 "--reply-to is not an option of `{name}`"
             )));
@@ -271,7 +280,7 @@ fn reply_to(parser: &mut Parser) -> Result<ReplyTo, UsageError> {
 /// `--name` as an option of some command: its spelling (`--name`), and whether it takes a
 /// value.
 fn command_option(name: &str) -> Option<(&'static str, bool)> {
-    [CommandName::Serve, CommandName::Call, CommandName::Bench]
+    CommandName::ALL
         .iter()
         .flat_map(|command| command.options())
         .find(|entry| option_name(entry).strip_prefix("--") == Some(name))
@@ -312,11 +321,19 @@ fn seconds_value(parser: &mut Parser, option: &str) -> Result<Duration, UsageErr
 }
 
 impl CommandName {
+    const ALL: [CommandName; 4] = [
+        CommandName::Serve,
+        CommandName::Call,
+        CommandName::Bench,
+        CommandName::Status,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             CommandName::Serve => "serve",
             CommandName::Call => "call",
             CommandName::Bench => "bench",
+            CommandName::Status => "status",
         }
     }
 
@@ -326,6 +343,7 @@ impl CommandName {
             CommandName::Serve => serve::OPTIONS,
             CommandName::Call => call::OPTIONS,
             CommandName::Bench => bench::OPTIONS,
+            CommandName::Status => status::OPTIONS,
         }
     }
 }
@@ -342,6 +360,7 @@ Commands:
   serve          Serve fib(n) on the queue until SIGINT/SIGTERM, then drain and exit 0
   call N...      Print fib(N) in decimal, one line per N, in order (`call -`: N from stdin)
   bench          Measure calls/s and latency with many callers sharing one client
+  status         Say whether the queue exists and how many servers consume it
   help [CMD]     Show this help, or a command's
 
 Run 'fib-rpc <COMMAND> --help' for the command's options.
@@ -356,6 +375,7 @@ pub fn help(topic: Option<CommandName>) -> String {
         Some(CommandName::Serve) => serve::help(),
         Some(CommandName::Call) => call::help(),
         Some(CommandName::Bench) => bench::help(),
+        Some(CommandName::Status) => status::help(),
     };
     text.push_str(&format!(
         "
@@ -398,7 +418,7 @@ mod tests {
 
     #[test]
     fn every_command_option_is_in_its_help_as_listed() {
-        for command in [CommandName::Serve, CommandName::Call, CommandName::Bench] {
+        for command in CommandName::ALL {
             let text = help(Some(command));
             for entry in command.options() {
                 assert!(text.contains(&format!("\n  {entry} ")), "{entry}");
@@ -450,7 +470,7 @@ mod tests {
 
     #[test]
     fn usage_errors() {
-        assert_eq!(error(&[]), "missing command: serve, call or bench");
+        assert_eq!(error(&[]), "missing command: serve, call, bench or status");
         assert_eq!(error(&["launch"]), "unknown command \"launch\"");
         assert_eq!(
             error(&["call", "--frobnicate"]),
@@ -502,6 +522,37 @@ mod tests {
         assert!(matches!(command, Command::Help(Some(CommandName::Bench))));
         let (_, command) = parse_str(&["-V", "call"]).unwrap();
         assert!(matches!(command, Command::Version));
+    }
+
+    #[test]
+    fn status_takes_the_global_queue_anywhere() {
+        for args in [
+            &["status", "--queue", "q"][..],
+            &["--queue", "q", "status"],
+            &["--json", "status", "--queue=q"],
+        ] {
+            let (global, command) = parse_str(args).unwrap();
+            assert_eq!(global.queue, "q", "{args:?}");
+            assert!(matches!(command, Command::Status(_)), "{command:?}");
+        }
+        assert_eq!(
+            error(&["status", "--reply-to", "direct"]),
+            "--reply-to is not an option of `status`"
+        );
+        assert_eq!(
+            error(&["status", "--in-flight", "3"]),
+            "--in-flight is not an option of `status`"
+        );
+        let (_, command) = parse_str(&["call", "--wait-for-server", "5"]).unwrap();
+        let Command::Call(call) = command else {
+            panic!("{command:?}")
+        };
+        assert!(!call.require_server);
+        let (_, command) = parse_str(&["call", "5"]).unwrap();
+        let Command::Call(call) = command else {
+            panic!("{command:?}")
+        };
+        assert!(call.require_server);
     }
 
     #[test]

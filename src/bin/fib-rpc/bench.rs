@@ -67,6 +67,7 @@ pub fn run(global: &Global, args: BenchArgs) -> Result<(), Failure> {
         .reply_to(global.reply_to.unwrap_or_default())
         .idempotent(args.retry)
         .publisher_confirms(args.confirms)
+        .require_server(args.require_server)
         .connection_name(format!("fib-rpc bench (pid {})", std::process::id()));
     let client = FibonacciRpcClient::connect_failover(&global.urls, options)?;
     let expected = fib_rpc::fib(args.n).to_string();

@@ -63,6 +63,7 @@ pub fn run(global: &Global, args: CallArgs) -> Result<(), Failure> {
             .heartbeat(global.heartbeat)
             .reply_to(reply_to)
             .idempotent(args.retry)
+            .require_server(args.require_server)
             .connection_name(format!("fib-rpc call (pid {})", std::process::id()));
         FibonacciRpcClient::connect_failover(&global.urls, options)
             .map_err(Failure::from)

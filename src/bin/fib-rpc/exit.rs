@@ -1,7 +1,7 @@
 //! Exit codes: one per class of failure, so a script can branch on `$?` without parsing the
 //! message. The table is part of the interface and is repeated in the README and `--help`.
 
-use fib_rpc::{Error, ErrorCode};
+use fib_rpc::{Error, ErrorCode, NoServerReason};
 
 /// Why `fib-rpc` failed, as its exit code says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,7 +15,8 @@ pub enum Class {
     BadN,
     /// The server answered with any other error (`internal`, or a code we do not know).
     Remote,
-    /// No reply before the timeout (including: the queue exists but no server consumes it).
+    /// No reply before the timeout (with `--wait-for-server`, also when no server consumes
+    /// the queue).
     Timeout,
     /// The broker has no queue of that name: no server was ever started for it.
     NoServer,
@@ -24,11 +25,13 @@ pub enum Class {
     BrokerUnreachable,
     /// The connection dropped while a call was in flight; the outcome is unknown.
     ConnectionLost,
+    /// The queue exists but no server consumes it: every server is down or restarting.
+    NoConsumer,
 }
 
 impl Class {
     /// Every class, in exit-code order (for the help text and the tests).
-    pub const ALL: [Class; 8] = [
+    pub const ALL: [Class; 9] = [
         Class::Failure,
         Class::Usage,
         Class::BadN,
@@ -37,6 +40,7 @@ impl Class {
         Class::NoServer,
         Class::BrokerUnreachable,
         Class::ConnectionLost,
+        Class::NoConsumer,
     ];
 
     pub fn of(err: &Error) -> Class {
@@ -46,6 +50,10 @@ impl Class {
                 Class::BrokerUnreachable
             }
             Error::Timeout { .. } | Error::Unconfirmed { .. } => Class::Timeout,
+            Error::NoServer {
+                reason: NoServerReason::NoConsumer,
+                ..
+            } => Class::NoConsumer,
             Error::NoServer { .. } => Class::NoServer,
             Error::ConnectionLost { .. } | Error::Closed => Class::ConnectionLost,
             Error::Remote(remote) => match remote.code {
@@ -66,6 +74,7 @@ impl Class {
             Class::NoServer => 6,
             Class::BrokerUnreachable => 7,
             Class::ConnectionLost => 8,
+            Class::NoConsumer => 9,
         }
     }
 
@@ -80,6 +89,7 @@ impl Class {
             Class::NoServer => "no_server",
             Class::BrokerUnreachable => "broker_unreachable",
             Class::ConnectionLost => "connection_lost",
+            Class::NoConsumer => "no_consumer",
         }
     }
 
@@ -89,12 +99,13 @@ impl Class {
             Class::Usage => "usage: unknown option, bad option value or URL",
             Class::BadN => "bad N: not a whole number 0..2^64, or above the server's --max-n",
             Class::Remote => "the server failed to compute (remote error)",
-            Class::Timeout => "timeout: no reply in time (is a server consuming the queue?)",
+            Class::Timeout => "timeout: no reply in time",
             Class::NoServer => "no server: the broker has no queue of that name",
             Class::BrokerUnreachable => {
                 "broker unreachable, or it refused credentials/vhost/request"
             }
             Class::ConnectionLost => "connection lost mid-call: outcome unknown",
+            Class::NoConsumer => "no server consumes the queue (it exists)",
         }
     }
 }

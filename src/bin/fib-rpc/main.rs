@@ -15,6 +15,7 @@ mod http;
 mod logger;
 mod metrics;
 mod serve;
+mod status;
 mod systemd;
 
 use std::process::ExitCode;
@@ -34,7 +35,7 @@ fn main() -> ExitCode {
     // that line repeats) are shown only when asked for. `serve` runs unattended: its info
     // lines (ready, traffic per interval, summary) are what an operator watches.
     let quiet = match command {
-        Command::Call(_) => log::LevelFilter::Off,
+        Command::Call(_) | Command::Status(_) => log::LevelFilter::Off,
         Command::Serve(_) => log::LevelFilter::Info,
         _ => log::LevelFilter::Warn,
     };
@@ -57,12 +58,16 @@ fn main() -> ExitCode {
         Command::Serve(serve_args) => serve::run(&global, serve_args),
         Command::Call(call_args) => call::run(&global, call_args).map(|()| 0),
         Command::Bench(bench_args) => bench::run(&global, bench_args).map(|()| 0),
+        Command::Status(status_args) => status::run(&global, status_args).map(|()| 0),
     };
     match result {
         Ok(code) => ExitCode::from(code),
         Err(failure) => {
             // The library's messages never contain the password; the URL is redacted there.
-            say(&format!("fib-rpc: {}", failure.message));
+            // An empty message: the command has already said why (on stdout).
+            if !failure.message.is_empty() {
+                say(&format!("fib-rpc: {}", failure.message));
+            }
             ExitCode::from(failure.class.code())
         }
     }

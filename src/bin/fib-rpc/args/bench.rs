@@ -22,6 +22,9 @@ pub struct BenchArgs {
     /// Exit 0 even when calls failed (`--keep-going`); by default any failed or wrong call
     /// makes the exit code non-zero.
     pub keep_going: bool,
+    /// Fail a call at once when no server consumes the queue (`--wait-for-server` turns it
+    /// off).
+    pub require_server: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -41,6 +44,7 @@ pub(super) const OPTIONS: &[&str] = &[
     "--no-retry",
     "--no-confirms",
     "--keep-going",
+    "--wait-for-server",
 ];
 
 /// Default for `--calls` when neither `--calls` nor `--seconds` is given.
@@ -62,6 +66,7 @@ pub(super) fn parse_bench(
         retry: true,
         confirms: true,
         keep_going: false,
+        require_server: true,
     };
     let (mut calls, mut seconds) = (None, None);
     for mut parser in parsers {
@@ -78,6 +83,7 @@ pub(super) fn parse_bench(
                 Long("no-retry") => args.retry = false,
                 Long("no-confirms") => args.confirms = false,
                 Long("keep-going") => args.keep_going = true,
+                Long("wait-for-server") => args.require_server = false,
                 arg => options.take(arg.into(), &mut parser)?,
             }
         }
@@ -122,6 +128,8 @@ Options:
                      connection loss or a refusal by the broker); count it as failed
   --no-confirms      Do not have the broker confirm each request (to measure their cost)
   --keep-going       Exit 0 even when calls failed (the table still counts them)
+  --wait-for-server  Send calls even when no server consumes the queue, and let them wait
+                     for one; by default such calls fail at once (counted as no_consumer)
 ",
         timeout = DEFAULT_TIMEOUT.as_secs(),
     )

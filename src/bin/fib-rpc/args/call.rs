@@ -19,6 +19,8 @@ pub struct CallArgs {
     pub retry: bool,
     /// The W3C trace context every call carries (`--traceparent`).
     pub traceparent: Option<TraceParent>,
+    /// Fail at once when no server consumes the queue (`--wait-for-server` turns it off).
+    pub require_server: bool,
 }
 
 /// Where `call` gets its N from.
@@ -36,6 +38,7 @@ pub(super) const OPTIONS: &[&str] = &[
     "--in-flight N",
     "--no-retry",
     "--traceparent TP",
+    "--wait-for-server",
 ];
 
 /// Default for `--in-flight`: enough to keep a server's workers busy.
@@ -52,6 +55,7 @@ pub(super) fn parse_call(
     let mut in_flight = DEFAULT_IN_FLIGHT;
     let mut retry = true;
     let mut traceparent = None;
+    let mut require_server = true;
     let mut positional = Vec::new();
     for mut parser in parsers {
         loop {
@@ -74,6 +78,7 @@ pub(super) fn parse_call(
                     })?;
                     traceparent = Some(parsed);
                 }
+                Long("wait-for-server") => require_server = false,
                 Value(value) => positional.push(value.string()?),
                 arg => options.take(arg.into(), &mut parser)?,
             }
@@ -88,6 +93,7 @@ pub(super) fn parse_call(
         numbers: numbers(positional)?,
         retry,
         traceparent,
+        require_server,
     }))
 }
 
@@ -137,6 +143,8 @@ Options:
                      connection loss or a refusal by the broker): fail with exit code 8 or 7
   --traceparent TP   Send this W3C trace context (00-<trace id>-<span id>-<flags>) with every
                      call; the server's log lines about the request carry it
+  --wait-for-server  When the queue exists but no server consumes it, send anyway and wait
+                     up to --timeout for one to start, instead of failing at once (exit 9)
 ",
         timeout = DEFAULT_TIMEOUT.as_secs(),
     )
