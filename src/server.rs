@@ -30,10 +30,12 @@
 
 mod acks;
 mod handle;
+mod ledger;
 mod options;
 mod redeliveries;
 mod request;
 mod supervisor;
+mod turns;
 mod worker;
 
 pub use handle::{RpcServer, ServerStats, StopHandle};

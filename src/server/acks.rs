@@ -1,12 +1,12 @@
-//! When a worker acks its requests: only once each reply is safely with the broker.
+//! When a worker's requests may be acked: only once each reply is safely with the broker.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
-use amiquip::{Confirm, Consumer, Delivery};
-use crossbeam_channel::Receiver;
+use amiquip::{Confirm, Delivery};
+use crossbeam_channel::{Receiver, Sender};
 
 use super::redeliveries::Redeliveries;
 
@@ -15,28 +15,37 @@ use super::redeliveries::Redeliveries;
 /// milliseconds; this bounds a broker that has stopped answering without closing the socket.
 pub(super) const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How long a worker lets its replies' confirms wait before it wakes just to read them, while
-/// it holds fewer than a batch of unacked requests. A worker reads the confirms that have
-/// arrived whenever it wakes for its next request, so sequential calls spend no wake-up on
-/// confirms; an idle worker acks this long after its last reply. With a batch or more unacked
-/// it wakes for confirms at once: its prefetch window must not fill up with requests waiting
-/// only for their ack, or the broker stops sending it more.
+/// How long a worker lets its replies' confirms (and requests it holds settled) wait before it
+/// wakes just for them, while it holds fewer than a batch. A worker reads the confirms that
+/// have arrived whenever it wakes for its next request, so sequential calls spend no wake-up
+/// on confirms; an idle worker hands its requests to be acked this long after its last reply
+/// at most. With a batch or more held it wakes for confirms at once: the session's prefetch
+/// window must not fill up with requests waiting only for their ack, or the broker stops
+/// sending more.
 const CONFIRM_LINGER: Duration = Duration::from_millis(5);
 
-/// A worker's requests that are done with but not yet acked, oldest first.
+/// A request done with, handed to the session's supervisor to be acked (see
+/// [`Ledger`](super::ledger::Ledger)).
+pub(super) struct Settled {
+    pub(super) delivery: Delivery,
+    /// The broker refused its reply: requeue it instead.
+    pub(super) refused: bool,
+}
+
+/// A worker's requests that are done with but not yet handed on to be acked, oldest first.
 ///
 /// A request is acked only once its reply is confirmed by the broker (publisher confirms on
-/// the worker's channel), so a reply lost in a broker or node failure leaves its request
+/// the worker's own channel), so a reply lost in a broker or node failure leaves its request
 /// unacked and it comes back to be answered again: at least once, end to end. Replies are
 /// pipelined: the worker goes on to the next request while earlier confirms are on their way.
 /// A reply the broker refuses (`basic.nack`) sends its request back to the queue at once, and
 /// counts against it as a loss does (see [`Redeliveries`]).
-/// Requests dropped unanswered (expired, no `reply_to`, poison) need no confirm, but they wait
-/// their turn so that one `basic.ack` with `multiple` never covers an unconfirmed reply.
+/// Requests dropped unanswered (expired, no `reply_to`, poison) need no confirm.
 ///
-/// Acks are batched: a ready run is acked with one `basic.ack` (`multiple`) when the worker's
-/// prefetch buffer is empty or the run reaches `batch`. So an idle worker has acked everything,
-/// and under load the broker sees one ack per batch.
+/// Settled requests are handed to the supervisor (which acks them on the session's consuming
+/// channel) in batches: when no more requests wait to be taken, when the run reaches `batch`,
+/// or at most [`CONFIRM_LINGER`] later. So an idle server has acked everything, and under load
+/// the supervisor wakes once per batch.
 ///
 /// With confirms off ([`ServerOptions::publisher_confirms`](crate::ServerOptions)), a reply
 /// counts as confirmed once published.
@@ -71,7 +80,8 @@ enum Reply {
 pub(super) enum AckError {
     /// The channel or connection failed.
     Broker(amiquip::Error),
-    /// The channel's confirms stopped (its connection died).
+    /// The channel's confirms stopped (its connection died), or the session's supervisor no
+    /// longer takes settled requests (the session ended).
     ConfirmsGone,
     /// A reply was not confirmed within [`CONFIRM_TIMEOUT`].
     Unconfirmed,
@@ -179,12 +189,14 @@ impl Acks {
     }
 
     /// What the worker waits for next, besides its requests: whether to wake for a confirm
-    /// (only once the oldest unconfirmed reply has lingered [`CONFIRM_LINGER`]), and how long
-    /// to wait at most (until that, or until [`CONFIRM_TIMEOUT`] runs out).
-    pub(super) fn next_wait(&self, now: Instant) -> (bool, Duration) {
-        let lingers = self.waiting.len() < self.batch;
+    /// (only once the oldest unconfirmed reply has lingered [`CONFIRM_LINGER`], or at once in
+    /// a `hurry`), and how long to wait at most (until that, or until [`CONFIRM_TIMEOUT`]
+    /// runs out; [`CONFIRM_LINGER`] while it holds settled requests).
+    pub(super) fn next_wait(&self, now: Instant, hurry: bool) -> (bool, Duration) {
+        let lingers = self.waiting.len() < self.batch && !hurry;
         match self.oldest_unconfirmed() {
-            None => (false, CONFIRM_TIMEOUT),
+            None if self.waiting.is_empty() => (false, CONFIRM_TIMEOUT),
+            None => (false, CONFIRM_LINGER),
             Some(published) if lingers && now < published + CONFIRM_LINGER => {
                 (false, published + CONFIRM_LINGER - now)
             }
@@ -195,9 +207,15 @@ impl Acks {
         }
     }
 
-    /// Acks the settled requests at the front (and requeues refused ones) when batching
-    /// allows: the prefetch buffer is empty or the run is long enough.
-    pub(super) fn settle(&mut self, consumer: &Consumer<'_>) -> amiquip::Result<()> {
+    /// Hands the settled requests at the front on to be acked (and refused ones to be
+    /// requeued) when batching allows: `idle` (no request waits to be taken), a `hurry`, or
+    /// the run is long enough.
+    pub(super) fn settle(
+        &mut self,
+        to: &Sender<Vec<Settled>>,
+        idle: bool,
+        hurry: bool,
+    ) -> Result<(), AckError> {
         let run = self
             .waiting
             .iter()
@@ -207,47 +225,49 @@ impl Acks {
             .waiting
             .get(run)
             .is_some_and(|waiting| waiting.state == Reply::Refused);
-        if run >= self.batch || refused_next || consumer.receiver().is_empty() {
-            self.flush(consumer)?;
+        if run >= self.batch || refused_next || ((idle || hurry) && run > 0) {
+            self.flush(to)?;
         }
         Ok(())
     }
 
-    /// Acks every settled request at the front and requeues every refused one, up to the first
-    /// reply still unconfirmed.
-    pub(super) fn flush(&mut self, consumer: &Consumer<'_>) -> amiquip::Result<()> {
-        let mut last_settled = None;
+    /// Hands on every settled and refused request at the front, up to the first reply still
+    /// unconfirmed.
+    pub(super) fn flush(&mut self, to: &Sender<Vec<Settled>>) -> Result<(), AckError> {
+        let mut batch = Vec::new();
         while let Some(front) = self.waiting.front() {
-            match front.state {
+            let refused = match front.state {
                 Reply::Unconfirmed(..) => break,
-                Reply::Settled => last_settled = self.waiting.pop_front().map(|w| w.delivery),
-                Reply::Refused => {
-                    if let Some(last) = last_settled.take() {
-                        consumer.ack_multiple(last)?;
-                    }
-                    if let Some(refused) = self.waiting.pop_front() {
-                        log::warn!(
-                            "fib-rpc server: the broker refused a reply (basic.nack); \
-                             its request goes back to the queue"
-                        );
-                        self.redeliveries.refused(refused.key);
-                        consumer.nack(refused.delivery, true)?;
-                    }
-                }
+                Reply::Settled => false,
+                Reply::Refused => true,
+            };
+            let Some(done) = self.waiting.pop_front() else {
+                break;
+            };
+            if refused {
+                log::warn!(
+                    "fib-rpc server: the broker refused a reply (basic.nack); its request goes \
+                     back to the queue"
+                );
+                self.redeliveries.refused(done.key);
             }
+            batch.push(Settled {
+                delivery: done.delivery,
+                refused,
+            });
         }
-        match last_settled {
-            Some(last) => consumer.ack_multiple(last),
-            None => Ok(()),
+        if batch.is_empty() {
+            return Ok(());
         }
+        to.send(batch).map_err(|_| AckError::ConfirmsGone)
     }
 
-    /// Waits (at most [`CONFIRM_TIMEOUT`] per reply) until every reply is confirmed, and acks
-    /// everything.
-    pub(super) fn flush_all(&mut self, consumer: &Consumer<'_>) -> Result<(), AckError> {
+    /// Waits (at most [`CONFIRM_TIMEOUT`] per reply) until every reply is confirmed, and
+    /// hands everything on.
+    pub(super) fn flush_all(&mut self, to: &Sender<Vec<Settled>>) -> Result<(), AckError> {
         let confirms = self.confirms();
         loop {
-            self.flush(consumer)?;
+            self.flush(to)?;
             let Some(deadline) = self.confirm_deadline() else {
                 return Ok(());
             };
