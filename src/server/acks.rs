@@ -43,9 +43,9 @@ pub(super) struct Settled {
 /// Requests dropped unanswered (expired, no `reply_to`, poison) need no confirm.
 ///
 /// Settled requests are handed to the supervisor (which acks them on the session's consuming
-/// channel) in batches: when no more requests wait to be taken, when the run reaches `batch`,
-/// or at most [`CONFIRM_LINGER`] later. So an idle server has acked everything, and under load
-/// the supervisor wakes once per batch.
+/// channel) in batches: when the run reaches `batch`, or once the oldest has waited
+/// [`CONFIRM_LINGER`]. So an idle server has acked everything within milliseconds, and the
+/// supervisor wakes once per batch.
 ///
 /// With confirms off ([`ServerOptions::publisher_confirms`](crate::ServerOptions)), a reply
 /// counts as confirmed once published.
@@ -64,6 +64,8 @@ struct Waiting {
     state: Reply,
     /// The request's [`Redeliveries::key`] (0 for requests dropped unanswered).
     key: u64,
+    /// When it was filed (its reply published, or it was dropped).
+    filed: Instant,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -118,14 +120,16 @@ impl Acks {
     /// Files a request (its [`Redeliveries::key`]) whose reply was just published.
     pub(super) fn replied(&mut self, delivery: Delivery, key: u64) {
         self.published += 1;
+        let now = Instant::now();
         let state = match self.confirms {
-            Some(_) => Reply::Unconfirmed(self.published, Instant::now()),
+            Some(_) => Reply::Unconfirmed(self.published, now),
             None => Reply::Settled,
         };
         self.waiting.push_back(Waiting {
             delivery,
             state,
             key,
+            filed: now,
         });
     }
 
@@ -135,6 +139,7 @@ impl Acks {
             delivery,
             state: Reply::Settled,
             key: 0,
+            filed: Instant::now(),
         });
     }
 
@@ -188,32 +193,41 @@ impl Acks {
         }
     }
 
+    /// When the oldest request held settled is handed on even without a full batch.
+    fn hand_on_at(&self) -> Option<Instant> {
+        self.waiting
+            .front()
+            .filter(|front| !matches!(front.state, Reply::Unconfirmed(..)))
+            .map(|front| front.filed + CONFIRM_LINGER)
+    }
+
     /// What the worker waits for next, besides its requests: whether to wake for a confirm
     /// (only once the oldest unconfirmed reply has lingered [`CONFIRM_LINGER`], or at once in
-    /// a `hurry`), and how long to wait at most (until that, or until [`CONFIRM_TIMEOUT`]
-    /// runs out; [`CONFIRM_LINGER`] while it holds settled requests).
+    /// a `hurry`), and how long to wait at most (until that, until requests held settled are
+    /// due to be handed on, or until [`CONFIRM_TIMEOUT`] runs out).
     pub(super) fn next_wait(&self, now: Instant, hurry: bool) -> (bool, Duration) {
         let lingers = self.waiting.len() < self.batch && !hurry;
-        match self.oldest_unconfirmed() {
-            None if self.waiting.is_empty() => (false, CONFIRM_TIMEOUT),
-            None => (false, CONFIRM_LINGER),
+        let (wake_on_confirm, until) = match self.oldest_unconfirmed() {
+            None => (false, now + CONFIRM_TIMEOUT),
             Some(published) if lingers && now < published + CONFIRM_LINGER => {
-                (false, published + CONFIRM_LINGER - now)
+                (false, published + CONFIRM_LINGER)
             }
-            Some(published) => (
-                true,
-                (published + CONFIRM_TIMEOUT).saturating_duration_since(now),
-            ),
-        }
+            Some(published) => (true, published + CONFIRM_TIMEOUT),
+        };
+        let until = match self.hand_on_at() {
+            Some(due) => until.min(due),
+            None => until,
+        };
+        (wake_on_confirm, until.saturating_duration_since(now))
     }
 
     /// Hands the settled requests at the front on to be acked (and refused ones to be
-    /// requeued) when batching allows: `idle` (no request waits to be taken), a `hurry`, or
-    /// the run is long enough.
+    /// requeued) when batching allows: the run is a batch long, the oldest has waited
+    /// [`CONFIRM_LINGER`], or in a `hurry`. Handing on wakes the supervisor, so under load
+    /// it wakes once per batch, and a sequential caller costs it no wake-up per call.
     pub(super) fn settle(
         &mut self,
         to: &Sender<Vec<Settled>>,
-        idle: bool,
         hurry: bool,
     ) -> Result<(), AckError> {
         let run = self
@@ -225,7 +239,8 @@ impl Acks {
             .waiting
             .get(run)
             .is_some_and(|waiting| waiting.state == Reply::Refused);
-        if run >= self.batch || refused_next || ((idle || hurry) && run > 0) {
+        let due = self.hand_on_at().is_some_and(|due| due <= Instant::now());
+        if run >= self.batch || refused_next || (run > 0 && (hurry || due)) {
             self.flush(to)?;
         }
         Ok(())

@@ -75,7 +75,7 @@ impl<H: Handler> Worker<H> {
             // Confirms already here are read without waiting; see `Acks::next_wait`.
             if let Err(err) = acks
                 .take_confirms()
-                .and_then(|()| acks.settle(&self.settled, self.deliveries.is_empty(), hurry))
+                .and_then(|()| acks.settle(&self.settled, hurry))
             {
                 return lost(err);
             }
