@@ -38,6 +38,8 @@ pub(super) struct Worker<H> {
     pub(super) settled: Sender<Vec<Settled>>,
     pub(super) turns: Arc<Turns>,
     pub(super) handler: Arc<H>,
+    /// Disconnects when the session failed: take nothing more. (A graceful stop ends the
+    /// shared consumer instead, once the requests already delivered are taken.)
     pub(super) stop: Receiver<()>,
     pub(super) max_reply_bytes: usize,
     pub(super) deadline_grace: Duration,
