@@ -5,21 +5,24 @@
 //!
 //! # Threads
 //!
-//! A supervisor thread (`fib-rpc-server`) owns the AMQP connection. Each worker thread
-//! (`fib-rpc-worker-N`) owns one channel with its own consumer and prefetch window, so a slow
-//! request holds up only its own worker, and the broker spreads requests across workers and
-//! across server processes on the same queue.
+//! A supervisor thread (`fib-rpc-server`) owns the AMQP connection and one consumer of the
+//! queue, with a prefetch window of workers × prefetch. The worker threads
+//! (`fib-rpc-worker-N`) all take requests from that consumer: an idle worker takes the next,
+//! a busy one takes none, so a slow request holds up no other while a worker is idle. Each
+//! worker publishes its replies on its own channel. The broker spreads requests across server
+//! processes on the same queue.
 //!
 //! # Per request
 //!
 //! The worker runs the handler, publishes the reply to `reply_to` with the request's
-//! `correlation_id`, and only then acks, so a server that dies mid-request leaves the request
+//! `correlation_id`, and the request is acked only once the broker confirms the reply, so a server that dies mid-request leaves the request
 //! to be redelivered to another server: at least once, and the client drops a second answer.
 //! Refusals and handler panics become error replies (see the `wire` module), acked
 //! like answers, so nothing is requeued in a loop. A request whose caller's deadline has
-//! passed is acked and dropped without running the handler. While more requests are already
-//! waiting, one ack covers several answered ones (up to half the prefetch window); an idle
-//! worker has acked all it answered.
+//! passed is acked and dropped without running the handler. Acks are batched: one ack covers
+//! a run of answered requests, never one still being answered; an idle server has acked all it
+//! answered within milliseconds. A redelivered request runs alone, so that a request whose
+//! reply breaks the connection can be told from the others (see `redeliveries`).
 //!
 //! # When the broker goes away
 //!
@@ -30,11 +33,13 @@
 
 mod acks;
 mod handle;
+mod ledger;
 mod options;
 mod panics;
 mod redeliveries;
 mod request;
 mod supervisor;
+mod turns;
 mod worker;
 
 pub use handle::{RpcServer, ServerStats, StatsHandle, StopHandle};

@@ -1,12 +1,12 @@
-//! When a worker acks its requests: only once each reply is safely with the broker.
+//! When a worker's requests may be acked: only once each reply is safely with the broker.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
-use amiquip::{Confirm, Consumer, Delivery};
-use crossbeam_channel::Receiver;
+use amiquip::{Confirm, Delivery};
+use crossbeam_channel::{Receiver, Sender};
 
 use super::redeliveries::Redeliveries;
 
@@ -15,28 +15,37 @@ use super::redeliveries::Redeliveries;
 /// milliseconds; this bounds a broker that has stopped answering without closing the socket.
 pub(super) const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How long a worker lets its replies' confirms wait before it wakes just to read them, while
-/// it holds fewer than a batch of unacked requests. A worker reads the confirms that have
-/// arrived whenever it wakes for its next request, so sequential calls spend no wake-up on
-/// confirms; an idle worker acks this long after its last reply. With a batch or more unacked
-/// it wakes for confirms at once: its prefetch window must not fill up with requests waiting
-/// only for their ack, or the broker stops sending it more.
+/// How long a worker lets its replies' confirms (and requests it holds settled) wait before it
+/// wakes just for them, while it holds fewer than a batch. A worker reads the confirms that
+/// have arrived whenever it wakes for its next request, so sequential calls spend no wake-up
+/// on confirms; an idle worker hands its requests to be acked this long after its last reply
+/// at most. With a batch or more held it wakes for confirms at once: the session's prefetch
+/// window must not fill up with requests waiting only for their ack, or the broker stops
+/// sending more.
 const CONFIRM_LINGER: Duration = Duration::from_millis(5);
 
-/// A worker's requests that are done with but not yet acked, oldest first.
+/// A request done with, handed to the session's supervisor to be acked (see
+/// [`Ledger`](super::ledger::Ledger)).
+pub(super) struct Settled {
+    pub(super) delivery: Delivery,
+    /// The broker refused its reply: requeue it instead.
+    pub(super) refused: bool,
+}
+
+/// A worker's requests that are done with but not yet handed on to be acked, oldest first.
 ///
 /// A request is acked only once its reply is confirmed by the broker (publisher confirms on
-/// the worker's channel), so a reply lost in a broker or node failure leaves its request
+/// the worker's own channel), so a reply lost in a broker or node failure leaves its request
 /// unacked and it comes back to be answered again: at least once, end to end. Replies are
 /// pipelined: the worker goes on to the next request while earlier confirms are on their way.
 /// A reply the broker refuses (`basic.nack`) sends its request back to the queue at once, and
 /// counts against it as a loss does (see [`Redeliveries`]).
-/// Requests dropped unanswered (expired, no `reply_to`, poison) need no confirm, but they wait
-/// their turn so that one `basic.ack` with `multiple` never covers an unconfirmed reply.
+/// Requests dropped unanswered (expired, no `reply_to`, poison) need no confirm.
 ///
-/// Acks are batched: a ready run is acked with one `basic.ack` (`multiple`) when the worker's
-/// prefetch buffer is empty or the run reaches `batch`. So an idle worker has acked everything,
-/// and under load the broker sees one ack per batch.
+/// Settled requests are handed to the supervisor (which acks them on the session's consuming
+/// channel) in batches: when the run reaches `batch`, or once the oldest has waited
+/// [`CONFIRM_LINGER`]. So an idle server has acked everything within milliseconds, and the
+/// supervisor wakes once per batch.
 ///
 /// With confirms off ([`ServerOptions::publisher_confirms`](crate::ServerOptions)), a reply
 /// counts as confirmed once published.
@@ -55,6 +64,8 @@ struct Waiting {
     state: Reply,
     /// The request's [`Redeliveries::key`] (0 for requests dropped unanswered).
     key: u64,
+    /// When it was filed (its reply published, or it was dropped).
+    filed: Instant,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -71,7 +82,8 @@ enum Reply {
 pub(super) enum AckError {
     /// The channel or connection failed.
     Broker(amiquip::Error),
-    /// The channel's confirms stopped (its connection died).
+    /// The channel's confirms stopped (its connection died), or the session's supervisor no
+    /// longer takes settled requests (the session ended).
     ConfirmsGone,
     /// A reply was not confirmed within [`CONFIRM_TIMEOUT`].
     Unconfirmed,
@@ -108,14 +120,16 @@ impl Acks {
     /// Files a request (its [`Redeliveries::key`]) whose reply was just published.
     pub(super) fn replied(&mut self, delivery: Delivery, key: u64) {
         self.published += 1;
+        let now = Instant::now();
         let state = match self.confirms {
-            Some(_) => Reply::Unconfirmed(self.published, Instant::now()),
+            Some(_) => Reply::Unconfirmed(self.published, now),
             None => Reply::Settled,
         };
         self.waiting.push_back(Waiting {
             delivery,
             state,
             key,
+            filed: now,
         });
     }
 
@@ -125,6 +139,7 @@ impl Acks {
             delivery,
             state: Reply::Settled,
             key: 0,
+            filed: Instant::now(),
         });
     }
 
@@ -178,26 +193,43 @@ impl Acks {
         }
     }
 
-    /// What the worker waits for next, besides its requests: whether to wake for a confirm
-    /// (only once the oldest unconfirmed reply has lingered [`CONFIRM_LINGER`]), and how long
-    /// to wait at most (until that, or until [`CONFIRM_TIMEOUT`] runs out).
-    pub(super) fn next_wait(&self, now: Instant) -> (bool, Duration) {
-        let lingers = self.waiting.len() < self.batch;
-        match self.oldest_unconfirmed() {
-            None => (false, CONFIRM_TIMEOUT),
-            Some(published) if lingers && now < published + CONFIRM_LINGER => {
-                (false, published + CONFIRM_LINGER - now)
-            }
-            Some(published) => (
-                true,
-                (published + CONFIRM_TIMEOUT).saturating_duration_since(now),
-            ),
-        }
+    /// When the oldest request held settled is handed on even without a full batch.
+    fn hand_on_at(&self) -> Option<Instant> {
+        self.waiting
+            .front()
+            .filter(|front| !matches!(front.state, Reply::Unconfirmed(..)))
+            .map(|front| front.filed + CONFIRM_LINGER)
     }
 
-    /// Acks the settled requests at the front (and requeues refused ones) when batching
-    /// allows: the prefetch buffer is empty or the run is long enough.
-    pub(super) fn settle(&mut self, consumer: &Consumer<'_>) -> amiquip::Result<()> {
+    /// What the worker waits for next, besides its requests: whether to wake for a confirm
+    /// (only once the oldest unconfirmed reply has lingered [`CONFIRM_LINGER`], or at once in
+    /// a `hurry`), and how long to wait at most (until that, until requests held settled are
+    /// due to be handed on, or until [`CONFIRM_TIMEOUT`] runs out).
+    pub(super) fn next_wait(&self, now: Instant, hurry: bool) -> (bool, Duration) {
+        let lingers = self.waiting.len() < self.batch && !hurry;
+        let (wake_on_confirm, until) = match self.oldest_unconfirmed() {
+            None => (false, now + CONFIRM_TIMEOUT),
+            Some(published) if lingers && now < published + CONFIRM_LINGER => {
+                (false, published + CONFIRM_LINGER)
+            }
+            Some(published) => (true, published + CONFIRM_TIMEOUT),
+        };
+        let until = match self.hand_on_at() {
+            Some(due) => until.min(due),
+            None => until,
+        };
+        (wake_on_confirm, until.saturating_duration_since(now))
+    }
+
+    /// Hands the settled requests at the front on to be acked (and refused ones to be
+    /// requeued) when batching allows: the run is a batch long, the oldest has waited
+    /// [`CONFIRM_LINGER`], or in a `hurry`. Handing on wakes the supervisor, so under load
+    /// it wakes once per batch, and a sequential caller costs it no wake-up per call.
+    pub(super) fn settle(
+        &mut self,
+        to: &Sender<Vec<Settled>>,
+        hurry: bool,
+    ) -> Result<(), AckError> {
         let run = self
             .waiting
             .iter()
@@ -207,47 +239,50 @@ impl Acks {
             .waiting
             .get(run)
             .is_some_and(|waiting| waiting.state == Reply::Refused);
-        if run >= self.batch || refused_next || consumer.receiver().is_empty() {
-            self.flush(consumer)?;
+        let due = self.hand_on_at().is_some_and(|due| due <= Instant::now());
+        if run >= self.batch || refused_next || (run > 0 && (hurry || due)) {
+            self.flush(to)?;
         }
         Ok(())
     }
 
-    /// Acks every settled request at the front and requeues every refused one, up to the first
-    /// reply still unconfirmed.
-    pub(super) fn flush(&mut self, consumer: &Consumer<'_>) -> amiquip::Result<()> {
-        let mut last_settled = None;
+    /// Hands on every settled and refused request at the front, up to the first reply still
+    /// unconfirmed.
+    pub(super) fn flush(&mut self, to: &Sender<Vec<Settled>>) -> Result<(), AckError> {
+        let mut batch = Vec::new();
         while let Some(front) = self.waiting.front() {
-            match front.state {
+            let refused = match front.state {
                 Reply::Unconfirmed(..) => break,
-                Reply::Settled => last_settled = self.waiting.pop_front().map(|w| w.delivery),
-                Reply::Refused => {
-                    if let Some(last) = last_settled.take() {
-                        consumer.ack_multiple(last)?;
-                    }
-                    if let Some(refused) = self.waiting.pop_front() {
-                        log::warn!(
-                            "fib-rpc server: the broker refused a reply (basic.nack); \
-                             its request goes back to the queue"
-                        );
-                        self.redeliveries.refused(refused.key);
-                        consumer.nack(refused.delivery, true)?;
-                    }
-                }
+                Reply::Settled => false,
+                Reply::Refused => true,
+            };
+            let Some(done) = self.waiting.pop_front() else {
+                break;
+            };
+            if refused {
+                log::warn!(
+                    "fib-rpc server: the broker refused a reply (basic.nack); its request goes \
+                     back to the queue"
+                );
+                self.redeliveries.refused(done.key);
             }
+            batch.push(Settled {
+                delivery: done.delivery,
+                refused,
+            });
         }
-        match last_settled {
-            Some(last) => consumer.ack_multiple(last),
-            None => Ok(()),
+        if batch.is_empty() {
+            return Ok(());
         }
+        to.send(batch).map_err(|_| AckError::ConfirmsGone)
     }
 
-    /// Waits (at most [`CONFIRM_TIMEOUT`] per reply) until every reply is confirmed, and acks
-    /// everything.
-    pub(super) fn flush_all(&mut self, consumer: &Consumer<'_>) -> Result<(), AckError> {
+    /// Waits (at most [`CONFIRM_TIMEOUT`] per reply) until every reply is confirmed, and
+    /// hands everything on.
+    pub(super) fn flush_all(&mut self, to: &Sender<Vec<Settled>>) -> Result<(), AckError> {
         let confirms = self.confirms();
         loop {
-            self.flush(consumer)?;
+            self.flush(to)?;
             let Some(deadline) = self.confirm_deadline() else {
                 return Ok(());
             };

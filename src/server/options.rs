@@ -54,7 +54,8 @@ pub struct ServerOptions {
     pub(super) publisher_confirms: bool,
 }
 
-/// Unacknowledged requests the broker may push to each worker ahead of time.
+/// Unacknowledged requests the broker may push to a server ahead of time, per worker: the
+/// server's one consumer has a window of workers × prefetch, shared by its workers.
 ///
 /// Measured (`examples/prefetch_bench.rs`, README): a window of 1 leaves a worker idle for a
 /// broker round trip after every reply; throughput on one server grows up to ~32, but each slot
@@ -95,13 +96,16 @@ impl ServerOptions {
         self
     }
 
-    /// Number of worker threads, each with its own channel (default: number of CPUs).
+    /// Number of worker threads, each running one request at a time and publishing its replies
+    /// on its own channel (default: number of CPUs). They take requests from one shared
+    /// consumer, so an idle worker takes the next request while others are busy.
     pub fn workers(mut self, workers: usize) -> Self {
         self.workers = workers;
         self
     }
 
-    /// Per-worker prefetch window (default [`DEFAULT_PREFETCH`]).
+    /// Prefetch per worker (default [`DEFAULT_PREFETCH`]): the server's window is
+    /// workers × prefetch (at most 65,535), shared by its workers.
     pub fn prefetch(mut self, prefetch: u16) -> Self {
         self.prefetch = prefetch;
         self

@@ -4,20 +4,26 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use amiquip::{AmqpValue, Connection, FieldTable, QueueDeclareOptions};
+use amiquip::{
+    AmqpValue, Channel, Confirm, Connection, Consumer, ConsumerMessage, ConsumerOptions, Delivery,
+    FieldTable, QueueDeclareOptions,
+};
 use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender};
 
+use super::acks::Settled;
 use super::handle::ServerCounters;
+use super::ledger::{Act, Ledger};
 use super::options::{QueueKind, ServerOptions};
 use super::redeliveries::Redeliveries;
 use super::request::Handler;
+use super::turns::Turns;
 use super::worker::{Worker, WorkerEnd};
 use crate::connect::{is_generic, more_specific, ConnectSettings};
 use crate::error::{Error, Result};
 use crate::reconnect::{Backoff, Brokers};
-use crate::util::{bump, is_disconnected};
+use crate::util::{bump, cancel_consumer, is_disconnected};
 
 /// Owns the connection and the workers, and gets a new connection when one is lost.
 pub(super) struct Supervisor<H> {
@@ -146,9 +152,9 @@ impl<H: Handler> Supervisor<H> {
         )
     }
 
-    /// Makes sure the queue exists, starts the workers on their own channels, reports ready
-    /// the first time, and waits until told to stop or a worker ends on its own (connection
-    /// trouble). Errors are setup failures.
+    /// Makes sure the queue exists, starts the session (see [`Session`]), reports ready the
+    /// first time, and acks what the workers settle until told to stop or the session fails.
+    /// Errors are setup failures.
     fn serve_connection(
         &self,
         connection: &mut Connection,
@@ -156,7 +162,31 @@ impl<H: Handler> Supervisor<H> {
         sessions: &mut u64,
     ) -> Result<Served> {
         ensure_queue(connection, &self.options.queue, self.options.declare_as)?;
-        let crew = self.start_crew(connection)?;
+        // The workers' reply channels first, so that nothing is consumed if one cannot open.
+        let mut replies = Vec::with_capacity(self.options.workers);
+        for _ in 0..self.options.workers {
+            replies.push(self.open_reply_channel(connection)?);
+        }
+        let window = u16::try_from(self.options.workers)
+            .unwrap_or(u16::MAX)
+            .saturating_mul(self.options.prefetch);
+        let intake = connection.open_channel(None).map_err(Error::amqp)?;
+        let consumer = intake
+            .qos(0, window, false)
+            .and_then(|()| {
+                intake.basic_consume(self.options.queue.as_str(), ConsumerOptions::default())
+            })
+            .map_err(Error::amqp)?;
+        let turns = Arc::new(Turns::default());
+        let (settled_tx, settled) = crossbeam_channel::unbounded();
+        let crew = match self.start_crew(replies, consumer.receiver(), &settled_tx, &turns) {
+            Ok(crew) => crew,
+            Err(err) => {
+                let _ = cancel_consumer(&consumer, CANCEL_BOUND);
+                return Err(err);
+            }
+        };
+        drop(settled_tx);
         log::info!(
             "fib-rpc server: {} workers consuming {:?}",
             crew.workers.len(),
@@ -172,82 +202,159 @@ impl<H: Handler> Supervisor<H> {
         if let Some(ready) = ready.take() {
             ready.fire();
         }
-        select! {
-            recv(self.stop) -> _ => {}
-            recv(crew.ended) -> _ => {}
+        let mut session = Session {
+            intake: &intake,
+            ledger: Ledger::new(usize::from(self.options.prefetch)),
+            turns,
+            settled,
+        };
+        let served = self.run_session(&mut session, &consumer, crew);
+        // Give amiquip time to report the cancel before the consumer goes (see
+        // `cancel_consumer`); on a dead connection this fails at once.
+        let _ = cancel_consumer(&consumer, CANCEL_BOUND);
+        drop(consumer);
+        if matches!(served, Served::Stopped) {
+            let _ = intake.close();
         }
-        // Before joining: a worker may take a while to finish its request.
+        Ok(served)
+    }
+
+    /// Acks what the workers settle until told to stop or a worker ends on its own.
+    ///
+    /// A graceful stop cancels the consumer: the workers answer the requests the broker had
+    /// already sent (at most the session's prefetch window), and end when the consumer's
+    /// stream does. After a failure they answer nothing more.
+    fn run_session(
+        &self,
+        session: &mut Session<'_>,
+        consumer: &Consumer<'_>,
+        mut crew: Crew,
+    ) -> Served {
+        let mut failed = loop {
+            select! {
+                recv(self.stop) -> _ => break None,
+                recv(crew.ended) -> _ => {
+                    crew.running -= 1;
+                    break Some(None);
+                }
+                recv(session.settled) -> batch => match batch {
+                    Ok(batch) => {
+                        if let Err(err) = session.file(batch) {
+                            break Some(Some(err));
+                        }
+                    }
+                    Err(_) => break Some(None),
+                },
+            }
+        };
+        if failed.is_none() {
+            session.turns.drain();
+            if let Err(err) = consumer.cancel() {
+                failed = Some(Some(err));
+            }
+        }
         let ended_at = Instant::now();
-        Ok(match crew.stop() {
+        if failed.is_some() {
+            session.turns.close(true);
+            drop(crew.stop);
+        }
+        let mut settled = session.settled.clone();
+        while crew.running > 0 {
+            select! {
+                recv(crew.ended) -> _ => crew.running -= 1,
+                recv(settled) -> batch => match batch {
+                    Ok(batch) => {
+                        if let Err(err) = session.file(batch) {
+                            failed = failed.or(Some(Some(err)));
+                        }
+                    }
+                    // Every worker is gone; their end signals follow.
+                    Err(_) => settled = crossbeam_channel::never(),
+                },
+            }
+        }
+        let stopped_all = join_workers(crew.workers);
+        // Everything settled is acked, even after a loss: answered and confirmed requests need
+        // not come back (on a dead connection this fails harmlessly).
+        while let Ok(batch) = session.settled.try_recv() {
+            let _ = session.file(batch);
+        }
+        if let Err(err) = session.ack(true) {
+            failed = failed.or(Some(Some(err)));
+        }
+        match failed.or(stopped_all) {
             None => Served::Stopped,
             Some(seen) => {
                 self.redeliveries.lost(ended_at);
                 Served::Lost(seen)
             }
-        })
+        }
     }
 
-    /// Starts every worker and returns once all consume; if any cannot, stops the others
-    /// and returns why.
-    fn start_crew(&self, connection: &mut Connection) -> Result<Crew> {
+    /// Starts every worker on the shared consumer. If one cannot start, stops the others and
+    /// returns why.
+    fn start_crew(
+        &self,
+        replies: Vec<(Channel, Option<Receiver<Confirm>>)>,
+        deliveries: &Receiver<ConsumerMessage>,
+        settled: &Sender<Vec<Settled>>,
+        turns: &Arc<Turns>,
+    ) -> Result<Crew> {
         let (stop, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let (ended_tx, ended) = crossbeam_channel::unbounded::<()>();
-        let (consuming_tx, consuming_rx) = crossbeam_channel::unbounded();
         let mut crew = Crew {
-            workers: Vec::with_capacity(self.options.workers),
+            workers: Vec::with_capacity(replies.len()),
+            running: 0,
             stop,
             ended,
         };
-        let mut started = Ok(());
-        for index in 0..self.options.workers {
-            let spawned = self.spawn_worker(
-                connection,
-                index,
-                stop_rx.clone(),
-                ended_tx.clone(),
-                consuming_tx.clone(),
-            );
+        for (index, (channel, confirms)) in replies.into_iter().enumerate() {
+            let worker = Worker {
+                channel,
+                deliveries: deliveries.clone(),
+                settled: settled.clone(),
+                turns: Arc::clone(turns),
+                handler: Arc::clone(&self.handler),
+                stop: stop_rx.clone(),
+                max_reply_bytes: self.options.max_reply_bytes,
+                deadline_grace: self.options.deadline_grace,
+                stats: Arc::clone(&self.stats),
+                redeliveries: Arc::clone(&self.redeliveries),
+                ack_batch: usize::from(self.options.prefetch / 2).max(1),
+                confirms,
+            };
+            let ended = ended_tx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("fib-rpc-worker-{index}"))
+                .spawn(move || {
+                    let _ended = EndedSignal(ended);
+                    worker.run()
+                });
             match spawned {
-                Ok(thread) => crew.workers.push(thread),
+                Ok(thread) => {
+                    crew.workers.push(thread);
+                    crew.running += 1;
+                }
                 Err(err) => {
-                    started = Err(err);
-                    break;
+                    turns.close(true);
+                    drop(crew.stop);
+                    join_workers(crew.workers);
+                    return Err(Error::Io(err));
                 }
             }
-        }
-        drop(consuming_tx);
-        // Each worker reports once it consumes (Ok) or could not (Err).
-        for _ in 0..crew.workers.len() {
-            match consuming_rx.recv() {
-                Ok(Ok(())) => {}
-                Ok(Err(err)) => started = started.and(Err(err)),
-                Err(_) => break,
-            }
-        }
-        if let Err(err) = started {
-            let failed_at = Instant::now();
-            crew.stop();
-            // Workers that did start may have answered something that broke the connection.
-            self.redeliveries.lost(failed_at);
-            return Err(err);
         }
         Ok(crew)
     }
 
-    /// Opens a worker's channel with its prefetch window and starts its thread.
-    fn spawn_worker(
+    /// Opens a worker's channel for its replies, with publisher confirms when they are on.
+    fn open_reply_channel(
         &self,
         connection: &mut Connection,
-        index: usize,
-        stop: Receiver<()>,
-        ended: Sender<()>,
-        consuming: Sender<Result<()>>,
-    ) -> Result<JoinHandle<WorkerEnd>> {
+    ) -> Result<(Channel, Option<Receiver<Confirm>>)> {
         let confirms = self.options.publisher_confirms;
-        let (channel, confirms) = connection
+        connection
             .open_channel(None)
             .and_then(|channel| {
-                channel.qos(0, self.options.prefetch, false)?;
                 // Listening first, so no confirm can arrive unheard.
                 let confirms = match confirms {
                     true => {
@@ -259,26 +366,55 @@ impl<H: Handler> Supervisor<H> {
                 };
                 Ok((channel, confirms))
             })
-            .map_err(Error::amqp)?;
-        let worker = Worker {
-            channel,
-            queue: self.options.queue.clone(),
-            handler: Arc::clone(&self.handler),
-            stop,
-            max_reply_bytes: self.options.max_reply_bytes,
-            deadline_grace: self.options.deadline_grace,
-            stats: Arc::clone(&self.stats),
-            redeliveries: Arc::clone(&self.redeliveries),
-            ack_batch: usize::from(self.options.prefetch / 2).max(1),
-            confirms,
-        };
-        std::thread::Builder::new()
-            .name(format!("fib-rpc-worker-{index}"))
-            .spawn(move || {
-                let _ended = EndedSignal(ended);
-                worker.run(consuming)
-            })
-            .map_err(Error::Io)
+            .map_err(Error::amqp)
+    }
+}
+
+/// How long the supervisor waits for amiquip to report its consumer cancelled.
+const CANCEL_BOUND: Duration = Duration::from_secs(5);
+
+/// One connection's consuming side: the channel the workers' requests arrive on, and what is
+/// needed to ack them there.
+///
+/// The session's workers share one consumer (an idle worker takes the next request, so none
+/// waits behind a slow one while another worker is idle) and answer on their own channels.
+/// The supervisor owns the consuming channel and its consumer (amiquip's `Channel` cannot be
+/// shared between threads, and a consumer cannot leave the thread of its channel) and acks
+/// there what the workers settle, in tag order (see [`Ledger`]).
+struct Session<'a> {
+    intake: &'a Channel,
+    ledger: Ledger<Delivery>,
+    turns: Arc<Turns>,
+    settled: Receiver<Vec<Settled>>,
+}
+
+impl Session<'_> {
+    /// Files settled requests, and the ones that arrived meanwhile, then acks what it may. An
+    /// empty batch is a redelivered request asking for everything settled to be acked.
+    fn file(&mut self, batch: Vec<Settled>) -> amiquip::Result<()> {
+        let mut next = Some(batch);
+        while let Some(batch) = next {
+            for settled in batch {
+                let tag = settled.delivery.delivery_tag();
+                self.ledger.settled(tag, settled.delivery, settled.refused);
+            }
+            next = self.settled.try_recv().ok();
+        }
+        self.ack(self.turns.is_alone())
+    }
+
+    /// Acks (and requeues) what the ledger allows; `everything` settled if asked.
+    fn ack(&mut self, everything: bool) -> amiquip::Result<()> {
+        let (acts, finished) = self.ledger.acts(everything);
+        for act in acts {
+            match act {
+                Act::AckThrough(delivery) => delivery.ack_multiple(self.intake)?,
+                Act::Ack(delivery) => delivery.ack(self.intake)?,
+                Act::Requeue(delivery) => delivery.nack(self.intake, true)?,
+            }
+        }
+        self.turns.acked(finished);
+        Ok(())
     }
 }
 
@@ -300,19 +436,12 @@ impl ReadySignal {
 /// The workers serving one connection, and the signals between them and the supervisor.
 struct Crew {
     workers: Vec<JoinHandle<WorkerEnd>>,
+    /// Workers that have not reported their end yet.
+    running: usize,
     /// The workers stop when this is dropped.
     stop: Sender<()>,
     /// Gets a message when any worker ends.
     ended: Receiver<()>,
-}
-
-impl Crew {
-    /// Stops the workers and joins them. Returns `None` if all stopped as asked, otherwise
-    /// `Some` of the first AMQP error any of them saw.
-    fn stop(self) -> Option<Option<amiquip::Error>> {
-        drop(self.stop);
-        join_workers(self.workers)
-    }
 }
 
 /// Whether a setup error means the connection went away (rather than the broker refusing

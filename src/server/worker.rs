@@ -1,21 +1,23 @@
-//! A worker thread: its own channel, consumer and prefetch window. It runs the handler on
-//! each request, publishes the reply, and acks once the broker confirms the reply (see
-//! [`Acks`]).
+//! A worker thread. The workers of a session take requests from one shared consumer (an
+//! idle worker takes the next; a busy one takes none), run the handler, and publish each
+//! reply on their own channel. Once the broker confirms a reply (see [`Acks`]) the request
+//! goes to the supervisor, which acks it on the consuming channel (see
+//! [`Ledger`](super::ledger::Ledger)).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use amiquip::{Channel, Confirm, Consumer, ConsumerMessage, ConsumerOptions, Delivery, Publish};
+use amiquip::{Channel, Confirm, ConsumerMessage, Delivery, Publish};
 use crossbeam_channel::{select, Receiver, Sender};
 
-use super::acks::{AckError, Acks, CONFIRM_TIMEOUT};
+use super::acks::{AckError, Acks, Settled, CONFIRM_TIMEOUT};
 use super::handle::ServerCounters;
 use super::redeliveries::Redeliveries;
 use super::request::{Handler, Request};
-use crate::error::{Error, Result};
-use crate::util::bump;
+use super::turns::{Quiet, Turn, Turns};
+use crate::util::{bump, is_disconnected};
 use crate::wire::{self, ErrorCode};
 
 /// How a worker ended.
@@ -26,44 +28,39 @@ pub(super) enum WorkerEnd {
     Lost(Option<amiquip::Error>),
 }
 
-/// One worker: its own channel and consumer.
+/// One worker: the session's shared consumer, and its own channel for replies.
 pub(super) struct Worker<H> {
+    /// Publishes the replies (with the worker's publisher confirms).
     pub(super) channel: Channel,
-    pub(super) queue: String,
+    /// The session's consumer, shared by its workers.
+    pub(super) deliveries: Receiver<ConsumerMessage>,
+    /// Where settled requests go to be acked: the supervisor.
+    pub(super) settled: Sender<Vec<Settled>>,
+    pub(super) turns: Arc<Turns>,
     pub(super) handler: Arc<H>,
+    /// Disconnects when the session failed: take nothing more. (A graceful stop ends the
+    /// shared consumer instead, once the requests already delivered are taken.)
     pub(super) stop: Receiver<()>,
     pub(super) max_reply_bytes: usize,
     pub(super) deadline_grace: Duration,
     pub(super) stats: Arc<ServerCounters>,
     pub(super) redeliveries: Arc<Redeliveries>,
-    /// Most requests answered before one ack covers them all; see [`Acks`].
+    /// Most requests settled before they are handed on together; see [`Acks`].
     pub(super) ack_batch: usize,
     /// The channel's publisher confirms, when they are on.
     pub(super) confirms: Option<Receiver<Confirm>>,
 }
 
 impl<H: Handler> Worker<H> {
-    pub(super) fn run(self, consuming: Sender<Result<()>>) -> WorkerEnd {
-        let consumer = match self
-            .channel
-            .basic_consume(self.queue.as_str(), ConsumerOptions::default())
-        {
-            Ok(consumer) => consumer,
-            Err(err) => {
-                let _ = consuming.send(Err(Error::amqp(err)));
-                return WorkerEnd::Stopped;
-            }
-        };
-        let _ = consuming.send(Ok(()));
-        let end = self.serve(&consumer);
-        drop(consumer);
+    pub(super) fn run(self) -> WorkerEnd {
+        let end = self.serve();
         if matches!(end, WorkerEnd::Stopped) {
             let _ = self.channel.close();
         }
         end
     }
 
-    fn serve(&self, consumer: &Consumer<'_>) -> WorkerEnd {
+    fn serve(&self) -> WorkerEnd {
         let mut acks = Acks::new(
             self.confirms.clone(),
             self.ack_batch,
@@ -72,31 +69,39 @@ impl<H: Handler> Worker<H> {
         let confirms = acks.confirms();
         let no_confirms = crossbeam_channel::never();
         loop {
+            // Checked first: once the session failed, take nothing more.
+            if is_disconnected(&self.stop) {
+                return self.drain(acks);
+            }
+            let hurry = self.turns.is_alone();
             // Confirms already here are read without waiting; see `Acks::next_wait`.
             if let Err(err) = acks
                 .take_confirms()
-                .and_then(|()| Ok(acks.settle(consumer)?))
+                .and_then(|()| acks.settle(&self.settled, hurry))
             {
                 return lost(err);
             }
-            let (wake_on_confirm, wait) = acks.next_wait(Instant::now());
+            let (wake_on_confirm, wait) = acks.next_wait(Instant::now(), hurry);
             let confirm_arm = if wake_on_confirm {
                 &confirms
             } else {
                 &no_confirms
             };
             let done = select! {
-                recv(self.stop) -> _ => return self.drain(consumer, acks),
-                recv(consumer.receiver()) -> message => match message {
+                recv(self.stop) -> _ => return self.drain(acks),
+                recv(self.deliveries) -> message => match message {
                     Ok(ConsumerMessage::Delivery(delivery)) => {
-                        self.serve_one(consumer, delivery, &mut acks)
+                        self.serve_one(delivery, &mut acks)
                     }
                     Ok(ConsumerMessage::ServerCancelled) => {
-                        // The channel still works: ack what was answered, or it comes back if
-                        // the queue survives (usually it was deleted).
-                        let _ = acks.flush_all(consumer);
+                        // The channels still work: hand on what was answered, or it comes
+                        // back if the queue survives (usually it was deleted).
+                        let _ = acks.flush_all(&self.settled);
                         return ended(Ok(ConsumerMessage::ServerCancelled));
                     }
+                    Ok(ConsumerMessage::ClientCancelled) => return self.drain(acks),
+                    // The stream ends after the cancel (to the other workers).
+                    Err(_) if self.turns.is_draining() => return self.drain(acks),
                     other => return ended(other),
                 },
                 recv(confirm_arm) -> confirm => match confirm {
@@ -117,28 +122,20 @@ impl<H: Handler> Worker<H> {
         }
     }
 
-    /// Graceful stop: cancel the consumer, then answer what the broker had already sent us
-    /// (at most the prefetch window), and ack once the replies are confirmed. amiquip queues
-    /// `ClientCancelled` behind those deliveries.
-    fn drain(&self, consumer: &Consumer<'_>, mut acks: Acks) -> WorkerEnd {
-        if let Err(err) = acks.flush(consumer).and_then(|()| consumer.cancel()) {
-            return WorkerEnd::Lost(Some(err));
+    /// The session ends. After a graceful stop (the consumer's stream ended once the requests
+    /// the broker had sent were taken, all answered), wait for the confirms and hand
+    /// everything on to be acked; after a failure, just hand on what is settled.
+    fn drain(&self, mut acks: Acks) -> WorkerEnd {
+        if self.turns.is_lost() {
+            // The supervisor acks what is settled already; the rest comes back.
+            let _ = acks
+                .take_confirms()
+                .and_then(|()| acks.flush(&self.settled));
+            return WorkerEnd::Stopped;
         }
-        loop {
-            match consumer.receiver().recv() {
-                Ok(ConsumerMessage::Delivery(delivery)) => {
-                    if let Err(err) = self.serve_one(consumer, delivery, &mut acks) {
-                        return lost(err);
-                    }
-                }
-                Ok(ConsumerMessage::ClientCancelled) => {
-                    return match acks.flush_all(consumer) {
-                        Ok(()) => WorkerEnd::Stopped,
-                        Err(err) => lost(err),
-                    };
-                }
-                other => return ended(other),
-            }
+        match acks.flush_all(&self.settled) {
+            Ok(()) => WorkerEnd::Stopped,
+            Err(err) => lost(err),
         }
     }
 
@@ -149,25 +146,51 @@ impl<H: Handler> Worker<H> {
     /// Dropped unanswered, but acked: requests without `reply_to` (nowhere to answer) and
     /// requests whose caller's deadline ([`DEADLINE_HEADER`](crate::wire::DEADLINE_HEADER))
     /// has passed, and requests that keep coming back (see [`Redeliveries`]).
-    fn serve_one(
-        &self,
-        consumer: &Consumer<'_>,
-        delivery: Delivery,
-        acks: &mut Acks,
-    ) -> Result<(), AckError> {
-        // No ack is held across a redelivered request: everything before it is acked first,
-        // and it is acked before the next. A redelivered request may be one whose reply breaks
-        // the connection (see [`Redeliveries`]); requests still unacked at each such loss
-        // would come back with it every time, be marked with it, and be dropped as poison.
-        let redelivered = delivery.redelivered;
-        if redelivered {
-            acks.flush_all(consumer)?;
+    ///
+    /// A redelivered request runs alone on the session (see [`Turns`]); a first-time request
+    /// taken meanwhile waits for it, unstarted. A request left unstarted because the session
+    /// ends goes back to the queue when the consuming channel closes.
+    fn serve_one(&self, delivery: Delivery, acks: &mut Acks) -> Result<(), AckError> {
+        if delivery.redelivered {
+            return self.serve_alone(delivery, acks);
+        }
+        loop {
+            match self.turns.try_start() {
+                Turn::Go => return Ok(self.answer(delivery, acks)?),
+                Turn::Closing => return Ok(()),
+                Turn::Wait => {
+                    // The redelivered request waits for everything answered to be acked.
+                    acks.flush_all(&self.settled)?;
+                    if !self.turns.wait_turn() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// A redelivered request: once every other request of the session is acked, answer it
+    /// alone and see it acked before anything else starts.
+    fn serve_alone(&self, delivery: Delivery, acks: &mut Acks) -> Result<(), AckError> {
+        acks.flush_all(&self.settled)?;
+        let Some(alone) = self.turns.start_alone() else {
+            return Ok(());
+        };
+        // Wakes the supervisor: requests held behind a gap are acked at once now.
+        self.settled
+            .send(Vec::new())
+            .map_err(|_| AckError::ConfirmsGone)?;
+        match alone.wait_quiet(1, Instant::now() + CONFIRM_TIMEOUT) {
+            Quiet::Yes => {}
+            Quiet::Closing => return Ok(()),
+            Quiet::TimedOut => return Err(AckError::Unconfirmed),
         }
         self.answer(delivery, acks)?;
-        if redelivered {
-            acks.flush_all(consumer)?;
+        acks.flush_all(&self.settled)?;
+        match alone.wait_quiet(0, Instant::now() + CONFIRM_TIMEOUT) {
+            Quiet::Yes | Quiet::Closing => Ok(()),
+            Quiet::TimedOut => Err(AckError::Unconfirmed),
         }
-        Ok(())
     }
 
     /// Answers one request, or drops it; either way files it with `acks`.

@@ -1,0 +1,126 @@
+//! Head-of-line blocking: a slow request must not hold up fast ones while another worker of
+//! the same server is idle.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{amqp_url, TestQueue};
+use fib_rpc::{Handler, RemoteError, Request, RpcServer, ServerOptions};
+
+/// Sleeps 2 s on the body `slow`, answers everything else at once (echoing it).
+struct SlowOnce;
+
+impl Handler for SlowOnce {
+    fn handle(&self, request: &Request) -> Result<Vec<u8>, RemoteError> {
+        if request.body() == b"slow" {
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        Ok(request.body().to_vec())
+    }
+}
+
+#[test]
+fn a_slow_request_does_not_hold_up_fast_ones_while_a_worker_is_idle() {
+    let queue = TestQueue::new("head-of-line");
+    // Two workers, the default prefetch.
+    let server = RpcServer::start(
+        &amqp_url(),
+        ServerOptions::default().queue(&queue.name).workers(2),
+        SlowOnce,
+    )
+    .unwrap();
+    let client = common::raw_client(&queue.name);
+    let slow = client
+        .send(b"slow", Instant::now() + Duration::from_secs(10))
+        .unwrap();
+    // Let the slow request reach a worker first.
+    std::thread::sleep(Duration::from_millis(100));
+    let mut failed = Vec::new();
+    for i in 0..10 {
+        let body = format!("fast-{i}");
+        match client.call_timeout(body.as_bytes(), Duration::from_secs(1)) {
+            Ok(reply) => assert_eq!(reply, body.as_bytes()),
+            Err(err) => failed.push(format!("{body}: {err}")),
+        }
+    }
+    assert!(failed.is_empty(), "fast calls held up: {failed:?}");
+    assert_eq!(slow.wait().unwrap(), b"slow");
+    drop(client);
+    server.stop().unwrap();
+    assert_eq!(queue.message_count(), 0, "every request was acked");
+}
+
+/// Tracks which requests run at once: a redelivered request must run alone.
+#[derive(Default, Clone)]
+struct Overlaps {
+    // Running now, whether a redelivered one is among them, and the overlaps seen.
+    state: std::sync::Arc<std::sync::Mutex<(usize, bool, Vec<String>)>>,
+}
+
+impl Handler for Overlaps {
+    fn handle(&self, request: &Request) -> Result<Vec<u8>, RemoteError> {
+        let body = String::from_utf8_lossy(request.body()).into_owned();
+        {
+            let mut state = self.state.lock().unwrap();
+            if state.1 || (request.redelivered() && state.0 > 0) {
+                state.2.push(body.clone());
+            }
+            state.0 += 1;
+            state.1 |= request.redelivered();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let mut state = self.state.lock().unwrap();
+        state.0 -= 1;
+        if request.redelivered() {
+            state.1 = false;
+        }
+        Ok(request.body().to_vec())
+    }
+}
+
+#[test]
+fn a_redelivered_request_runs_alone_among_several_workers() {
+    use amiquip::{ConsumerMessage, ConsumerOptions};
+    let queue = TestQueue::new("redelivered-alone");
+    queue.declare_classic();
+    let client = common::raw_client(&queue.name);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let redo = client.send(b"redo", deadline).unwrap();
+    // A consumer takes the request and dies without acking it: it comes back redelivered,
+    // ahead of the requests sent meanwhile.
+    let mut connection = common::admin_connection();
+    let channel = connection.open_channel(None).unwrap();
+    channel.qos(0, 1, false).unwrap();
+    let consumer = channel
+        .basic_consume(queue.name.as_str(), ConsumerOptions::default())
+        .unwrap();
+    let Ok(ConsumerMessage::Delivery(_unacked)) = consumer.receiver().recv() else {
+        panic!("expected the request");
+    };
+    let others: Vec<_> = (0..8)
+        .map(|i| client.send(format!("n-{i}").as_bytes(), deadline).unwrap())
+        .collect();
+    common::cancel_consumer(consumer);
+    connection.close().unwrap();
+    let overlaps = Overlaps::default();
+    let server = RpcServer::start(
+        &amqp_url(),
+        ServerOptions::default().queue(&queue.name).workers(2),
+        overlaps.clone(),
+    )
+    .unwrap();
+    assert_eq!(redo.wait().unwrap(), b"redo");
+    for (i, reply) in others.into_iter().enumerate() {
+        assert_eq!(reply.wait().unwrap(), format!("n-{i}").as_bytes());
+    }
+    let state = overlaps.state.lock().unwrap();
+    assert!(
+        state.2.is_empty(),
+        "ran alongside the redelivered one: {:?}",
+        state.2
+    );
+    drop(state);
+    server.stop().unwrap();
+    assert_eq!(queue.message_count(), 0, "every request was acked");
+}
