@@ -10,7 +10,7 @@ cd "$ROOT"
 cargo build --release --quiet --bin fib-rpc
 fib_rpc="$ROOT/target/release/fib-rpc"
 
-# The server says "fib-rpc serve: ready: ..." on stderr once it consumes; wait for that line.
+# The server logs "... fib_rpc::serve: ready: ..." on stderr once it consumes; wait for that line.
 ready="$(mktemp -u)"
 mkfifo "$ready"
 "$fib_rpc" serve 2>"$ready" &

@@ -162,7 +162,7 @@ impl Brokers {
                 Ok(connection) => return Ok(connection),
                 Err(err) => {
                     if self.urls.len() > 1 {
-                        log::warn!("fib-rpc: {}; trying the next broker", err.full_message());
+                        log::warn!("{}; trying the next broker", err.full_message());
                     }
                     if most_hopeful
                         .as_ref()

@@ -37,7 +37,7 @@ pub(crate) fn cancel_consumer(consumer: &Consumer<'_>, within: Duration) -> amiq
             Ok(_) | Err(RecvTimeoutError::Disconnected) => return Ok(()),
             Err(RecvTimeoutError::Timeout) => {
                 log::warn!(
-                    "fib-rpc: amiquip did not confirm a consumer's cancel within {within:?}; \
+                    "amiquip did not confirm a consumer's cancel within {within:?}; \
                      the connection may not close cleanly"
                 );
                 return Ok(());

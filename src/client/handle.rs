@@ -72,7 +72,7 @@ impl ReaderHandle {
                 let _ = self.thread.join();
             }
             _ => log::warn!(
-                "fib-rpc client: reader thread did not stop within {bound:?}; \
+                "reader thread did not stop within {bound:?}; \
                  it will end when the broker answers or heartbeats time out"
             ),
         }

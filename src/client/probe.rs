@@ -322,7 +322,7 @@ impl Prober {
                     })
                 }
                 Err(err) => {
-                    log::warn!("fib-rpc client: cannot start the probe thread: {err}");
+                    log::warn!("cannot start the probe thread: {err}");
                     return None;
                 }
             }
@@ -339,7 +339,7 @@ impl Prober {
                 Err(RecvTimeoutError::Disconnected) => {
                     let _ = thread.join();
                 }
-                _ => log::debug!("fib-rpc client: probe thread did not stop within {bound:?}"),
+                _ => log::debug!("probe thread did not stop within {bound:?}"),
             }
         }
     }
@@ -426,7 +426,7 @@ impl ProbeLoop {
                     return Ok(seen);
                 }
                 Err(err) => {
-                    log::debug!("fib-rpc client: probing queue {:?}: {err}", self.queue);
+                    log::debug!("probing queue {:?}: {err}", self.queue);
                     self.channel = None;
                     last_failure = ProbeFailed::Broker(BrokerError::amqp(err));
                 }

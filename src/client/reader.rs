@@ -171,7 +171,7 @@ impl Reader {
         match self.run_session(&mut connection, ready) {
             Ok(SessionEnd::Shutdown) => {
                 if let Err(err) = connection.close() {
-                    log::debug!("fib-rpc client: closing the connection: {err}");
+                    log::debug!("closing the connection: {err}");
                 }
                 Next::Stop
             }
@@ -203,7 +203,7 @@ impl Reader {
         if is_disconnected(&self.closed) {
             return Next::Stop;
         }
-        log::warn!("fib-rpc client: {doing}{}; retrying", err.full_message());
+        log::warn!("{doing}{}; retrying", err.full_message());
         self.shared.set_disconnected(err);
         Next::Retry
     }
@@ -228,7 +228,7 @@ impl Reader {
             self.pending_lost(&cause);
         }
         log::warn!(
-            "fib-rpc client: connection to {} lost{}; reconnecting",
+            "connection to {} lost{}; reconnecting",
             self.brokers.current(),
             cause
                 .as_ref()
@@ -336,14 +336,14 @@ impl Reader {
         };
 
         log::debug!(
-            "fib-rpc client: connected to {}; replies come to {reply_to:?}",
+            "connected to {}; replies come to {reply_to:?}",
             self.brokers.current()
         );
         self.sessions += 1;
         if self.sessions > 1 {
             bump(&self.shared.counters.reconnects);
             log::warn!(
-                "fib-rpc client: reconnected to {}; sending {} call(s) that waited",
+                "reconnected to {}; sending {} call(s) that waited",
                 self.brokers.current(),
                 self.waiting.len()
             );
@@ -373,7 +373,7 @@ impl Reader {
         };
         // On a lost connection this fails at once; the reason is already known.
         if let Err(err) = cancel_consumer(&consumer, CONSUMER_CANCEL_WAIT) {
-            log::debug!("fib-rpc client: cancelling the reply consumer: {err}");
+            log::debug!("cancelling the reply consumer: {err}");
         }
         self.shared.connected.store(false, Ordering::SeqCst);
         Ok(end)
@@ -483,7 +483,7 @@ impl Reader {
         match declare_passive(&channel, &self.queue, &self.shared.watch) {
             Ok(Seen::Queue(_)) => return Ok(channel),
             Ok(Seen::NoQueue) => {}
-            Err(err) => log::debug!("fib-rpc client: probing queue {:?}: {err}", self.queue),
+            Err(err) => log::debug!("probing queue {:?}: {err}", self.queue),
         }
         drop(channel);
         connection.open_channel(None).map_err(Error::amqp)
@@ -597,7 +597,7 @@ impl Reader {
         let at = Instant::now() + delay;
         if call.idempotent && at < call.deadline && call.state.refused() {
             log::debug!(
-                "fib-rpc client: the broker refused request {}; sending it again in {delay:?}",
+                "the broker refused request {}; sending it again in {delay:?}",
                 call.correlation_id
             );
             self.resends.push((at, call));
@@ -753,7 +753,7 @@ fn close_reason(message: ConsumerMessage) -> Option<BrokerError> {
         ConsumerMessage::ServerClosedConnection(err)
         | ConsumerMessage::ServerClosedChannel(err) => Some(BrokerError::amqp(err)),
         ConsumerMessage::ServerCancelled => {
-            log::warn!("fib-rpc client: the broker cancelled the reply consumer");
+            log::warn!("the broker cancelled the reply consumer");
             None
         }
         _ => None,

@@ -261,7 +261,7 @@ impl Acks {
             };
             if refused {
                 log::warn!(
-                    "fib-rpc server: the broker refused a reply (basic.nack); its request goes \
+                    "the broker refused a reply (basic.nack); its request goes \
                      back to the queue"
                 );
                 self.redeliveries.refused(done.key);

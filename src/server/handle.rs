@@ -465,7 +465,7 @@ impl RpcServer {
                 thread.join().unwrap_or_else(|_| Err(panicked()))
             }
             _ => {
-                log::warn!("fib-rpc server: not stopped within {timeout:?}; leaving it to finish");
+                log::warn!("not stopped within {timeout:?}; leaving it to finish");
                 Err(Error::Timeout {
                     waited: timeout,
                     consumers: None,
@@ -480,7 +480,7 @@ impl Drop for RpcServer {
     fn drop(&mut self) {
         self.stop.stop();
         if let Err(err) = self.join_within(self.stop_timeout) {
-            log::warn!("fib-rpc server: {err}");
+            log::warn!("{err}");
         }
     }
 }

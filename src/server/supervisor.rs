@@ -85,7 +85,7 @@ impl<H: Handler> Supervisor<H> {
                 Err(err) if ready.is_some() && !self.waits_for(&err) => return Err(err),
                 Err(_) if is_disconnected(&self.stop) => return Ok(()),
                 Err(err) => {
-                    log::warn!("fib-rpc server: {}; retrying", err.full_message());
+                    log::warn!("{}; retrying", err.full_message());
                     self.note_failure(err.full_message());
                     if !self.pause() {
                         return Ok(());
@@ -122,7 +122,7 @@ impl<H: Handler> Supervisor<H> {
                     None => format!("connection to {broker} lost"),
                 },
             };
-            log::error!("fib-rpc server: {lost}; reconnecting");
+            log::error!("{lost}; reconnecting");
             self.note_failure(lost);
             if started.elapsed() >= self.backoff.max() {
                 self.backoff.reset();
@@ -188,7 +188,7 @@ impl<H: Handler> Supervisor<H> {
         };
         drop(settled_tx);
         log::info!(
-            "fib-rpc server: {} workers consuming {:?}",
+            "{} workers consuming {:?}",
             crew.workers.len(),
             self.options.queue
         );
@@ -196,7 +196,7 @@ impl<H: Handler> Supervisor<H> {
         let broker = self.brokers.current().to_string(); // password masked
         if *sessions > 1 {
             bump(&self.stats.reconnects);
-            log::warn!("fib-rpc server: reconnected to {broker}");
+            log::warn!("reconnected to {broker}");
         }
         *self.stats.broker.lock().unwrap_or_else(|e| e.into_inner()) = Some(broker);
         if let Some(ready) = ready.take() {
@@ -478,7 +478,7 @@ fn join_workers(workers: Vec<JoinHandle<WorkerEnd>>) -> Option<Option<amiquip::E
                 first_error = first_error.or(err);
             }
             Err(_) => {
-                log::error!("fib-rpc server: a worker thread panicked");
+                log::error!("a worker thread panicked");
                 lost = true;
             }
         }
@@ -523,7 +523,7 @@ fn ensure_queue(connection: &mut Connection, queue: &str, kind: QueueKind) -> Re
     };
     match declare.queue_declare(queue, options) {
         Ok(_) => {
-            log::info!("fib-rpc server: declared {kind:?} queue {queue:?}");
+            log::info!("declared {kind:?} queue {queue:?}");
             let _ = declare.close();
             Ok(())
         }

@@ -318,7 +318,7 @@ fn lost(err: AckError) -> WorkerEnd {
         AckError::ConfirmsGone => WorkerEnd::Lost(None),
         AckError::Unconfirmed => {
             log::error!(
-                "fib-rpc server: a reply was not confirmed by the broker within {} s; giving \
+                "a reply was not confirmed by the broker within {} s; giving \
                  the connection up so its requests come back",
                 CONFIRM_TIMEOUT.as_secs()
             );
@@ -333,7 +333,7 @@ fn ended(message: std::result::Result<ConsumerMessage, crossbeam_channel::RecvEr
         Ok(ConsumerMessage::ServerClosedConnection(err))
         | Ok(ConsumerMessage::ServerClosedChannel(err)) => WorkerEnd::Lost(Some(err)),
         Ok(ConsumerMessage::ServerCancelled) => {
-            log::error!("fib-rpc server: the broker cancelled our consumer (queue deleted?)");
+            log::error!("the broker cancelled our consumer (queue deleted?)");
             WorkerEnd::Lost(None)
         }
         Ok(_) => WorkerEnd::Stopped,

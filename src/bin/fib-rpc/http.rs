@@ -116,7 +116,7 @@ impl HttpServer {
         let wake_addr = wake_address(self.addr);
         for _ in 0..self.threads.len() {
             if let Err(err) = TcpStream::connect_timeout(&wake_addr, Duration::from_secs(1)) {
-                log::warn!("fib-rpc serve: could not wake the metrics endpoint: {err}");
+                log::warn!("could not wake the metrics endpoint: {err}");
                 break;
             }
         }
@@ -128,7 +128,7 @@ impl HttpServer {
                 }
             }
             _ => log::warn!(
-                "fib-rpc serve: metrics endpoint not stopped within {STOP_BOUND:?}; leaving it"
+                "metrics endpoint not stopped within {STOP_BOUND:?}; leaving it"
             ),
         }
     }
@@ -167,12 +167,12 @@ fn accept_loop(listener: &TcpListener, stop: &AtomicBool, page: &Page, _done: Se
         match accepted {
             Ok((stream, peer)) => {
                 if let Err(err) = handle(stream, stop, page) {
-                    log::debug!("fib-rpc serve: metrics request from {peer}: {err}");
+                    log::debug!("metrics request from {peer}: {err}");
                 }
             }
             // Out of file descriptors, or the like: wait rather than spin.
             Err(err) => {
-                log::warn!("fib-rpc serve: metrics endpoint cannot accept: {err}");
+                log::warn!("metrics endpoint cannot accept: {err}");
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
