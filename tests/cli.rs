@@ -408,20 +408,22 @@ fn status_says_whether_a_server_consumes_the_queue() {
         format!("queue {name:?}: exists, no consumer (no server running), 0 requests waiting\n")
     );
 
+    // A server is one consumer, however many workers it runs.
     let _serve = Serve::start(&amqp_url(), name, &["--workers", "3"]);
     let (code, line) = status(&["--queue", name]);
     assert_eq!(code, Some(0), "{line}");
     assert_eq!(
         line,
-        format!("queue {name:?}: exists, 3 consumers, 0 requests waiting\n")
+        format!("queue {name:?}: exists, 1 consumer, 0 requests waiting\n")
     );
+    let _second = Serve::start(&amqp_url(), name, &[]);
     // The global option may come before the command too.
     let output = run(&["--queue", name, "status", "--json"], "");
     assert_eq!(output.status.code(), Some(0));
     let json: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
     assert_eq!(
         json,
-        serde_json::json!({"queue": name, "exists": true, "consumers": 3, "messages": 0})
+        serde_json::json!({"queue": name, "exists": true, "consumers": 2, "messages": 0})
     );
 }
 

@@ -23,7 +23,9 @@ pub struct ClientStats {
     /// Calls that were sent but got no reply by their deadline ([`Error::Timeout`](crate::Error::Timeout),
     /// [`Error::Unconfirmed`](crate::Error::Unconfirmed)).
     pub timeouts: u64,
-    /// Calls the broker returned as unroutable (no server queue).
+    /// Calls that found no server ([`Error::NoServer`](crate::Error::NoServer)): no such queue
+    /// (the broker returned the request), or nobody consuming it with
+    /// [`require_server`](crate::ClientOptions::require_server) on.
     pub no_server: u64,
     /// Calls that failed because the connection dropped while they were pending (outcome
     /// unknown) or because the client was closed.

@@ -127,9 +127,7 @@ impl HttpServer {
                     let _ = thread.join();
                 }
             }
-            _ => log::warn!(
-                "metrics endpoint not stopped within {STOP_BOUND:?}; leaving it"
-            ),
+            _ => log::warn!("metrics endpoint not stopped within {STOP_BOUND:?}; leaving it"),
         }
     }
 }

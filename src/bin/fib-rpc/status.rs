@@ -44,7 +44,7 @@ fn human(queue: &str, status: Option<QueueStatus>) -> String {
     let Some(status) = status else {
         return format!("queue {queue:?}: no such queue");
     };
-    // A consumer is one worker of a server (a `fib-rpc serve` has one per worker thread).
+    // A consumer is one server: a `fib-rpc serve`'s workers share one consumer.
     let servers = match status.consumers {
         0 => "no consumer (no server running)".to_owned(),
         1 => "1 consumer".to_owned(),

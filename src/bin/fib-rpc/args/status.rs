@@ -50,7 +50,7 @@ pub(super) fn help() -> String {
         "Usage: fib-rpc status [OPTIONS]
 
 Asks the broker about the server queue (--queue) and prints one line: whether it exists, how
-many servers consume it (one per worker thread of each running server) and how many requests
+many servers consume it (a fib-rpc server is one consumer, whatever its workers) and how many requests
 wait in it. The exit code says the same for scripts: 0 when at least one server consumes the
 queue, 9 when it exists but nobody consumes it, 6 when there is no such queue, 7 when the
 broker cannot be reached.
