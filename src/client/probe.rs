@@ -49,8 +49,8 @@ const TIMEOUT_PROBE_WAIT: Duration = Duration::from_millis(250);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct QueueStatus {
-    /// Consumers of the queue: with fib-rpc servers, one per worker thread of each running
-    /// server (a `fib-rpc serve` with 4 workers counts 4). Zero means nobody will answer.
+    /// Consumers of the queue: one per running fib-rpc server (its workers share one
+    /// consumer). Zero means nobody will answer.
     pub consumers: u32,
     /// Requests waiting in the queue (ready, not yet delivered to a server).
     pub messages: u32,
