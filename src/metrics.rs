@@ -150,10 +150,11 @@ impl LatencyRecorder {
     /// Records one duration. Relaxed, like the counters: a snapshot may see the count a
     /// moment before the sum.
     pub(crate) fn record(&self, duration: Duration) {
-        let micros = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
-        let bucket = BOUNDS_MICROS.partition_point(|&bound| bound < micros);
-        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        // In nanoseconds, so a duration just above a bound (10.5 µs) is not counted at or
+        // below it, as Prometheus' `le` means.
         let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+        let bucket = BOUNDS_MICROS.partition_point(|&bound| bound.saturating_mul(1_000) < nanos);
+        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
         self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 
@@ -182,6 +183,14 @@ mod tests {
         let histogram = recorded(&[0, 10, 11, 10_000_000, 10_000_001, u64::MAX / 2_000]);
         let cumulative: Vec<u64> = histogram.cumulative().map(|(_, n)| n).collect();
         assert_eq!(cumulative[0], 2, "0 and 10 µs are at or below 10 µs");
+        let recorder = LatencyRecorder::default();
+        recorder.record(Duration::from_nanos(10_001));
+        let first = recorder.snapshot().cumulative().next().unwrap();
+        assert_eq!(
+            first,
+            (Some(Duration::from_micros(10)), 0),
+            "10.001 µs is above 10 µs"
+        );
         assert_eq!(cumulative[1], 3, "11 µs is in the 25 µs bucket");
         assert_eq!(
             cumulative[BUCKETS - 2],

@@ -261,12 +261,21 @@ impl Serving {
                 },
                 Ok(Event::Stopped(result)) => {
                     return End::with(match stage {
-                        Stage::Draining { .. } => match result {
+                        Stage::Draining { signal, .. } => match result {
                             Ok(()) => {
                                 log::info!("stopped");
                                 Ok(0)
                             }
-                            Err(err) => Err(Failure::from(err)),
+                            // Asked to stop, and stopped: a failure on the way out (the broker
+                            // closing at the same moment) leaves unacked requests to the queue.
+                            Err(err) => {
+                                log::warn!(
+                                    "stopped, not cleanly: {} (unanswered requests go back to \
+                                     the queue)",
+                                    err.full_message()
+                                );
+                                Ok(cut_short(signal))
+                            }
                         },
                         Stage::Starting | Stage::Serving => stopped_on_its_own(result),
                     });
