@@ -68,9 +68,13 @@ pub enum Error {
     /// returned by [`RpcServer::stop_timeout`](crate::RpcServer::stop_timeout) when the server did
     /// not stop in time.
     ///
-    /// `consumers` says how many servers were consuming the call's queue when it timed out (as
-    /// the client last saw it, at most about a second before): `Some(0)` means nobody was
-    /// there to answer. `None` when unknown (and for a server's stop).
+    /// `consumers` says how many servers were consuming the call's queue when it timed out, as
+    /// the client last saw it: `Some(0)` means nobody was there to answer. A call still waiting
+    /// shortly before its deadline (250 ms before, or halfway for a call shorter than half a
+    /// second) starts a probe then, so the count is usually that recent; otherwise it comes
+    /// from a probe at most about a second old. The call never waits past its deadline for it:
+    /// `None` when no answer was there by then (the broker too slow to answer, the client
+    /// reconnecting, a very short call), and for a server's stop.
     Timeout {
         /// How long the call waited.
         waited: Duration,

@@ -11,7 +11,7 @@ use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender, TryRecvError
 
 use super::call::{CallState, CorrelationIds, GaveUp, OutgoingCall};
 use super::options::{CallOptions, ClientOptions};
-use super::probe::{Prober, QueueStatus, Watch};
+use super::probe::{kick_at, Prober, QueueStatus, Watch};
 use super::reader::Reader;
 use super::stats::{ClientStats, Counters};
 use crate::connect::deadline_after;
@@ -537,20 +537,35 @@ impl PendingReply<'_> {
 
     fn wait_inner(&self) -> Result<Vec<u8>> {
         let client = self.client;
-        let answer = select! {
-            // `Err` here means the reader dropped our call unanswered: expired, or stopping.
-            recv(self.reply) -> answer => answer.ok(),
-            // The reader ended without seeing our call; it may have answered just before.
-            recv(client.reader_finished) -> _ => self.reply.try_recv().ok(),
-            // Closed by its owner: stop waiting, whatever the reader is doing (and make sure it
-            // does not send the request later).
-            recv(client.closed) -> _ => Some(self.reply.try_recv().unwrap_or_else(|_| {
-                self.abandon();
-                Err(Error::Closed)
-            })),
-            // A reply that lands exactly at the deadline still counts.
-            default(self.deadline.saturating_duration_since(Instant::now())) => {
-                self.reply.try_recv().ok()
+        // Two stretches: until the kick (a call still waiting then starts a probe, so that a
+        // timeout can say whether anybody was consuming without waiting for one), then until
+        // the deadline. A call answered before the kick costs nothing more.
+        let kick_at = kick_at(self.started, self.deadline);
+        let mut kicked = false;
+        let answer = loop {
+            let now = Instant::now();
+            if !kicked && now >= kick_at {
+                kicked = true;
+                if now < self.deadline {
+                    client.prober.kick();
+                }
+            }
+            let until = if kicked { self.deadline } else { kick_at };
+            select! {
+                // `Err` here means the reader dropped our call unanswered: expired, or stopping.
+                recv(self.reply) -> answer => break answer.ok(),
+                // The reader ended without seeing our call; it may have answered just before.
+                recv(client.reader_finished) -> _ => break self.reply.try_recv().ok(),
+                // Closed by its owner: stop waiting, whatever the reader is doing (and make sure
+                // it does not send the request later).
+                recv(client.closed) -> _ => break Some(self.reply.try_recv().unwrap_or_else(|_| {
+                    self.abandon();
+                    Err(Error::Closed)
+                })),
+                // A reply that lands exactly at the deadline still counts.
+                default(until.saturating_duration_since(now)) => if kicked {
+                    break self.reply.try_recv().ok();
+                }
             }
         };
         match answer {
@@ -586,10 +601,11 @@ impl PendingReply<'_> {
             GaveUp::MaybeRun if !shared.connected.load(Ordering::SeqCst) => {
                 Error::ConnectionLost { cause: None }
             }
-            // Whether anybody was there to answer: a probe unless known (cold path).
+            // Whether anybody was there to answer, from what is known by now: never a probe
+            // after the deadline (the call kicked one before it, if it was still waiting).
             _ => Error::Timeout {
                 waited,
-                consumers: self.client.prober.consumers_now(),
+                consumers: self.client.prober.consumers_known(),
             },
         }
     }

@@ -194,10 +194,13 @@ impl ClientOptions {
     ///
     /// It costs nothing on a healthy queue: a reply within the last second proves a server,
     /// and otherwise the client asks the broker for the queue's consumer count (a passive
-    /// declare on a side channel, a fraction of a millisecond) and keeps the answer for a
-    /// second. It also asks once as it connects, so a first call finds the answer ready. So a server that stops is noticed within about a second, and one that starts
-    /// is noticed within a second too. Calls made while reconnecting are not checked: they
-    /// wait for the connection as usual. A queue that does not exist fails with reason
+    /// declare on a side channel, a fraction of a millisecond, shared by all callers asking at
+    /// the same moment). It keeps an answer that found a server for a second, and one that
+    /// found none for only a tenth of a second, so only the failure path asks again. It also
+    /// asks once as it connects, so a first call finds the answer ready. So a server that stops
+    /// is noticed within about a second, and one that starts (say, after the client has
+    /// reconnected to a restarted broker before the server has) within a tenth of a second.
+    /// Calls made while reconnecting are not checked: they wait for the connection as usual. A queue that does not exist fails with reason
     /// [`NoServerReason::NoQueue`] either way.
     ///
     /// ```

@@ -10,11 +10,18 @@
 //! probe. The reader only opens side channels for it, on request, on its current connection
 //! (one quick round trip), so after a reconnection the next probe uses the new connection.
 //!
-//! Answers are kept for [`PROBE_TTL`], and a reply received within that time proves a server
-//! without asking: a healthy queue under load is never probed, and one called now and then is
-//! probed at most once a second. With `require_server` on, the reader also probes once while
+//! A positive answer is kept for [`PROBE_TTL`], and a reply received within that time proves a
+//! server without asking: a healthy queue under load is never probed, and one called now and
+//! then is probed at most once a second. A negative answer (no consumer, no queue) stands only
+//! for [`NEGATIVE_TTL`]: after that, the next call that requires a server probes again (one
+//! probe shared by all callers asking then), so a server that starts is seen at once; only the
+//! failure path pays for that. With `require_server` on, the reader also probes once while
 //! setting up each connection, on its new channel before that is used for anything (like its
 //! other setup round trips), so a cold call needs no probe thread at all.
+//!
+//! A call that times out never waits for a probe after its deadline: a call still waiting
+//! shortly before it ([`kick_at`]) starts one without waiting for it, and at the deadline the
+//! call reports whatever answer is there by then ([`Prober::consumers_known`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,19 +35,34 @@ use super::handle::Shared;
 use crate::error::{BrokerError, Error, NoServerReason, Result};
 use crate::util::is_disconnected;
 
-/// How long a probe's answer, or a reply, stands for the queue's state.
+/// How long a probe's positive answer, or a reply, stands for the queue's state.
 pub(super) const PROBE_TTL: Duration = Duration::from_secs(1);
+
+/// How long a probe's negative answer (no consumer, or no queue) stands before a call that
+/// requires a server probes again.
+pub(super) const NEGATIVE_TTL: Duration = Duration::from_millis(100);
 
 /// How long a call that requires a server waits for a probe before it goes ahead unchecked
 /// (the broker is then too slow to answer a passive declare: the call will meet that anyway).
 const CHECK_WAIT: Duration = Duration::from_secs(1);
 
-/// A probe this recent answers for a call that timed out: calls that time out together
-/// share one probe.
+/// A probe this recent makes a call about to time out start none: calls that time out
+/// together share one probe.
 const PROBE_SHARED: Duration = Duration::from_millis(100);
 
-/// How long a call that timed out waits for a probe to say whether a server was consuming.
-const TIMEOUT_PROBE_WAIT: Duration = Duration::from_millis(250);
+/// How long before its deadline a call still waiting starts a probe (half its timeout for calls
+/// shorter than twice this), so that its `Timeout` can say whether a server was consuming
+/// without waiting past the deadline.
+const KICK_LEAD: Duration = Duration::from_millis(250);
+
+/// When a call sent at `started` with `deadline`, if still waiting, starts a probe: see
+/// [`KICK_LEAD`].
+pub(super) fn kick_at(started: Instant, deadline: Instant) -> Instant {
+    let timeout = deadline.saturating_duration_since(started);
+    deadline
+        .checked_sub(KICK_LEAD.min(timeout / 2))
+        .unwrap_or(started)
+}
 
 /// The state of the server queue, from [`RpcClient::queue_status`](crate::RpcClient::queue_status).
 ///
@@ -61,6 +83,24 @@ pub struct QueueStatus {
 pub(super) enum Seen {
     Queue(QueueStatus),
     NoQueue,
+}
+
+impl Seen {
+    /// Consumers of the queue (none without a queue).
+    fn consumers(self) -> u32 {
+        match self {
+            Seen::Queue(status) => status.consumers,
+            Seen::NoQueue => 0,
+        }
+    }
+
+    /// How long this answer stands: a negative one only briefly.
+    fn ttl(self) -> Duration {
+        match self.consumers() {
+            0 => NEGATIVE_TTL,
+            _ => PROBE_TTL,
+        }
+    }
 }
 
 /// Why a probe found nothing.
@@ -125,8 +165,9 @@ impl Watch {
         );
     }
 
-    /// The newer of the last reply and the last probe, if younger than [`PROBE_TTL`]. While
-    /// replies flow this takes no lock: two atomic loads and the clock.
+    /// The newer of the last reply and the last probe, if it still stands: a reply or a
+    /// positive probe for [`PROBE_TTL`], a negative probe for [`NEGATIVE_TTL`]. While replies
+    /// flow this takes no lock: two atomic loads and the clock.
     fn latest(&self, now: Instant) -> Option<Latest> {
         let replied = self.last_reply.load(Ordering::Relaxed);
         let probed = self.last_probe_at.load(Ordering::Acquire);
@@ -135,7 +176,8 @@ impl Watch {
         } else if probed != 0 {
             let last = *self.last_probe.lock().unwrap_or_else(|e| e.into_inner());
             let (at, seen) = last?;
-            return (now.saturating_duration_since(at) < PROBE_TTL).then_some(Latest::Probed(seen));
+            return (now.saturating_duration_since(at) < seen.ttl())
+                .then_some(Latest::Probed(seen));
         } else {
             return None;
         };
@@ -147,6 +189,26 @@ impl Watch {
     fn stamp(&self, at: Instant) -> u64 {
         let nanos = at.saturating_duration_since(self.epoch).as_nanos();
         u64::try_from(nanos).unwrap_or(u64::MAX - 1) + 1
+    }
+
+    /// Whether a probe that started at or after `since` has answered (no lock).
+    fn probed_after(&self, since: Instant) -> bool {
+        self.last_probe_at.load(Ordering::Acquire) >= self.stamp(since)
+    }
+
+    /// For a call that timed out: the consumers the last probe saw, if it started within
+    /// [`PROBE_TTL`] before `now`; `None` if there is no such probe, or if it saw none but a
+    /// reply has arrived since (a server came: how many is unknown).
+    fn consumers(&self, now: Instant) -> Option<u32> {
+        let (at, seen) = (*self.last_probe.lock().unwrap_or_else(|e| e.into_inner()))?;
+        if now.saturating_duration_since(at) >= PROBE_TTL {
+            return None;
+        }
+        let consumers = seen.consumers();
+        if consumers == 0 && self.last_reply.load(Ordering::Relaxed) > self.stamp(at) {
+            return None;
+        }
+        Some(consumers)
     }
 
     /// The last probe's answer if that probe started at or after `since`.
@@ -211,9 +273,10 @@ impl Prober {
         let seen = match self.shared.watch.latest(now) {
             Some(Latest::Replied) => return Ok(()),
             Some(Latest::Probed(seen)) => seen,
-            // Any answer younger than the TTL will do, one in flight included.
+            // Nothing stands (none at all, or a negative answer older than NEGATIVE_TTL): a
+            // probe started since then will do, one in flight included.
             None => match self.ask(
-                now.checked_sub(PROBE_TTL).unwrap_or(now),
+                now.checked_sub(NEGATIVE_TTL).unwrap_or(now),
                 deadline.min(now + CHECK_WAIT),
             ) {
                 Some(Ok(seen)) => seen,
@@ -227,22 +290,38 @@ impl Prober {
         }
     }
 
-    /// For a call that timed out: how many servers consume the queue now, from a quick probe
-    /// (or one that started within [`PROBE_SHARED`]); `None` if unknown.
-    pub(super) fn consumers_now(&self) -> Option<u32> {
+    /// For a call still waiting shortly before its deadline ([`kick_at`]): starts a probe,
+    /// without waiting for it, unless one started within [`PROBE_SHARED`] or one is already
+    /// asked for. Never blocks.
+    pub(super) fn kick(&self) {
         let now = Instant::now();
+        if !self.shared.connected.load(Ordering::SeqCst) || is_disconnected(&self.closed) {
+            return;
+        }
+        let since = now.checked_sub(PROBE_SHARED).unwrap_or(now);
+        // A queued ask is answered by a probe that starts after now.
+        if self.shared.watch.probed_after(since) || !self.asks.is_empty() {
+            return;
+        }
+        if self.start_thread().is_none() {
+            return;
+        }
+        // Nobody waits for the answer: the probe records it in the watch.
+        let (reply, _) = crossbeam_channel::bounded(1);
+        let _ = self.asks.send(Ask {
+            asked_at: since,
+            reply,
+        });
+    }
+
+    /// For a call that timed out: how many servers consumed the queue, from an answer already
+    /// there (the probe the call kicked, if it has answered, or one at most [`PROBE_TTL`] old);
+    /// `None` if unknown. Never probes, never waits.
+    pub(super) fn consumers_known(&self) -> Option<u32> {
         if !self.shared.connected.load(Ordering::SeqCst) || is_disconnected(&self.closed) {
             return None;
         }
-        let since = now.checked_sub(PROBE_SHARED).unwrap_or(now);
-        let seen = match self.shared.watch.probed_since(since) {
-            Some(seen) => seen,
-            None => self.ask(since, now + TIMEOUT_PROBE_WAIT)?.ok()?,
-        };
-        match seen {
-            Seen::Queue(status) => Some(status.consumers),
-            Seen::NoQueue => Some(0),
-        }
+        self.shared.watch.consumers(Instant::now())
     }
 
     /// A fresh probe (one started after this call), waiting at most `timeout`.
@@ -477,5 +556,50 @@ mod tests {
         // Nothing stands after the TTL.
         assert!(watch.latest(Instant::now() + PROBE_TTL).is_none());
         assert!(watch.probed_since(Instant::now()).is_none());
+    }
+
+    #[test]
+    fn a_negative_answer_stands_briefly_and_a_positive_one_for_the_ttl() {
+        let status = |consumers| {
+            Seen::Queue(QueueStatus {
+                consumers,
+                messages: 0,
+            })
+        };
+        let watch = Watch::new();
+        let at = Instant::now();
+        watch.record(at, status(0));
+        assert!(matches!(watch.latest(at), Some(Latest::Probed(_))));
+        assert!(watch.latest(at + NEGATIVE_TTL).is_none());
+        // A timed-out call still reports it, for up to the TTL.
+        assert_eq!(watch.consumers(at + NEGATIVE_TTL), Some(0));
+        assert_eq!(watch.consumers(at + PROBE_TTL), None);
+        watch.record(at, Seen::NoQueue);
+        assert!(watch.latest(at + NEGATIVE_TTL).is_none());
+        watch.record(at, status(2));
+        assert!(matches!(
+            watch.latest(at + NEGATIVE_TTL),
+            Some(Latest::Probed(_))
+        ));
+        assert!(watch.latest(at + PROBE_TTL).is_none());
+        assert_eq!(watch.consumers(at + NEGATIVE_TTL), Some(2));
+        // A reply after a probe that saw nobody: how many servers is unknown.
+        watch.record(at, status(0));
+        std::thread::sleep(Duration::from_millis(2));
+        watch.saw_reply();
+        assert_eq!(watch.consumers(Instant::now()), None);
+        assert!(watch.probed_after(at));
+        assert!(!watch.probed_after(at + Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn a_call_kicks_its_probe_before_its_deadline() {
+        let t = Instant::now();
+        let ms = Duration::from_millis;
+        assert_eq!(kick_at(t, t + ms(5000)), t + ms(4750));
+        assert_eq!(kick_at(t, t + ms(500)), t + ms(250));
+        assert_eq!(kick_at(t, t + ms(300)), t + ms(150));
+        assert_eq!(kick_at(t, t + ms(100)), t + ms(50));
+        assert_eq!(kick_at(t, t), t);
     }
 }
