@@ -22,7 +22,8 @@
 //! passed is acked and dropped without running the handler. Acks are batched: one ack covers
 //! a run of answered requests, never one still being answered; an idle server has acked all it
 //! answered within milliseconds. A redelivered request runs alone, so that a request whose
-//! reply breaks the connection can be told from the others (see `redeliveries`).
+//! reply breaks the connection can be told from the others (see `redeliveries`); if other
+//! handlers are still running after a few seconds, it runs beside them instead.
 //!
 //! # When the broker goes away
 //!

@@ -124,3 +124,86 @@ fn a_redelivered_request_runs_alone_among_several_workers() {
     server.stop().unwrap();
     assert_eq!(queue.message_count(), 0, "every request was acked");
 }
+
+/// Sleeps 7 s on the body `slow` and counts how often it ran; answers everything else at once.
+#[derive(Default, Clone)]
+struct SlowRuns {
+    slow_runs: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Handler for SlowRuns {
+    fn handle(&self, request: &Request) -> Result<Vec<u8>, RemoteError> {
+        if request.body() == b"slow" {
+            self.slow_runs
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::thread::sleep(SLOW);
+        }
+        Ok(request.body().to_vec())
+    }
+}
+
+const SLOW: Duration = Duration::from_secs(7);
+
+#[test]
+fn a_redelivered_request_does_not_wait_out_a_slow_handler_nor_end_the_session() {
+    use amiquip::{ConsumerMessage, ConsumerOptions};
+    let queue = TestQueue::new("redelivered-beside-slow");
+    queue.declare_classic();
+    let client = common::raw_client(&queue.name);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // A consumer takes `redo` and later dies without acking it: it comes back redelivered.
+    let mut connection = common::admin_connection();
+    let channel = connection.open_channel(None).unwrap();
+    channel.qos(0, 1, false).unwrap();
+    let consumer = channel
+        .basic_consume(queue.name.as_str(), ConsumerOptions::default())
+        .unwrap();
+    let redo = client.send(b"redo", deadline).unwrap();
+    let Ok(ConsumerMessage::Delivery(_unacked)) = consumer.receiver().recv() else {
+        panic!("expected the request");
+    };
+    let handler = SlowRuns::default();
+    let server = RpcServer::start(
+        &amqp_url(),
+        ServerOptions::default().queue(&queue.name).workers(2),
+        handler.clone(),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let slow = client.send(b"slow", deadline).unwrap();
+    assert!(
+        common::eventually(Duration::from_secs(5), || handler
+            .slow_runs
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == 1),
+        "the slow request did not start"
+    );
+    common::cancel_consumer(consumer);
+    connection.close().unwrap();
+    // The redelivered request waits for the slow one a while (bounded), then runs beside it.
+    assert_eq!(redo.wait().unwrap(), b"redo");
+    let redo_after = started.elapsed();
+    assert!(
+        redo_after < SLOW,
+        "the redelivered request waited out the slow handler: answered after {redo_after:?}"
+    );
+    assert_eq!(slow.wait().unwrap(), b"slow");
+    // The session survived: nothing ran twice, nothing reconnected.
+    let stats = server.stats();
+    assert_eq!(stats.reconnects, 0, "the session was torn down");
+    assert_eq!(
+        handler.slow_runs.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the slow request ran twice"
+    );
+    // And new requests are served normally afterwards.
+    assert_eq!(
+        client
+            .call_timeout(b"after", Duration::from_secs(5))
+            .unwrap(),
+        b"after"
+    );
+    drop(client);
+    server.stop().unwrap();
+    assert_eq!(queue.message_count(), 0, "every request was acked");
+}

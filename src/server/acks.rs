@@ -15,6 +15,12 @@ use super::redeliveries::Redeliveries;
 /// milliseconds; this bounds a broker that has stopped answering without closing the socket.
 pub(super) const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long, after the session was lost, a worker still waits for confirms already on their
+/// way: the consuming channel may still work (the loss was another channel, or a timeout), and
+/// a request whose reply is confirmed and acked in time does not run again. A dead connection
+/// ends the wait at once.
+pub(super) const LOSS_GRACE: Duration = Duration::from_secs(1);
+
 /// How long a worker lets its replies' confirms (and requests it holds settled) wait before it
 /// wakes just for them, while it holds fewer than a batch. A worker reads the confirms that
 /// have arrived whenever it wakes for its next request, so sequential calls spend no wake-up
@@ -275,6 +281,31 @@ impl Acks {
             return Ok(());
         }
         to.send(batch).map_err(|_| AckError::ConfirmsGone)
+    }
+
+    /// Hands on what is settled, waiting at most `bound` for the confirms still missing;
+    /// what is not confirmed by then stays (its request comes back).
+    pub(super) fn flush_within(
+        &mut self,
+        to: &Sender<Vec<Settled>>,
+        bound: Duration,
+    ) -> Result<(), AckError> {
+        let until = Instant::now() + bound;
+        let confirms = self.confirms();
+        self.take_confirms()?;
+        loop {
+            self.flush(to)?;
+            let Some(deadline) = self.confirm_deadline() else {
+                return Ok(());
+            };
+            match confirms.recv_deadline(deadline.min(until)) {
+                Ok(confirm) => self.confirmed(confirm),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => return Ok(()),
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    return Err(AckError::ConfirmsGone)
+                }
+            }
+        }
     }
 
     /// Waits (at most [`CONFIRM_TIMEOUT`] per reply) until every reply is confirmed, and

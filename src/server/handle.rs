@@ -80,7 +80,9 @@ pub struct RpcServer {
 /// [`out_of_range`](Self::out_of_range), [`internal`](Self::internal),
 /// [`other_code`](Self::other_code)), or dropped unanswered ([`expired`](Self::expired),
 /// [`no_reply_to`](Self::no_reply_to), [`poison`](Self::poison)). A request redelivered
-/// after a connection loss counts again.
+/// after a connection loss counts again. The one exception: a request whose reply could not
+/// be published (the channel or connection failed while publishing it) is received with no
+/// outcome; it comes back after the reconnection and counts again there.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ServerStats {

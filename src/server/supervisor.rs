@@ -233,6 +233,7 @@ impl<H: Handler> Supervisor<H> {
         let mut failed = loop {
             select! {
                 recv(self.stop) -> _ => break None,
+                // Before the stop, a worker ending on its own is a failure.
                 recv(crew.ended) -> _ => {
                     crew.running -= 1;
                     break Some(None);
@@ -253,26 +254,20 @@ impl<H: Handler> Supervisor<H> {
                 failed = Some(Some(err));
             }
         }
-        let ended_at = Instant::now();
-        if failed.is_some() {
-            session.turns.close(true);
-            drop(crew.stop);
+        let mut end = SessionEnd {
+            failed,
+            at: Instant::now(),
+        };
+        if end.failed.is_some() {
+            crew.lose(&session.turns);
         }
-        let mut settled = session.settled.clone();
-        while crew.running > 0 {
-            select! {
-                recv(crew.ended) -> _ => crew.running -= 1,
-                recv(settled) -> batch => match batch {
-                    Ok(batch) => {
-                        if let Err(err) = session.file(batch) {
-                            failed = failed.or(Some(Some(err)));
-                        }
-                    }
-                    // Every worker is gone; their end signals follow.
-                    Err(_) => settled = crossbeam_channel::never(),
-                },
-            }
-        }
+        let turns = Arc::clone(&session.turns);
+        let settled = session.settled.clone();
+        crew.wait_out(&turns, &settled, &mut end, |batch| session.file(batch));
+        let SessionEnd {
+            mut failed,
+            at: ended_at,
+        } = end;
         let stopped_all = join_workers(crew.workers);
         // Everything settled is acked, even after a loss: answered and confirmed requests need
         // not come back (on a dead connection this fails harmlessly).
@@ -301,11 +296,11 @@ impl<H: Handler> Supervisor<H> {
         turns: &Arc<Turns>,
     ) -> Result<Crew> {
         let (stop, stop_rx) = crossbeam_channel::bounded::<()>(0);
-        let (ended_tx, ended) = crossbeam_channel::unbounded::<()>();
+        let (ended_tx, ended) = crossbeam_channel::unbounded::<bool>();
         let mut crew = Crew {
             workers: Vec::with_capacity(replies.len()),
             running: 0,
-            stop,
+            stop: Some(stop),
             ended,
         };
         for (index, (channel, confirms)) in replies.into_iter().enumerate() {
@@ -327,8 +322,10 @@ impl<H: Handler> Supervisor<H> {
             let spawned = std::thread::Builder::new()
                 .name(format!("fib-rpc-worker-{index}"))
                 .spawn(move || {
-                    let _ended = EndedSignal(ended);
-                    worker.run()
+                    let mut signal = EndedSignal::new(ended);
+                    let end = worker.run();
+                    signal.lost = !matches!(end, WorkerEnd::Stopped);
+                    end
                 });
             match spawned {
                 Ok(thread) => {
@@ -336,8 +333,7 @@ impl<H: Handler> Supervisor<H> {
                     crew.running += 1;
                 }
                 Err(err) => {
-                    turns.close(true);
-                    drop(crew.stop);
+                    crew.lose(turns);
                     join_workers(crew.workers);
                     return Err(Error::Io(err));
                 }
@@ -438,10 +434,64 @@ struct Crew {
     workers: Vec<JoinHandle<WorkerEnd>>,
     /// Workers that have not reported their end yet.
     running: usize,
-    /// The workers stop when this is dropped.
-    stop: Sender<()>,
-    /// Gets a message when any worker ends.
-    ended: Receiver<()>,
+    /// The workers stop when this is dropped (taken).
+    stop: Option<Sender<()>>,
+    /// Gets a message when any worker ends: true when it ended by a failure (or a panic).
+    ended: Receiver<bool>,
+}
+
+impl Crew {
+    /// The session is lost: every wait on its turns returns, and the workers take nothing
+    /// more and end.
+    fn lose(&mut self, turns: &Turns) {
+        turns.close(true);
+        self.stop = None;
+    }
+
+    /// Waits until every worker has ended, filing what they settle meanwhile. A failure
+    /// meanwhile (a worker lost its channel, or acking failed) is noted in `end` and loses the
+    /// session at once, as it would before the stop: nobody waits for the acks of requests
+    /// that will never be acked.
+    fn wait_out(
+        &mut self,
+        turns: &Turns,
+        settled: &Receiver<Vec<Settled>>,
+        end: &mut SessionEnd,
+        mut file: impl FnMut(Vec<Settled>) -> amiquip::Result<()>,
+    ) {
+        let mut settled = settled.clone();
+        while self.running > 0 {
+            let failure = select! {
+                recv(self.ended) -> lost => {
+                    self.running -= 1;
+                    lost.unwrap_or(true).then_some(None)
+                }
+                recv(settled) -> batch => match batch {
+                    Ok(batch) => file(batch).err().map(Some),
+                    // Every worker is gone; their end signals follow.
+                    Err(_) => {
+                        settled = crossbeam_channel::never();
+                        None
+                    }
+                },
+            };
+            if let Some(seen) = failure {
+                if end.failed.is_none() {
+                    end.at = Instant::now();
+                    self.lose(turns);
+                }
+                end.failed = end.failed.take().or(Some(seen));
+            }
+        }
+    }
+}
+
+/// How a session is ending.
+struct SessionEnd {
+    /// By a failure (with the AMQP client's error, when it gave one), if it is one.
+    failed: Option<Option<amiquip::Error>>,
+    /// When it failed, or when the stop began.
+    at: Instant,
 }
 
 /// Whether a setup error means the connection went away (rather than the broker refusing
@@ -456,12 +506,22 @@ fn is_connection_loss(err: &Error) -> bool {
 }
 
 /// Tells the supervisor that a worker ended, however it ended (a panic included), by sending
-/// when dropped.
-struct EndedSignal(Sender<()>);
+/// when dropped: whether it ended by a failure.
+struct EndedSignal {
+    to: Sender<bool>,
+    /// Until the worker says otherwise, it failed (a panic leaves it so).
+    lost: bool,
+}
+
+impl EndedSignal {
+    fn new(to: Sender<bool>) -> Self {
+        EndedSignal { to, lost: true }
+    }
+}
 
 impl Drop for EndedSignal {
     fn drop(&mut self) {
-        let _ = self.0.send(());
+        let _ = self.to.send(self.lost);
     }
 }
 
@@ -539,5 +599,90 @@ fn ensure_queue(connection: &mut Connection, queue: &str, kind: QueueKind) -> Re
             Ok(())
         }
         Err(err) => Err(Error::amqp(err)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Crew, EndedSignal, SessionEnd};
+    use crate::server::turns::{Quiet, Turn, Turns};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_worker_lost_during_a_drain_releases_the_others_at_once() {
+        let turns = Arc::new(Turns::default());
+        let (stop, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let (ended_tx, ended) = crossbeam_channel::unbounded();
+        let (_settled_tx, settled) = crossbeam_channel::unbounded();
+        let mut crew = Crew {
+            workers: Vec::new(),
+            running: 2,
+            stop: Some(stop),
+            ended,
+        };
+        // Worker A holds a request; worker B runs a redelivered one alone, waiting for it.
+        assert!(matches!(turns.try_start(), Turn::Go));
+        let b = {
+            let turns = Arc::clone(&turns);
+            let signal = EndedSignal::new(ended_tx.clone());
+            std::thread::spawn(move || {
+                let mut signal = signal;
+                let alone = turns.start_alone().unwrap();
+                let quiet = alone.wait_quiet(1, Instant::now() + Duration::from_secs(20));
+                signal.lost = false;
+                matches!(quiet, Quiet::Closing)
+            })
+        };
+        while !turns.is_alone() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // A graceful stop is draining when worker A loses its channel.
+        turns.drain();
+        let started = Instant::now();
+        drop(EndedSignal::new(ended_tx));
+        let mut end = SessionEnd {
+            failed: None,
+            at: started,
+        };
+        crew.wait_out(&turns, &settled, &mut end, |_| Ok(()));
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "B waited it out"
+        );
+        assert!(matches!(end.failed, Some(None)), "the session failed");
+        assert!(b.join().unwrap(), "B's wait ended with the session");
+        assert!(
+            crate::util::is_disconnected(&stop_rx),
+            "the workers were stopped"
+        );
+        assert!(matches!(turns.try_start(), Turn::Closing));
+    }
+
+    #[test]
+    fn workers_that_drain_normally_end_the_session_as_stopped() {
+        let turns = Turns::default();
+        let (stop, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let (ended_tx, ended) = crossbeam_channel::unbounded();
+        let (_settled_tx, settled) = crossbeam_channel::unbounded();
+        let mut crew = Crew {
+            workers: Vec::new(),
+            running: 2,
+            stop: Some(stop),
+            ended,
+        };
+        turns.drain();
+        for _ in 0..2 {
+            let mut signal = EndedSignal::new(ended_tx.clone());
+            signal.lost = false;
+        }
+        let mut end = SessionEnd {
+            failed: None,
+            at: Instant::now(),
+        };
+        crew.wait_out(&turns, &settled, &mut end, |_| Ok(()));
+        assert!(end.failed.is_none());
+        assert!(!crate::util::is_disconnected(&stop_rx));
+        assert!(matches!(turns.try_start(), Turn::Go));
     }
 }

@@ -6,11 +6,19 @@
 //! answered, no other request of the session may be answered or wait unacked: the
 //! redelivered one waits until every other request taken so far is acked, runs, is acked,
 //! and only then do the others go on. Requests taken meanwhile wait unstarted (they are
-//! never marked: nothing was replied).
+//! never marked: nothing was replied). Handlers can be slow, so the wait for the others is
+//! bounded by [`QUIET_TIMEOUT`]: past it, the redelivered request runs alongside them like any
+//! other, rather than hold the session longer (or end it).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How long a redelivered request waits for the session's other requests to be acked before
+/// it runs alongside them instead of alone. Replies are confirmed and acked within
+/// milliseconds, so this is about handlers still running: a slow one must not hold the
+/// session (every idle worker waits meanwhile) nor end it.
+pub(super) const QUIET_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The session's turn-taking, shared by its workers and its supervisor.
 #[derive(Debug, Default)]
@@ -71,7 +79,8 @@ impl Turns {
     }
 
     /// Waits until no request runs alone; false if the session ends first. Bounded by the
-    /// redelivered request's own bounds: its handler and [`CONFIRM_TIMEOUT`] waits.
+    /// redelivered request's own bounds: [`QUIET_TIMEOUT`], its handler and
+    /// [`CONFIRM_TIMEOUT`] waits.
     ///
     /// [`CONFIRM_TIMEOUT`]: super::acks::CONFIRM_TIMEOUT
     pub(super) fn wait_turn(&self) -> bool {
@@ -150,6 +159,11 @@ pub(super) enum Quiet {
 }
 
 impl Alone<'_> {
+    /// The session's other requests taken and not yet acked.
+    pub(super) fn others(&self) -> usize {
+        self.turns.lock().open.saturating_sub(1)
+    }
+
     /// Waits until at most `open` requests of the session are unacked (this one included
     /// while it is).
     pub(super) fn wait_quiet(&self, open: usize, deadline: Instant) -> Quiet {

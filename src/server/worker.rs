@@ -12,11 +12,11 @@ use std::time::{Duration, Instant, SystemTime};
 use amiquip::{Channel, Confirm, ConsumerMessage, Delivery, Publish};
 use crossbeam_channel::{select, Receiver, Sender};
 
-use super::acks::{AckError, Acks, Settled, CONFIRM_TIMEOUT};
+use super::acks::{AckError, Acks, Settled, CONFIRM_TIMEOUT, LOSS_GRACE};
 use super::handle::ServerCounters;
 use super::redeliveries::Redeliveries;
 use super::request::{Handler, Request};
-use super::turns::{Quiet, Turn, Turns};
+use super::turns::{Quiet, Turn, Turns, QUIET_TIMEOUT};
 use crate::util::{bump, is_disconnected};
 use crate::wire::{self, ErrorCode};
 
@@ -127,10 +127,10 @@ impl<H: Handler> Worker<H> {
     /// everything on to be acked; after a failure, just hand on what is settled.
     fn drain(&self, mut acks: Acks) -> WorkerEnd {
         if self.turns.is_lost() {
-            // The supervisor acks what is settled already; the rest comes back.
-            let _ = acks
-                .take_confirms()
-                .and_then(|()| acks.flush(&self.settled));
+            // The supervisor acks what is settled; the rest comes back. The consuming channel
+            // may still work (the loss was another channel, or a confirm timeout), so replies
+            // whose confirms are on their way get a moment: their requests need not run again.
+            let _ = acks.flush_within(&self.settled, LOSS_GRACE);
             return WorkerEnd::Stopped;
         }
         match acks.flush_all(&self.settled) {
@@ -171,6 +171,12 @@ impl<H: Handler> Worker<H> {
 
     /// A redelivered request: once every other request of the session is acked, answer it
     /// alone and see it acked before anything else starts.
+    ///
+    /// Other requests may still be in their handlers, for as long as those take: the wait for
+    /// them is bounded by [`QUIET_TIMEOUT`], after which the redelivered request runs
+    /// alongside them like any other (a handler that is merely slow is no reason to end the
+    /// session). Only a reply left unconfirmed ends it, and each worker bounds its own
+    /// replies' confirms by [`CONFIRM_TIMEOUT`].
     fn serve_alone(&self, delivery: Delivery, acks: &mut Acks) -> Result<(), AckError> {
         acks.flush_all(&self.settled)?;
         let Some(alone) = self.turns.start_alone() else {
@@ -180,17 +186,33 @@ impl<H: Handler> Worker<H> {
         self.settled
             .send(Vec::new())
             .map_err(|_| AckError::ConfirmsGone)?;
-        match alone.wait_quiet(1, Instant::now() + CONFIRM_TIMEOUT) {
+        match alone.wait_quiet(1, Instant::now() + QUIET_TIMEOUT) {
             Quiet::Yes => {}
             Quiet::Closing => return Ok(()),
-            Quiet::TimedOut => return Err(AckError::Unconfirmed),
+            Quiet::TimedOut => {
+                log::warn!(
+                    "a redelivered request runs alongside others: {} still unanswered after \
+                     {} s",
+                    alone.others(),
+                    QUIET_TIMEOUT.as_secs()
+                );
+                // Counted as open, as a started request is, until acked.
+                drop(alone);
+                return Ok(self.answer(delivery, acks)?);
+            }
         }
         self.answer(delivery, acks)?;
         acks.flush_all(&self.settled)?;
+        // Nothing else started meanwhile, so only this request is open, and the supervisor
+        // acks it as soon as it gets it; bounded all the same.
         match alone.wait_quiet(0, Instant::now() + CONFIRM_TIMEOUT) {
-            Quiet::Yes | Quiet::Closing => Ok(()),
-            Quiet::TimedOut => Err(AckError::Unconfirmed),
+            Quiet::Yes | Quiet::Closing => {}
+            Quiet::TimedOut => log::warn!(
+                "a redelivered request was not acked within {} s; the others go on",
+                CONFIRM_TIMEOUT.as_secs()
+            ),
         }
+        Ok(())
     }
 
     /// Answers one request, or drops it; either way files it with `acks`.

@@ -131,7 +131,8 @@ also while waiting for the broker; SIGINT exits 130 when it cuts start-up or the
 short. Under systemd (Type=notify) it reports readiness, stopping and watchdog pings.
 
 Options:
-  --workers N        Worker threads, each with its own channel (default: one per CPU)
+  --workers N        Worker threads, each with its own reply channel; all share one
+                     consumer (default: one per CPU)
   --prefetch N       Unacknowledged requests per worker (default {DEFAULT_PREFETCH})
   --max-n N          Largest n served; larger gets an out_of_range error (default {DEFAULT_MAX_N})
   --durable-quorum   If the queue does not exist, declare it durable quorum (default classic)
