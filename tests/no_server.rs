@@ -178,18 +178,7 @@ fn a_server_that_starts_after_no_consumer_was_seen_is_used_at_once() {
     let client = client(&queue.name, true);
     let err = client.call(5).unwrap_err();
     assert!(is_no_server(&err, NoServerReason::NoConsumer), "{err:?}");
-    let server = fib_server(&queue.name);
-    let started = Instant::now();
-    // Calls keep failing (and probing) until the server is seen.
-    assert!(eventually(Duration::from_secs(3), || client
-        .call(5)
-        .is_ok()));
-    assert!(
-        started.elapsed() < Duration::from_millis(300),
-        "{:?}",
-        started.elapsed()
-    );
-    server.stop().unwrap();
+    assert_a_new_server_is_used_at_once(&client, &queue.name);
 }
 
 /// The same after a reconnection, as after a broker restart: the client reconnects (and
@@ -217,7 +206,13 @@ fn after_a_reconnect_without_a_server_one_that_starts_is_used_at_once() {
         && rpc.is_connected()));
     let err = client.call(5).unwrap_err();
     assert!(is_no_server(&err, NoServerReason::NoConsumer), "{err:?}");
-    let server = fib_server(&queue.name);
+    assert_a_new_server_is_used_at_once(&client, &queue.name);
+}
+
+/// Starts a server on `queue` and checks that `client`, which has just been told nobody
+/// consumes it, uses it within 300 ms: calls keep failing (and probing) until it is seen.
+fn assert_a_new_server_is_used_at_once(client: &FibonacciRpcClient, queue: &str) {
+    let server = fib_server(queue);
     let started = Instant::now();
     assert!(eventually(Duration::from_secs(3), || client
         .call(5)
