@@ -35,7 +35,7 @@ fn main() -> Result<(), fib_rpc::Error> {
         "{:>8} | {:>12} {:>9} | {:>12} {:>9} | {:>17} {:>9}",
         "prefetch", "1 caller/s", "p50 µs", "64 callers/s", "p99 µs", "+slow server: /s", "p99 µs"
     );
-    for prefetch in [1u16, 2, 4, 8, 16, 32, 128] {
+    for prefetch in [1u16, 2, 4, 8, 12, 16, 32, 128] {
         let queue = format!("fib-rpc-prefetch-bench-{}", uuid::Uuid::new_v4().simple());
         let options = ServerOptions::default().queue(&queue).prefetch(prefetch);
         let server = RpcServer::start(&url, options.clone(), FibonacciHandler::default())?;

@@ -57,12 +57,14 @@ pub struct ServerOptions {
 /// Unacknowledged requests the broker may push to a server ahead of time, per worker: the
 /// server's one consumer has a window of workers × prefetch, shared by its workers.
 ///
-/// Measured (`examples/prefetch_bench.rs`, README): a window of 1 leaves a worker idle for a
-/// broker round trip after every reply; throughput on one server grows up to ~32, but each slot
-/// is also a request a slow server can park behind its own work while another server idles, and
-/// from 32 up a slow server on the same queue hoards nearly everything. 8 keeps most of the
-/// throughput and bounds that.
-pub const DEFAULT_PREFETCH: u16 = 8;
+/// Measured (`examples/prefetch_bench.rs`, docs/performance.md): a window of 1 leaves a worker
+/// idle for a broker round trip after every reply; throughput on one server grows up to ~16 per
+/// worker, but each slot is also a request a slow server can park behind its own work while
+/// another server idles, and from 32 up a slow server on the same queue hoards nearly
+/// everything. Part of the window holds requests already answered and waiting for their ack
+/// (acks are batched), so 12 gives the throughput of a window of 8 with a consumer per worker,
+/// while still bounding what a slow server hoards.
+pub const DEFAULT_PREFETCH: u16 = 12;
 
 impl Default for ServerOptions {
     /// Queue [`DEFAULT_QUEUE`](crate::DEFAULT_QUEUE) (declared classic if absent), one worker
