@@ -139,6 +139,32 @@ pub(super) struct ServerCounters {
     pub(super) broker: std::sync::Mutex<Option<String>>,
 }
 
+impl ServerStats {
+    /// Every request outcome by name, with its count: `ok`, then the error replies by code
+    /// (`bad_request`, `out_of_range`, `internal`, `other`), then the requests dropped
+    /// unanswered (`expired`, `poison`, `no_reply_to`). The names are those an exporter or a
+    /// log line uses.
+    ///
+    /// ```
+    /// let stats = fib_rpc::ServerStats::default();
+    /// let names: Vec<&str> = stats.outcomes().iter().map(|(name, _)| *name).collect();
+    /// assert_eq!(names[..2], ["ok", "bad_request"]);
+    /// assert_eq!(stats.outcomes().iter().map(|(_, n)| n).sum::<u64>(), 0);
+    /// ```
+    pub fn outcomes(&self) -> [(&'static str, u64); 8] {
+        [
+            ("ok", self.ok),
+            ("bad_request", self.bad_request),
+            ("out_of_range", self.out_of_range),
+            ("internal", self.internal),
+            ("other", self.other_code),
+            ("expired", self.expired),
+            ("poison", self.poison),
+            ("no_reply_to", self.no_reply_to),
+        ]
+    }
+}
+
 impl ServerCounters {
     /// Counts a request as in progress until the returned guard is dropped.
     pub(super) fn in_progress(&self) -> InProgress<'_> {

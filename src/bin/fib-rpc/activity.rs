@@ -5,24 +5,10 @@ use std::time::Duration;
 
 use fib_rpc::{LatencyHistogram, ServerStats};
 
-/// The outcomes of requests, by name, in the order they are shown.
-fn outcomes(stats: &ServerStats) -> [(&'static str, u64); 8] {
-    [
-        ("ok", stats.ok),
-        ("bad_request", stats.bad_request),
-        ("out_of_range", stats.out_of_range),
-        ("internal", stats.internal),
-        ("other_code", stats.other_code),
-        ("expired", stats.expired),
-        ("no_reply_to", stats.no_reply_to),
-        ("poison", stats.poison),
-    ]
-}
-
 /// The counts of an interval: `now`'s minus `then`'s (gauges as they are now).
 fn difference(now: &ServerStats, then: &ServerStats) -> Activity {
-    let before = outcomes(then);
-    let mut counts = outcomes(now);
+    let before = then.outcomes();
+    let mut counts = now.outcomes();
     for ((_, count), (_, earlier)) in counts.iter_mut().zip(before) {
         *count = count.saturating_sub(earlier);
     }

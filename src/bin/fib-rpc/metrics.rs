@@ -95,21 +95,6 @@ impl Snapshot {
             cache: handler.cache_stats(),
         }
     }
-
-    /// Requests by outcome, as the `code` label names them; every code, zeros included.
-    fn requests_by_code(&self) -> [(&'static str, u64); 8] {
-        let s = &self.server;
-        [
-            ("ok", s.ok),
-            ("bad_request", s.bad_request),
-            ("out_of_range", s.out_of_range),
-            ("internal", s.internal),
-            ("other", s.other_code),
-            ("expired", s.expired),
-            ("poison", s.poison),
-            ("no_reply_to", s.no_reply_to),
-        ]
-    }
 }
 
 /// The exposition text of `snapshot`, for the server on `queue`.
@@ -127,7 +112,8 @@ pub fn encode(snapshot: &Snapshot, queue: &str) -> String {
          (bad_request, out_of_range, internal, other) or dropped unanswered (expired, \
          poison, no_reply_to). A request redelivered after a connection loss counts again.",
     );
-    for (code, count) in snapshot.requests_by_code() {
+    // Every code, zeros included.
+    for (code, count) in server.outcomes() {
         let _ = writeln!(text, r#"{name}{{{labels},code="{code}"}} {count}"#);
     }
 

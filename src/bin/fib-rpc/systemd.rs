@@ -40,9 +40,13 @@ impl Notifier {
     }
 
     fn new(value: &str) -> io::Result<Notifier> {
+        let socket = UnixDatagram::unbound()?;
+        // A datagram to a receiver whose queue is full would block the sender (serve's main
+        // loop, which pings the watchdog); non-blocking, it fails and is logged instead.
+        socket.set_nonblocking(true)?;
         Ok(Notifier {
             addr: socket_addr(value)?,
-            socket: UnixDatagram::unbound()?,
+            socket,
         })
     }
 
