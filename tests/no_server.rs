@@ -187,23 +187,8 @@ fn a_server_that_starts_after_no_consumer_was_seen_is_used_at_once() {
 fn after_a_reconnect_without_a_server_one_that_starts_is_used_at_once() {
     let queue = TestQueue::new("reconnect-then-server");
     queue.declare_classic();
-    let name = unique_connection_name("reconnect-then-server");
-    let client = FibonacciRpcClient::connect_with(
-        &amqp_url(),
-        ClientOptions::default()
-            .queue(&queue.name)
-            .require_server(true)
-            .connection_name(name.as_str())
-            .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(200)),
-    )
-    .unwrap();
-    let rpc = client.rpc();
-    broker_close_connection(&name);
-    assert!(eventually(Duration::from_secs(10), || rpc
-        .stats()
-        .reconnects
-        >= 1
-        && rpc.is_connected()));
+    let (client, name) = named_client(&queue.name, "reconnect-then-server");
+    cut_and_wait_for_reconnect(&client, &name);
     let err = client.call(5).unwrap_err();
     assert!(is_no_server(&err, NoServerReason::NoConsumer), "{err:?}");
     assert_a_new_server_is_used_at_once(&client, &queue.name);
@@ -361,27 +346,13 @@ fn without_a_timeout_a_stopped_server_is_noticed_by_the_next_call_after_the_ttl(
 fn probes_use_the_new_connection_after_a_reconnect() {
     let queue = TestQueue::new("probe-reconnect");
     queue.declare_classic();
-    let name = unique_connection_name("probe-reconnect");
-    let client = FibonacciRpcClient::connect_with(
-        &amqp_url(),
-        ClientOptions::default()
-            .queue(&queue.name)
-            .require_server(true)
-            .connection_name(name.as_str())
-            .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(200)),
-    )
-    .unwrap();
+    let (client, name) = named_client(&queue.name, "probe-reconnect");
     let rpc = client.rpc();
     assert_eq!(
         rpc.queue_status(Duration::from_secs(5)).unwrap().consumers,
         0
     );
-    broker_close_connection(&name);
-    assert!(eventually(Duration::from_secs(10), || rpc
-        .stats()
-        .reconnects
-        >= 1
-        && rpc.is_connected()));
+    cut_and_wait_for_reconnect(&client, &name);
     // The side channel of the old connection is gone; the probe opens one on the new one.
     assert_eq!(
         rpc.queue_status(Duration::from_secs(5)).unwrap().consumers,
@@ -431,4 +402,31 @@ fn a_closed_client_says_closed() {
         client.rpc().queue_status(Duration::from_secs(1)),
         Err(Error::Closed)
     ));
+}
+
+/// A client that requires a server, with a connection name the broker can close and a quick
+/// reconnection.
+fn named_client(queue: &str, purpose: &str) -> (FibonacciRpcClient, String) {
+    let name = unique_connection_name(purpose);
+    let client = FibonacciRpcClient::connect_with(
+        &amqp_url(),
+        ClientOptions::default()
+            .queue(queue)
+            .require_server(true)
+            .connection_name(name.as_str())
+            .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(200)),
+    )
+    .unwrap();
+    (client, name)
+}
+
+/// Has the broker close `client`'s connection `name`, and waits until it is connected again.
+fn cut_and_wait_for_reconnect(client: &FibonacciRpcClient, name: &str) {
+    let rpc = client.rpc();
+    broker_close_connection(name);
+    assert!(eventually(Duration::from_secs(10), || rpc
+        .stats()
+        .reconnects
+        >= 1
+        && rpc.is_connected()));
 }
