@@ -81,28 +81,17 @@ impl Handler for Overlaps {
 
 #[test]
 fn a_redelivered_request_runs_alone_among_several_workers() {
-    use amiquip::{ConsumerMessage, ConsumerOptions};
     let queue = TestQueue::new("redelivered-alone");
     queue.declare_classic();
     let client = common::raw_client(&queue.name);
     let deadline = Instant::now() + Duration::from_secs(20);
     let redo = client.send(b"redo", deadline).unwrap();
-    // A consumer takes the request and dies without acking it: it comes back redelivered,
-    // ahead of the requests sent meanwhile.
-    let mut connection = common::admin_connection();
-    let channel = connection.open_channel(None).unwrap();
-    channel.qos(0, 1, false).unwrap();
-    let consumer = channel
-        .basic_consume(queue.name.as_str(), ConsumerOptions::default())
-        .unwrap();
-    let Ok(ConsumerMessage::Delivery(_unacked)) = consumer.receiver().recv() else {
-        panic!("expected the request");
-    };
-    let others: Vec<_> = (0..8)
-        .map(|i| client.send(format!("n-{i}").as_bytes(), deadline).unwrap())
-        .collect();
-    common::cancel_consumer(consumer);
-    connection.close().unwrap();
+    // It comes back redelivered, ahead of the requests sent meanwhile.
+    let others: Vec<_> = hold_one_then_release(&queue.name, || {
+        (0..8)
+            .map(|i| client.send(format!("n-{i}").as_bytes(), deadline).unwrap())
+            .collect()
+    });
     let overlaps = Overlaps::default();
     let server = RpcServer::start(
         &amqp_url(),
@@ -146,40 +135,31 @@ const SLOW: Duration = Duration::from_secs(7);
 
 #[test]
 fn a_redelivered_request_does_not_wait_out_a_slow_handler_nor_end_the_session() {
-    use amiquip::{ConsumerMessage, ConsumerOptions};
     let queue = TestQueue::new("redelivered-beside-slow");
     queue.declare_classic();
     let client = common::raw_client(&queue.name);
     let deadline = Instant::now() + Duration::from_secs(60);
-    // A consumer takes `redo` and later dies without acking it: it comes back redelivered.
-    let mut connection = common::admin_connection();
-    let channel = connection.open_channel(None).unwrap();
-    channel.qos(0, 1, false).unwrap();
-    let consumer = channel
-        .basic_consume(queue.name.as_str(), ConsumerOptions::default())
-        .unwrap();
+    // `redo` comes back redelivered while the slow request runs.
     let redo = client.send(b"redo", deadline).unwrap();
-    let Ok(ConsumerMessage::Delivery(_unacked)) = consumer.receiver().recv() else {
-        panic!("expected the request");
-    };
     let handler = SlowRuns::default();
-    let server = RpcServer::start(
-        &amqp_url(),
-        ServerOptions::default().queue(&queue.name).workers(2),
-        handler.clone(),
-    )
-    .unwrap();
-    let started = Instant::now();
-    let slow = client.send(b"slow", deadline).unwrap();
-    assert!(
-        common::eventually(Duration::from_secs(5), || handler
-            .slow_runs
-            .load(std::sync::atomic::Ordering::SeqCst)
-            == 1),
-        "the slow request did not start"
-    );
-    common::cancel_consumer(consumer);
-    connection.close().unwrap();
+    let (server, started, slow) = hold_one_then_release(&queue.name, || {
+        let server = RpcServer::start(
+            &amqp_url(),
+            ServerOptions::default().queue(&queue.name).workers(2),
+            handler.clone(),
+        )
+        .unwrap();
+        let started = Instant::now();
+        let slow = client.send(b"slow", deadline).unwrap();
+        assert!(
+            common::eventually(Duration::from_secs(5), || handler
+                .slow_runs
+                .load(std::sync::atomic::Ordering::SeqCst)
+                == 1),
+            "the slow request did not start"
+        );
+        (server, started, slow)
+    });
     // The redelivered request waits for the slow one a while (bounded), then runs beside it.
     assert_eq!(redo.wait().unwrap(), b"redo");
     let redo_after = started.elapsed();
@@ -206,4 +186,23 @@ fn a_redelivered_request_does_not_wait_out_a_slow_handler_nor_end_the_session() 
     drop(client);
     server.stop().unwrap();
     assert_eq!(queue.message_count(), 0, "every request was acked");
+}
+
+/// A consumer of `queue` takes its first request and holds it unacked while `meanwhile` runs,
+/// then dies without acking it: the request goes back to the queue, redelivered.
+fn hold_one_then_release<T>(queue: &str, meanwhile: impl FnOnce() -> T) -> T {
+    use amiquip::{ConsumerMessage, ConsumerOptions};
+    let mut connection = common::admin_connection();
+    let channel = connection.open_channel(None).unwrap();
+    channel.qos(0, 1, false).unwrap();
+    let consumer = channel
+        .basic_consume(queue, ConsumerOptions::default())
+        .unwrap();
+    let Ok(ConsumerMessage::Delivery(_unacked)) = consumer.receiver().recv() else {
+        panic!("expected the request");
+    };
+    let result = meanwhile();
+    common::cancel_consumer(consumer);
+    connection.close().unwrap();
+    result
 }
