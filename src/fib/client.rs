@@ -100,10 +100,7 @@ impl FibonacciRpcClient {
     /// # Ok::<(), fib_rpc::Error>(())
     /// ```
     pub fn send(&self, n: u64, deadline: Instant) -> Result<PendingFib<'_>> {
-        Ok(PendingFib {
-            n,
-            reply: self.rpc.send(n.to_string().as_bytes(), deadline)?,
-        })
+        self.send_with(n, CallOptions::new().deadline(deadline))
     }
 
     /// Like [`send`](Self::send), with this call's own settings (deadline, idempotency, trace
