@@ -158,11 +158,8 @@ impl Watch {
 
     /// Reader: a reply arrived, so a server consumes the queue.
     pub(super) fn saw_reply(&self) {
-        let nanos = self.epoch.elapsed().as_nanos();
-        self.last_reply.store(
-            u64::try_from(nanos).unwrap_or(u64::MAX - 1) + 1,
-            Ordering::Relaxed,
-        );
+        self.last_reply
+            .store(self.stamp(Instant::now()), Ordering::Relaxed);
     }
 
     /// The newer of the last reply and the last probe, if it still stands: a reply or a
