@@ -127,11 +127,12 @@ impl CallState {
     }
 }
 
-/// A call on its way from a caller to the reader, which publishes it; the reader keeps it
-/// whole until it is answered, so that an idempotent call can be sent again.
+/// A call on its way out, and filed while it is out: kept whole until it is answered, so that
+/// an idempotent call can be sent again.
 pub(super) struct OutgoingCall {
     pub(super) correlation_id: String,
-    pub(super) body: Vec<u8>,
+    /// Shared with the publish in flight, so the call can be filed before it goes out.
+    pub(super) body: Arc<[u8]>,
     pub(super) deadline: Instant,
     pub(super) reply: ReplySender,
     pub(super) state: CallState,

@@ -7,12 +7,15 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender, TryRecvError};
+use amiquip::ConsumerMessage;
+use crossbeam_channel::{select, Receiver, RecvError, RecvTimeoutError, Sender, TryRecvError};
 
 use super::call::{CallState, CorrelationIds, GaveUp, OutgoingCall};
-use super::options::{CallOptions, ClientOptions};
+use super::options::{CallOptions, ClientOptions, ReplyTo};
+use super::outbox::Outbox;
 use super::probe::{kick_at, Prober, QueueStatus, Watch};
 use super::reader::Reader;
+use super::replies::{deliver, ReplyStream};
 use super::stats::{ClientStats, Counters};
 use crate::connect::deadline_after;
 use crate::error::{BrokerError, BrokerErrorKind, Error, Result};
@@ -33,6 +36,10 @@ pub(super) struct Shared {
     pub(super) session: AtomicU64,
     /// What the client knows of whether a server consumes its queue.
     pub(super) watch: Watch,
+    /// Where requests go out, and which are out.
+    pub(super) outbox: Outbox,
+    /// Who takes replies off the reply consumer.
+    pub(super) replies: ReplyStream,
 }
 
 impl Shared {
@@ -94,7 +101,7 @@ impl ReaderHandle {
 /// # Ok::<(), fib_rpc::Error>(())
 /// ```
 pub struct RpcClient {
-    /// Calls for the reader to publish.
+    /// Calls for the reader to publish (with direct reply-to; otherwise callers publish).
     commands: Sender<OutgoingCall>,
     shared: Arc<Shared>,
     /// Disconnects when the reader thread ends: wakes callers whose request it never saw.
@@ -163,6 +170,7 @@ impl RpcClient {
         let brokers = Brokers::parse(urls)?;
         options.check()?;
         let first_broker = brokers.current().to_string(); // redacted
+        let (replies, woken) = ReplyStream::new();
         let shared = Arc::new(Shared {
             counters: Counters::default(),
             connected: AtomicBool::new(false),
@@ -170,6 +178,8 @@ impl RpcClient {
             broker: Mutex::new(None),
             session: AtomicU64::new(0),
             watch: Watch::new(),
+            outbox: Outbox::new(options.queue.clone()),
+            replies,
         });
         let (commands, command_rx) = crossbeam_channel::unbounded::<OutgoingCall>();
         let (channel_asks, channel_ask_rx) = crossbeam_channel::unbounded();
@@ -180,6 +190,7 @@ impl RpcClient {
             brokers,
             &options,
             command_rx,
+            woken,
             channel_ask_rx,
             closed.clone(),
             Arc::clone(&shared),
@@ -354,7 +365,7 @@ impl RpcClient {
         let state = CallState::new();
         let call = OutgoingCall {
             correlation_id: self.ids.next(),
-            body: body.to_vec(),
+            body: Arc::from(body),
             deadline,
             reply,
             state: state.clone(),
@@ -362,8 +373,18 @@ impl RpcClient {
             attempts: 0,
             traceparent,
         };
-        if self.commands.send(call).is_err() {
-            return Err(self.gone_error());
+        match self.options.reply_to {
+            // Published from this thread, or kept for the next connection. A failed publish
+            // keeps it too: the connection is going, which the reader will see.
+            ReplyTo::ExclusiveQueue => {
+                let shared = &self.shared;
+                let _ = shared.outbox.submit(call, None, &shared.counters);
+            }
+            _ => {
+                if self.commands.send(call).is_err() {
+                    return Err(self.gone_error());
+                }
+            }
         }
         Ok(PendingReply {
             client: self,
@@ -542,6 +563,9 @@ impl PendingReply<'_> {
         // the deadline. A call answered before the kick costs nothing more.
         let kick_at = kick_at(self.started, self.deadline);
         let mut kicked = false;
+        // Waiting alone, this caller takes replies off the consumer itself (see `replies`).
+        let mut waiting = Waiting::start(&client.shared);
+        let no_replies = crossbeam_channel::never();
         let answer = loop {
             let now = Instant::now();
             if !kicked && now >= kick_at {
@@ -551,9 +575,12 @@ impl PendingReply<'_> {
                 }
             }
             let until = if kicked { self.deadline } else { kick_at };
+            let replies = waiting.stream().unwrap_or(&no_replies);
             select! {
                 // `Err` here means the reader dropped our call unanswered: expired, or stopping.
                 recv(self.reply) -> answer => break answer.ok(),
+                // Ours, or another caller's, handed on: ours then comes on `self.reply`.
+                recv(replies) -> message => waiting.take(message),
                 // The reader ended without seeing our call; it may have answered just before.
                 recv(client.reader_finished) -> _ => break self.reply.try_recv().ok(),
                 // Closed by its owner: stop waiting, whatever the reader is doing (and make sure
@@ -568,6 +595,7 @@ impl PendingReply<'_> {
                 }
             }
         };
+        drop(waiting);
         match answer {
             Some(result) => result,
             None if client.reader_finished.try_recv() == Err(TryRecvError::Disconnected) => {
@@ -608,5 +636,58 @@ impl PendingReply<'_> {
                 consumers: self.client.prober.consumers_known(),
             },
         }
+    }
+}
+
+/// A caller waiting for its reply, counted as such while this lives; when it waits alone, it
+/// takes replies off the reply consumer itself (see [`replies`](super::replies)).
+struct Waiting<'a> {
+    shared: &'a Shared,
+    /// The stream this caller takes replies from, and its session's number.
+    pumping: Option<(u64, Receiver<ConsumerMessage>)>,
+}
+
+impl<'a> Waiting<'a> {
+    fn start(shared: &'a Shared) -> Self {
+        Waiting {
+            pumping: shared.replies.start_waiting(),
+            shared,
+        }
+    }
+
+    /// The reply stream to take from, while this caller pumps.
+    fn stream(&self) -> Option<&Receiver<ConsumerMessage>> {
+        self.pumping.as_ref().map(|(_, stream)| stream)
+    }
+
+    /// Hands `first`, and every reply already behind it, to its caller (this one included);
+    /// stops pumping, and tells the reader, when the stream has ended.
+    fn take(&mut self, first: std::result::Result<ConsumerMessage, RecvError>) {
+        let mut next = first.map_err(|_| TryRecvError::Disconnected);
+        loop {
+            match next {
+                Ok(ConsumerMessage::Delivery(delivery)) => deliver(self.shared, delivery),
+                Ok(other) => return self.ended(Some(other)),
+                Err(TryRecvError::Disconnected) => return self.ended(None),
+                Err(TryRecvError::Empty) => return,
+            }
+            next = match self.stream() {
+                Some(stream) => stream.try_recv(),
+                None => return,
+            };
+        }
+    }
+
+    fn ended(&mut self, message: Option<ConsumerMessage>) {
+        if let Some((session, _)) = self.pumping.take() {
+            self.shared.replies.ended(session, message);
+            self.shared.replies.stop_pumping();
+        }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.shared.replies.stop_waiting(self.pumping.is_some());
     }
 }

@@ -1,28 +1,30 @@
-//! The reader thread: it alone touches the AMQP connection. It publishes callers' requests,
-//! hands each reply to the caller waiting for its `correlation_id`, sends idempotent requests
-//! again when they may have been lost, and reconnects after a loss.
+//! The reader thread: it owns the AMQP connection. It sets up each session (channels, reply
+//! consumer, confirms), hands replies to the callers waiting for them (unless a lone caller
+//! takes its own: see [`replies`](super::replies)), reads confirms and returns, sends
+//! idempotent requests again when they may have been lost, and reconnects after a loss.
+//! Callers publish their requests themselves through the [`Outbox`], except with direct
+//! reply-to, where the reader publishes them.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use amiquip::{
-    Channel, Confirm, Connection, Consumer, ConsumerMessage, ConsumerOptions, Delivery, Publish,
-    QueueDeclareOptions, Return,
+    Channel, Confirm, Connection, Consumer, ConsumerMessage, ConsumerOptions, QueueDeclareOptions,
+    Return,
 };
-use crossbeam_channel::{select, Receiver, Sender};
+use crossbeam_channel::{select, Receiver, RecvError, Sender, TryRecvError};
 
 use super::call::OutgoingCall;
-use super::confirms::ConfirmTags;
 use super::handle::Shared;
 use super::options::{ClientOptions, ReplyTo, DIRECT_REPLY_TO};
+use super::outbox::SessionOut;
 use super::probe::{declare_passive, ChannelAsk, ProbeFailed, Seen};
+use super::replies::deliver;
 use crate::connect::ConnectSettings;
 use crate::error::{BrokerError, BrokerErrorKind, Error, NoServerReason, Result};
 use crate::reconnect::{Backoff, Brokers};
-use crate::util::{bump, cancel_consumer, is_disconnected};
-use crate::wire;
+use crate::util::{bump, is_disconnected};
 
 /// How often the reader thread forgets calls whose callers have stopped waiting.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
@@ -35,10 +37,6 @@ const CONSUMER_CANCEL_WAIT: Duration = Duration::from_secs(1);
 /// each refusal of the same call, up to [`MAX_RESEND_DELAY`].
 const RESEND_DELAY: Duration = Duration::from_millis(50);
 const MAX_RESEND_DELAY: Duration = Duration::from_secs(1);
-
-/// Refusals in a row, with no request taken in between, after which the reader takes its
-/// channel for stale and replaces the connection; see [`Reader::refused`].
-const STALE_AFTER_REFUSALS: u32 = 2;
 
 /// How long the reader then lets the calls in flight finish before it reconnects.
 const STALE_CHANNEL_DRAIN: Duration = Duration::from_secs(2);
@@ -58,29 +56,22 @@ pub(super) struct Reader {
     lazy: bool,
     queue: String,
     reply_to: ReplyTo,
+    /// Calls for the reader to publish (direct reply-to only; otherwise callers publish).
     commands: Receiver<OutgoingCall>,
+    /// Wakes the reader when a caller waits that nobody takes replies for, or a caller saw the
+    /// reply stream end.
+    woken: Receiver<()>,
     /// The probe thread's requests for a side channel on the current connection.
     channel_asks: Receiver<ChannelAsk>,
     /// Disconnects when the owner starts closing the client.
     closed: Receiver<()>,
     shared: Arc<Shared>,
-    /// Published calls by `correlation_id`.
-    pending: HashMap<String, OutgoingCall>,
-    /// Calls received while disconnected, in order, and idempotent calls to be sent again
-    /// after a loss; sent first on the next connection.
-    waiting: VecDeque<OutgoingCall>,
     /// Idempotent calls the broker refused, each to go again at its time.
     resends: Vec<(Instant, OutgoingCall)>,
     /// Publisher confirms on requests ([`ClientOptions::publisher_confirms`]).
     confirms: bool,
     /// Calls require a server ([`ClientOptions::require_server`]): probe once on setting up.
     require_server: bool,
-    /// This session's published requests awaiting their confirm.
-    tags: ConfirmTags,
-    /// Requests refused in a row in this session, with none taken in between.
-    refusal_streak: u32,
-    /// When this session was found stale (see [`Reader::refused`]): it is to be replaced.
-    refused_at: Option<Instant>,
     /// Sessions set up so far; every one after the first is a reconnection.
     sessions: u64,
 }
@@ -110,6 +101,7 @@ impl Reader {
         brokers: Brokers,
         options: &ClientOptions,
         commands: Receiver<OutgoingCall>,
+        woken: Receiver<()>,
         channel_asks: Receiver<ChannelAsk>,
         closed: Receiver<()>,
         shared: Arc<Shared>,
@@ -122,17 +114,13 @@ impl Reader {
             queue: options.queue.clone(),
             reply_to: options.reply_to,
             commands,
+            woken,
             channel_asks,
             closed,
             shared,
-            pending: HashMap::new(),
-            waiting: VecDeque::new(),
             resends: Vec::new(),
             confirms: options.publisher_confirms,
             require_server: options.require_server,
-            tags: ConfirmTags::default(),
-            refusal_streak: 0,
-            refused_at: None,
             sessions: 0,
         }
     }
@@ -263,7 +251,10 @@ impl Reader {
             }
             select! {
                 recv(self.commands) -> call => match call {
-                    Ok(call) => self.waiting.push_back(call),
+                    // No session: it waits for the next.
+                    Ok(call) => {
+                        let _ = self.shared.outbox.submit(call, None, &self.shared.counters);
+                    }
                     Err(_) => return false,
                 },
                 recv(self.closed) -> _ => return false,
@@ -271,17 +262,15 @@ impl Reader {
                 recv(self.channel_asks) -> ask => if let Ok(ask) = ask {
                     let _ = ask.send(Err(ProbeFailed::NotConnected));
                 },
-                recv(sweep) -> _ => {
-                    let now = Instant::now();
-                    self.waiting.retain(|call| call.is_live(now));
-                }
+                recv(sweep) -> _ => self.forget_expired(Instant::now()),
                 default(until - now) => {}
             }
         }
     }
 
-    /// Opens the channel, return listener and reply consumer, and only then sends
-    /// the calls that waited for a connection. Serves callers until shutdown or loss.
+    /// Opens the channels, the reply consumer and the listeners for returns and confirms, and
+    /// only then sends the calls that waited for a connection. Serves callers until shutdown
+    /// or loss.
     fn run_session(
         &mut self,
         connection: &mut Connection,
@@ -291,21 +280,24 @@ impl Reader {
         if self.require_server {
             channel = self.first_probe(connection, channel)?;
         }
-        let returns = channel.listen_for_returns().map_err(Error::amqp)?;
+        // Requests go out on a channel of their own, which callers publish on from their own
+        // threads; with direct reply-to, they must go out on the channel that consumes the
+        // replies, the reader's own.
+        let publisher = match self.reply_to {
+            ReplyTo::ExclusiveQueue => Some(connection.open_channel(None).map_err(Error::amqp)?),
+            ReplyTo::Direct => None,
+        };
+        let out = publisher.as_ref().unwrap_or(&channel);
+        let returns = out.listen_for_returns().map_err(Error::amqp)?;
         // Listening first, so that no confirm arrives unheard.
         let confirms = match self.confirms {
             true => {
-                let confirms = channel
-                    .listen_for_publisher_confirms()
-                    .map_err(Error::amqp)?;
-                channel.enable_publisher_confirms().map_err(Error::amqp)?;
+                let confirms = out.listen_for_publisher_confirms().map_err(Error::amqp)?;
+                out.enable_publisher_confirms().map_err(Error::amqp)?;
                 confirms
             }
             false => crossbeam_channel::never(),
         };
-        self.tags = ConfirmTags::default();
-        self.refusal_streak = 0;
-        self.refused_at = None;
         // Replies are never acked: an unanswered caller gains nothing from a redelivery.
         let no_ack = ConsumerOptions {
             no_ack: true,
@@ -342,22 +334,34 @@ impl Reader {
         self.sessions += 1;
         if self.sessions > 1 {
             bump(&self.shared.counters.reconnects);
-            log::warn!(
-                "reconnected to {}; sending {} call(s) that waited",
-                self.brokers.current(),
-                self.waiting.len()
-            );
+            log::warn!("reconnected to {}", self.brokers.current());
         }
+        let direct = publisher.is_none().then_some(&channel);
+        self.shared
+            .replies
+            .set_current(self.sessions, Some(consumer.receiver().clone()));
+        let began = self.shared.outbox.begin_session(
+            SessionOut::new(publisher, reply_to, self.confirms),
+            direct,
+            &self.shared.counters,
+        );
         self.shared
             .set_connected(self.brokers.current().to_string(), self.sessions);
         if let Some(ready) = ready.take() {
             let _ = ready.send(Ok(()));
         }
-        let end = self.serve(
-            connection, &channel, &consumer, &returns, &confirms, &reply_to,
-        );
-        // Cancelling the consumer and dropping the channel below wait for the broker. When
-        // the reason is already known, tell the callers first.
+        let end = match began {
+            Ok(()) => self.serve(connection, direct, &consumer, &returns, &confirms),
+            // Replies already here still reach their callers.
+            Err(cause) => SessionEnd::Lost {
+                cause: self.drain_for_reason(&consumer).or(Some(cause)),
+                told: false,
+            },
+        };
+        // From here on calls wait for the next session.
+        let publisher = self.shared.outbox.end_session();
+        // Closing the publishing channel, cancelling the consumer and dropping the channel
+        // below wait for the broker. When the reason is already known, tell the callers first.
         let end = match end {
             SessionEnd::Shutdown => {
                 self.fail_everything();
@@ -371,36 +375,62 @@ impl Reader {
                 SessionEnd::Lost { cause, told }
             }
         };
+        drop(publisher);
         // On a lost connection this fails at once; the reason is already known.
-        if let Err(err) = cancel_consumer(&consumer, CONSUMER_CANCEL_WAIT) {
-            log::debug!("cancelling the reply consumer: {err}");
-        }
+        self.cancel_consumer(&consumer);
+        self.shared.replies.set_current(self.sessions, None);
         self.shared.connected.store(false, Ordering::SeqCst);
         Ok(end)
     }
 
-    /// The session's main loop.
+    /// Cancels the reply consumer and waits, up to [`CONSUMER_CANCEL_WAIT`], until amiquip's
+    /// I/O thread has said so: on the consumer's receiver, or to a caller taking replies, who
+    /// leaves the news with [`ReplyStream`](super::replies::ReplyStream). See
+    /// [`cancel_consumer`](crate::util::cancel_consumer) for why it waits.
+    fn cancel_consumer(&mut self, consumer: &Consumer<'_>) {
+        if let Err(err) = consumer.cancel() {
+            log::debug!("cancelling the reply consumer: {err}");
+            return;
+        }
+        let until = Instant::now() + CONSUMER_CANCEL_WAIT;
+        loop {
+            if self.shared.replies.take_ended().is_some() {
+                return;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            select! {
+                recv(consumer.receiver()) -> message => match message {
+                    // A reply that came meanwhile still reaches its caller.
+                    Ok(ConsumerMessage::Delivery(delivery)) => deliver(&self.shared, delivery),
+                    // ClientCancelled, or the stream ended otherwise, or the I/O thread is gone.
+                    _ => return,
+                },
+                recv(self.woken) -> _ => {}
+                default(left) => {
+                    log::warn!(
+                        "amiquip did not confirm the reply consumer's cancel within \
+                         {CONSUMER_CANCEL_WAIT:?}; the connection may not close cleanly"
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The session's main loop. `direct` is the channel to publish on for callers when they
+    /// cannot publish themselves (direct reply-to).
     fn serve(
         &mut self,
         connection: &mut Connection,
-        channel: &Channel,
+        direct: Option<&Channel>,
         consumer: &Consumer<'_>,
         returns: &Receiver<Return>,
         confirms: &Receiver<Confirm>,
-        reply_to: &str,
     ) -> SessionEnd {
         let lost = |cause| SessionEnd::Lost { cause, told: false };
-        while let Some(call) = self.waiting.pop_front() {
-            if is_disconnected(&self.closed) {
-                self.waiting.push_front(call);
-                return SessionEnd::Shutdown;
-            }
-            if let Err(cause) = self.publish(channel, reply_to, call) {
-                return lost(self.drain_for_reason(consumer).or(Some(cause)));
-            }
-        }
         let sweep = crossbeam_channel::tick(SWEEP_INTERVAL);
         let no_confirms = crossbeam_channel::never();
+        let no_replies = crossbeam_channel::never();
         loop {
             // Confirms already here are read without waiting: see `CONFIRM_LINGER`.
             loop {
@@ -412,16 +442,21 @@ impl Reader {
                     }
                 }
             }
+            // A caller taking replies saw the stream end.
+            if let Some(message) = self.shared.replies.take_ended() {
+                return lost(message.and_then(close_reason));
+            }
             let now = Instant::now();
+            let (oldest_unconfirmed, refused_at) = self.shared.outbox.reader_view();
             // A stale session ends as soon as its calls in flight are done, or at the bound.
-            let stale_until = self.refused_at.map(|at| at + STALE_CHANNEL_DRAIN);
-            if stale_until.is_some_and(|until| self.pending.is_empty() || now >= until) {
+            let stale_until = refused_at.map(|at| at + STALE_CHANNEL_DRAIN);
+            if stale_until.is_some_and(|until| self.shared.outbox.no_calls_out() || now >= until) {
                 return lost(Some(BrokerError::other(
                     BrokerErrorKind::Rejected,
                     "the broker refused every request lately (the channel may be stale)",
                 )));
             }
-            let (confirm_arm, linger) = match self.tags.oldest() {
+            let (confirm_arm, linger) = match oldest_unconfirmed {
                 Some(oldest) if now < oldest + CONFIRM_LINGER => {
                     (&no_confirms, oldest + CONFIRM_LINGER - now)
                 }
@@ -433,10 +468,17 @@ impl Reader {
                 Some(at) => crossbeam_channel::at(at),
                 None => crossbeam_channel::never(),
             };
+            // Replies are taken off by a lone waiting caller itself, and by the reader only
+            // when some caller waits that does not take them: see `replies`.
+            let replies = match self.shared.replies.reader_should_pump() {
+                true => consumer.receiver(),
+                false => &no_replies,
+            };
             select! {
                 recv(self.commands) -> call => match call {
                     Ok(call) => {
-                        if let Err(cause) = self.publish(channel, reply_to, call) {
+                        let sent = self.shared.outbox.submit(call, direct, &self.shared.counters);
+                        if let Err(cause) = sent {
                             // Replies already here still reach their callers.
                             return lost(self.drain_for_reason(consumer).or(Some(cause)));
                         }
@@ -445,11 +487,11 @@ impl Reader {
                     Err(_) => return SessionEnd::Shutdown,
                 },
                 recv(self.closed) -> _ => return SessionEnd::Shutdown,
-                recv(consumer.receiver()) -> message => match message {
-                    Ok(ConsumerMessage::Delivery(delivery)) => self.deliver(delivery),
-                    Ok(other) => return lost(close_reason(other)),
-                    Err(_) => return lost(None),
-                },
+                recv(replies) -> message => {
+                    if let Err(cause) = self.take_replies(message, consumer) {
+                        return lost(cause);
+                    }
+                }
                 recv(returns) -> returned => match returned {
                     Ok(returned) => self.fail_returned(returned),
                     // The channel closed; the consumer holds the reason, behind any replies.
@@ -460,15 +502,51 @@ impl Reader {
                     Err(_) => return lost(self.drain_for_reason(consumer)),
                 },
                 recv(resend) -> _ => {
-                    if let Err(cause) = self.resend_due(channel, reply_to) {
+                    if let Err(cause) = self.resend_due(direct) {
                         return lost(self.drain_for_reason(consumer).or(Some(cause)));
                     }
                 }
+                recv(self.woken) -> _ => {}
                 recv(self.channel_asks) -> ask => if let Ok(ask) = ask {
                     self.open_side_channel(connection, ask);
                 },
-                recv(sweep) -> _ => self.forget_expired(Instant::now()),
+                recv(sweep) -> _ => {
+                    // Nobody waits, so nobody takes replies: those to calls not waited for
+                    // yet (before their callers are forgotten below: a reply that came in time
+                    // is kept for a caller who collects it late) and late ones are taken
+                    // here, so they do not pile up.
+                    if self.shared.replies.nobody_waits() {
+                        if let Err(cause) = self.take_replies(Err(RecvError), consumer) {
+                            return lost(cause);
+                        }
+                    }
+                    self.forget_expired(Instant::now());
+                }
                 default(linger) => {}
+            }
+        }
+    }
+
+    /// Hands `first` and every reply already behind it to their callers. `Err(RecvError)`
+    /// as `first` just takes what is there. An `Err` back means the stream ended, with the
+    /// broker's reason when it gave one.
+    fn take_replies(
+        &mut self,
+        first: std::result::Result<ConsumerMessage, RecvError>,
+        consumer: &Consumer<'_>,
+    ) -> std::result::Result<(), Option<BrokerError>> {
+        match first {
+            Ok(ConsumerMessage::Delivery(delivery)) => deliver(&self.shared, delivery),
+            Ok(other) => return Err(close_reason(other)),
+            // A real end of the stream shows up again below.
+            Err(RecvError) => {}
+        }
+        loop {
+            match consumer.receiver().try_recv() {
+                Ok(ConsumerMessage::Delivery(delivery)) => deliver(&self.shared, delivery),
+                Ok(other) => return Err(close_reason(other)),
+                Err(TryRecvError::Empty) => return Ok(()),
+                Err(TryRecvError::Disconnected) => return Err(None),
             }
         }
     }
@@ -500,73 +578,10 @@ impl Reader {
         let _ = ask.send(opened);
     }
 
-    /// Publishes one request and files its caller, unless the caller has already given up.
-    /// If publishing fails (the connection is gone, so nothing left), the call goes back to
-    /// the front of `waiting`, unsent, for the next connection. The request's properties,
-    /// deadline included, are the wire module's ([`wire::request::properties`]).
-    fn publish(
-        &mut self,
-        channel: &Channel,
-        reply_to: &str,
-        mut call: OutgoingCall,
-    ) -> std::result::Result<(), BrokerError> {
-        let remaining = call.deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() || !call.state.is_queued() {
-            return Ok(()); // the caller has given up; dropping `reply` tells it
-        }
-        if self.refused_at.is_some() {
-            // This session is being replaced (see `refused`): the call waits for the next.
-            self.waiting.push_back(call);
-            return Ok(());
-        }
-        if !call.state.claim() {
-            return Ok(());
-        }
-        let publish = Publish {
-            body: &call.body,
-            routing_key: self.queue.clone(),
-            mandatory: true,
-            immediate: false,
-            properties: wire::request::properties(
-                reply_to,
-                &call.correlation_id,
-                remaining,
-                call.traceparent.as_ref(),
-            ),
-        };
-        if let Err(err) = channel.basic_publish("", publish) {
-            // Unless its caller gave up meanwhile, the call waits for the next connection.
-            if call.state.unclaim() {
-                self.waiting.push_front(call);
-            }
-            return Err(BrokerError::amqp(err));
-        }
-        if self.confirms {
-            self.tags.published(&call.correlation_id, Instant::now());
-        }
-        call.attempts += 1;
-        if call.attempts > 1 {
-            bump(&self.shared.counters.retries);
-        }
-        self.pending.insert(call.correlation_id.clone(), call);
-        Ok(())
-    }
-
     /// The broker confirmed taking requests (`basic.ack`), or refused them (`basic.nack`).
     fn confirmed(&mut self, confirm: Confirm) {
-        let (payload, taken) = match confirm {
-            Confirm::Ack(payload) => (payload, true),
-            Confirm::Nack(payload) => (payload, false),
-        };
-        for correlation_id in self.tags.take(payload) {
-            if taken {
-                self.refusal_streak = 0;
-                if let Some(call) = self.pending.get(&correlation_id) {
-                    call.state.confirm();
-                }
-            } else if let Some(call) = self.pending.remove(&correlation_id) {
-                self.refused(call);
-            }
+        for call in self.shared.outbox.confirmed(confirm).refused {
+            self.refused(call);
         }
     }
 
@@ -580,16 +595,12 @@ impl Reader {
     /// A refusal is usually the queue's own (a length limit with `reject-publish`). But on
     /// RabbitMQ 3.10 a channel that first published to a quorum queue while the queue's leader
     /// was down (its node had just died) refuses every later publish to it, for as long as the
-    /// channel lives, while a new connection is served at once. So after
-    /// [`STALE_AFTER_REFUSALS`] refusals in a row with no request taken in between, the session
-    /// is replaced: new calls wait, the calls in flight get up to [`STALE_CHANNEL_DRAIN`] to be
-    /// answered, and the reader reconnects.
+    /// channel lives, while a new connection is served at once. So after two refusals in a row
+    /// with no request taken in between, the [`Outbox`](super::outbox::Outbox) marks the
+    /// session stale: new calls wait, the calls in flight get up to [`STALE_CHANNEL_DRAIN`] to
+    /// be answered, and the reader reconnects.
     fn refused(&mut self, call: OutgoingCall) {
         bump(&self.shared.counters.refusals);
-        self.refusal_streak += 1;
-        if self.refusal_streak >= STALE_AFTER_REFUSALS {
-            self.refused_at.get_or_insert_with(Instant::now);
-        }
         let doublings = call.attempts.saturating_sub(1).min(8);
         let delay = RESEND_DELAY
             .saturating_mul(1 << doublings)
@@ -616,11 +627,7 @@ impl Reader {
     }
 
     /// Publishes the refused calls whose pause is over (unless their callers gave up).
-    fn resend_due(
-        &mut self,
-        channel: &Channel,
-        reply_to: &str,
-    ) -> std::result::Result<(), BrokerError> {
+    fn resend_due(&mut self, direct: Option<&Channel>) -> std::result::Result<(), BrokerError> {
         let now = Instant::now();
         let (due, later) = std::mem::take(&mut self.resends)
             .into_iter()
@@ -629,9 +636,10 @@ impl Reader {
         let mut due = due.into_iter().map(|(_, call)| call);
         while let Some(call) = due.next() {
             if call.is_live(now) {
-                if let Err(err) = self.publish(channel, reply_to, call) {
+                let outbox = &self.shared.outbox;
+                if let Err(err) = outbox.submit(call, direct, &self.shared.counters) {
                     // The connection is gone: the rest go on the next one.
-                    self.waiting.extend(due);
+                    outbox.requeue(due);
                     return Err(err);
                 }
             }
@@ -639,39 +647,13 @@ impl Reader {
         Ok(())
     }
 
-    /// Hands a reply to the caller waiting for its `correlation_id`, or drops and counts it.
-    fn deliver(&mut self, delivery: Delivery) {
-        // Whoever it was for, a reply proves that a server consumes the queue.
-        self.shared.watch.saw_reply();
-        let caller = delivery
-            .properties
-            .correlation_id()
-            .as_deref()
-            .and_then(|id| self.pending.remove(id));
-        let delivered = match caller {
-            // Fails only if the caller stopped waiting (timed out) meanwhile.
-            Some(caller) => {
-                let reply =
-                    wire::reply::decode(delivery.properties.headers().as_ref(), delivery.body);
-                caller.reply.send(reply).is_ok()
-            }
-            None => false,
-        };
-        if !delivered {
-            bump(&self.shared.counters.discarded_replies);
-        }
-    }
-
     /// After the channel closed: deliver the replies still buffered and return the broker's
-    /// reason for the close, if it gave one.
+    /// reason for the close, if it gave one (or if a caller taking replies saw it).
     fn drain_for_reason(&mut self, consumer: &Consumer<'_>) -> Option<BrokerError> {
-        loop {
-            match consumer.receiver().try_recv() {
-                Ok(ConsumerMessage::Delivery(delivery)) => self.deliver(delivery),
-                Ok(other) => return close_reason(other),
-                Err(_) => return None,
-            }
+        if let Some(message) = self.shared.replies.take_ended() {
+            return message.and_then(close_reason);
         }
+        self.take_replies(Err(RecvError), consumer).err().flatten()
     }
 
     /// The broker returned a mandatory request: no queue is bound to the routing key.
@@ -681,7 +663,7 @@ impl Reader {
             .properties
             .correlation_id()
             .as_deref()
-            .and_then(|id| self.pending.remove(id));
+            .and_then(|id| self.shared.outbox.take_pending(id));
         if let Some(caller) = caller {
             let _ = caller.reply.send(Err(Error::NoServer {
                 queue: returned.routing_key,
@@ -693,7 +675,7 @@ impl Reader {
     /// Drops calls whose callers have timed out, so their entries do not pile up when no reply
     /// ever comes (the broker expired the request).
     fn forget_expired(&mut self, now: Instant) {
-        self.pending.retain(|_, call| call.deadline > now);
+        self.shared.outbox.forget_expired(now);
         self.resends.retain(|(_, call)| call.is_live(now));
     }
 
@@ -703,9 +685,10 @@ impl Reader {
     /// [`Error::ConnectionLost`]. Calls not sent yet stay queued for the next connection.
     fn pending_lost(&mut self, cause: &Option<BrokerError>) {
         let now = Instant::now();
-        for (_, call) in self.pending.drain() {
+        let mut again = Vec::new();
+        for call in self.shared.outbox.take_all_pending() {
             if call.idempotent && call.deadline > now && call.state.requeue_after_loss() {
-                self.waiting.push_back(call);
+                again.push(call);
             } else {
                 let _ = call.reply.send(Err(Error::ConnectionLost {
                     cause: cause.clone(),
@@ -714,19 +697,19 @@ impl Reader {
         }
         for (_, call) in self.resends.drain(..) {
             if call.is_live(now) {
-                self.waiting.push_back(call);
+                again.push(call);
             }
         }
+        self.shared.outbox.requeue(again);
     }
 
     /// The client is closing: fails every call, published, waiting or still in the queue.
     fn fail_everything(&mut self) {
-        for (_, call) in self.pending.drain() {
-            let _ = call.reply.send(Err(Error::Closed));
-        }
-        for call in self
-            .waiting
-            .drain(..)
+        let outbox = &self.shared.outbox;
+        for call in outbox
+            .take_all_pending()
+            .into_iter()
+            .chain(outbox.take_all_waiting())
             .chain(self.resends.drain(..).map(|(_, call)| call))
         {
             let _ = call.reply.send(Err(Error::Closed));
