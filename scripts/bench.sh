@@ -74,7 +74,8 @@
 #   --seconds S  seconds per throughput run (default 6; env BENCH_SECONDS)
 #   --rounds R   runs of each throughput measurement, interleaved by round (default 3;
 #                env BENCH_ROUNDS)
-#   --quick      smoke test: 3 s runs, 1 round, 5 hyperfine runs (env BENCH_QUICK=1)
+#   --quick      smoke test: 3 s runs, 1 round, 5 hyperfine runs, 5 big-N calls, 3 s of Java
+#                warm-up (env BENCH_QUICK=1)
 # The full default run (3 rounds of 13 runs of 6 s) takes about 5 minutes once built.
 #
 # It starts everything it needs: the broker (scripts/ensure-rabbitmq.sh), a release build
