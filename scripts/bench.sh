@@ -1,18 +1,26 @@
 #!/usr/bin/env bash
 # The benchmark: fib-rpc against the references, measured side by side in one run, printed
-# as ONE table (on stdout; progress goes to stderr) with the ratio to each target.
+# (on stdout; progress goes to stderr) as two tables: first the goals (issue 15), seven
+# ratios of fib-rpc against a peer, each with the fib-rpc and peer figures, the ratio of
+# their medians, the ratio within each round, the goal and whether it is met:
+#   one caller vs the tutorial's Python pair (row 1, ≥ 1.8×), vs the bare amiquip pair with 1
+#   in flight (row 8, ≥ 0.9×) and vs the Java client's RpcClient, 1 thread (row 11, ≥ 2×);
+#   64 callers vs the bare amiquip pair with 64 in flight (row 2, ≥ 0.7×) and vs the Java
+#   RpcClient shared by 64 threads (row 11, ≥ 2×); a cold `call 1000` process vs the
+#   tutorial client's (row 3, ≤ 0.06×); a cold `call N`, N ~ 10^6, vs gmpy2 (row 12, ≤ 2.5×);
+# then the details, every row below with the ratio to its target.
 #
-# Every throughput measurement below (rows 1, 2, 7, 8 and 10 and their references) is run R
-# times (--rounds), each run S seconds long (--seconds), interleaved by round: round 1 runs
-# each of them once, then round 2 does the same, and so on, so that a slow phase of the
+# Every throughput measurement below (rows 1, 2, 7, 8, 10 and 11 and their references) is
+# run R times (--rounds), each run S seconds long (--seconds), interleaved by round: round 1
+# runs each of them once, then round 2 does the same, and so on, so that a slow phase of the
 # machine hits them all alike. The order within a round: 1 caller on our server, then on our
 # --no-confirms server (and with direct reply-to on our server), 64 callers likewise, the
-# bare amiquip client on our server; on the tutorial's, its client alone, then four at once;
-# on the floor's echo server, the floor client with 64 in flight, then 1. The four servers
-# are each started once, before round 1, and stay up (idle between their own runs) until the
-# last round is over. The table shows each
-# measurement's median over its runs with the min–max range; a ratio is ours' median / the
-# reference's median, and the last column gives the ratio within each round.
+# bare amiquip client on our server, the Java RpcClient on our server with 1 thread, then 64;
+# on the tutorial's, its client alone, then four at once; on the floor's echo server, the
+# floor client with 64 in flight, then 1. The four servers are each started once, before
+# round 1, and stay up (idle between their own runs) until the last round is over. The tables
+# show each measurement's median over its runs with the min–max range; a ratio is ours'
+# median / the reference's median, and the last column gives the ratio within each round.
 #
 #   1. one caller, sequential fib(10): `fib-rpc bench --callers 1` on `fib-rpc serve`
 #      vs the tutorial's Python client in a loop on the tutorial's Python server (≥ 1.8×);
@@ -23,16 +31,16 @@
 #      (counting the answer 55), against the floor pair (the servers compared; no target),
 #      and `fib-rpc bench --callers 64` against it (both on `fib-rpc serve`; ≥ 0.70×);
 #   3. a cold `fib-rpc call 1000` process vs a cold tutorial client process calling 1000,
-#      both against our `fib-rpc serve` (hyperfine mean wall time; ≤ 0.1×);
+#      both against our `fib-rpc serve` (hyperfine mean wall time; ≤ 0.06×);
 #   4. fib(10^6) computed and formatted: examples/fib_speed vs bench/python/gmp_fib.py
 #      (gmpy2), total_ms (≤ 2×); "n/a" when either is missing;
 #   5. peak RSS (VmHWM) of `fib-rpc serve`, read after each round's 64-caller run; the table
 #      shows the last reading, the peak over all the rounds (≤ 8 MB = 8,000,000 B);
 #   6. the stripped release binary, default features (no TLS) (≤ 2 MB = 2,000,000 B);
 #   7. rows 1 and 2 again with `--reply-to direct`, when `fib-rpc --help` mentions it;
-#   8. the floor pair with 1 in flight against row 1's one caller (no target);
-#   9. where the time goes, under the table: for each Rust client measurement above (rows 1,
-#      2, 7, 8 and 10), CPU time per successful call in µs of the broker (the beam.smp process:
+#   8. the floor pair with 1 in flight against row 1's one caller (≥ 0.9×);
+#   9. where the time goes, under the table: for each client measurement above (rows 1, 2,
+#      7, 8, 10 and 11), CPU time per successful call in µs of the broker (the beam.smp process:
 #      if several, the one with `-sname rabbit`, else the oldest), of the server process and
 #      of the client process, and the client's context switches per call (voluntary +
 #      involuntary), each summed over the measurement's R runs (total CPU / total successful
@@ -46,22 +54,39 @@
 #      callers; the ratio is on / off (no target; the goal is a cost of at most 10%, on / off
 #      ≥ 0.90×). Run when `fib-rpc serve --help` and `fib-rpc bench --help` mention
 #      --no-confirms; n/a otherwise.
+#  11. the RabbitMQ Java client's own RpcClient (bench/java/RpcBench.java, Debian's
+#      librabbitmq-client-java, amqp-client 5.x): ONE RpcClient on one channel, direct
+#      reply-to, calling fib(10) ("10", ok when "55") on our `fib-rpc serve` from 1 thread
+#      (java_seq), then from 64 threads sharing it (java_64); rows 1 and 2 against it (≥ 2×
+#      each). Each run's JVM first warms up for BENCH_JAVA_WARMUP seconds (default 5, 3 with
+#      --quick; uncounted), then counts for S seconds; it takes its own CPU time (the whole
+#      JVM) and the broker's and the server's ticks over the counted part alone, for row 9.
+#      Compiled with javac into <target dir>/bench/java at each run. A failed Java run costs
+#      only its own figure (n/a, with the reason);
+#  12. cold `fib-rpc call N` processes, N = 10^6 + k with a fresh random k from 1..10000 each
+#      run (the server's result cache never answers; our server runs with --max-n 1010000),
+#      2 uncounted then 15 (5 with --quick), one at a time, timed by bench/python/cold_big_n.py
+#      (hyperfine cannot vary the argument), every output checked against gmpy2's fib(N); the
+#      median wall time against row 4's gmpy2 fib(10^6) computed and formatted in-process
+#      (≤ 2.5×). Run after row 3, on our server.
 #
 # Usage: scripts/bench.sh [--quick] [--seconds S] [--rounds R]
 #   --seconds S  seconds per throughput run (default 6; env BENCH_SECONDS)
 #   --rounds R   runs of each throughput measurement, interleaved by round (default 3;
 #                env BENCH_ROUNDS)
-#   --quick      smoke test: 3 s runs, 1 round, 5 hyperfine runs (env BENCH_QUICK=1)
-# The full default run (3 rounds of 11 runs of 6 s) takes about 4 minutes once built.
+#   --quick      smoke test: 3 s runs, 1 round, 5 hyperfine runs, 5 big-N calls, 3 s of Java
+#                warm-up (env BENCH_QUICK=1)
+# The full default run (3 rounds of 13 runs of 6 s) takes about 5 minutes once built.
 #
 # It starts everything it needs: the broker (scripts/ensure-rabbitmq.sh), a release build
 # (`cargo build --release --bins --examples`), the Python venv (scripts/python-env.sh; gmpy2
-# is added for row 4), the four servers, each on its own uniquely named queue. Measurements
-# run one at a time, never overlapping. On exit it stops what it started and deletes the
-# queues it created. Raw results go to <cargo target dir>/bench/results.json (every run, and
-# the medians), and each step's output and logs to <cargo target dir>/bench/last-run/ (a
-# throughput run's files are named NAME.ROUND.*). hyperfine (row 3) and GNU time (CPU per
-# call) are installed with apt-get when missing; without them those figures show n/a.
+# is added for rows 4 and 12), the four servers, each on its own uniquely named queue.
+# Measurements run one at a time, never overlapping. On exit it stops what it started and
+# deletes the queues it created. Raw results go to <cargo target dir>/bench/results.json
+# (every run, and the medians), and each step's output and logs to <cargo target
+# dir>/bench/last-run/ (a throughput run's files are named NAME.ROUND.*). hyperfine (row 3),
+# GNU time (CPU per call), a JDK (default-jdk-headless) and librabbitmq-client-java (row 11)
+# are installed with apt-get when missing; without them those figures show n/a.
 # Honours AMQP_URL (default amqp://guest:guest@localhost:5672/%2f) and CARGO_TARGET_DIR;
 # BENCH_FIB_SPEED / BENCH_GMP_FIB run other programs for row 4 (stand-ins, for testing).
 set -euo pipefail
@@ -111,17 +136,30 @@ if [ "$quick" = 1 ]; then
     rounds="${rounds:-1}"
     hf_warmup=1
     hf_runs=5
+    big_n_runs=5
+    java_warmup="${BENCH_JAVA_WARMUP:-3}"
 else
     run_seconds="${run_seconds:-6}"
     rounds="${rounds:-3}"
     hf_warmup=3
     hf_runs=30
+    big_n_runs=15
+    java_warmup="${BENCH_JAVA_WARMUP:-5}"
 fi
 [[ $run_seconds =~ ^[0-9]+([.][0-9]+)?$ ]] && [ "${run_seconds//[.0]/}" != "" ] ||
     die "seconds per run must be a number above 0, got '$run_seconds'"
 [[ $rounds =~ ^[1-9][0-9]?$ ]] || die "rounds must be a whole number from 1 to 99, got '$rounds'"
-# Bounds for each step, so nothing hangs: a throughput run gets its length plus a margin.
+[[ $java_warmup =~ ^[0-9]+$ ]] ||
+    die "BENCH_JAVA_WARMUP must be whole seconds, got '$java_warmup'"
+# Bounds for each step, so nothing hangs: a throughput run gets its length plus a margin; a
+# Java run its warm-up and the JVM's start too.
 run_bound=$((${run_seconds%.*} + 61))
+java_bound=$((run_bound + java_warmup + 30))
+# Row 12: cold `fib-rpc call N` with N = big_n_base + k, k from 1..big_n_span, a fresh N for
+# each of its big_n_warmup + big_n_runs runs.
+big_n_base=1000000
+big_n_span=10000
+big_n_warmup=2
 
 export AMQP_URL="${AMQP_URL:-amqp://guest:guest@localhost:5672/%2f}"
 target_dir="${CARGO_TARGET_DIR:-$ROOT/target}"
@@ -210,7 +248,9 @@ trap 'exit 143' TERM
 
 # Runs one step under a time bound: `step NAME BOUND CMD...` writes stdout to
 # $run_dir/NAME.out and stderr to $run_dir/NAME.err; on failure says which step and shows
-# its stderr, then exits.
+# its stderr, then exits; or, while `step_may_fail` is 1, returns the step's exit status
+# (for a peer whose failure should cost only its own rows).
+step_may_fail=0
 step() {
     local name="$1" bound="$2"
     shift 2
@@ -225,6 +265,7 @@ step() {
         [ "$status" -eq 124 ] && log "step '$name' took longer than ${bound}s"
         log "step '$name' failed (exit $status): $*"
         tail -n 20 "$run_dir/$name.err" >&2 || true
+        [ "$step_may_fail" = 1 ] && return "$status"
         exit 1
     fi
 }
@@ -246,6 +287,25 @@ noconfirms_run() {
     measured_step "$name.$round" "$run_bound" "$noconfirms_pid" "$fib_rpc" --queue \
         "$q_noconfirms" "${bench_args[@]}" --no-confirms --callers "$callers"
     json_of "$name.$round"
+}
+
+# Row 11's run: bench/java/RpcBench.java (one RpcClient on one channel, direct reply-to)
+# on our server, THREADS threads sharing it: `java_run NAME THREADS`; its JSON goes to
+# NAME.ROUND.json. A plain step, not a measured one: the program itself takes its CPU and
+# the broker's and the server's over its measured phase alone (not the JVM's start nor its
+# warm-up). A failure costs only this run: NAME.ROUND.na says why.
+java_run() {
+    local name="$1.$round" status=0
+    step_may_fail=1
+    step "$name" "$java_bound" env BENCH_BROKER_PID="$broker_pid" \
+        BENCH_SERVER_PID="$serve_pid" java -cp "$java_cp" RpcBench "$q_ours" "$2" \
+        "$run_seconds" "$java_warmup" || status=$?
+    step_may_fail=0
+    if [ "$status" -eq 0 ]; then
+        json_of "$name"
+    else
+        echo "failed (exit $status; see $run_dir/$name.err)" >"$run_dir/$name.na"
+    fi
 }
 
 # The last line of step NAME's stdout (a JSON line) into NAME.json.
@@ -339,6 +399,15 @@ floor="$target_dir/release/examples/amiquip_floor"
 log "preparing the Python venv"
 py="$("$ROOT/scripts/python-env.sh")" || die "scripts/python-env.sh failed"
 [ -x "$py" ] || die "scripts/python-env.sh did not print a python path"
+# gmpy2, for row 4 (GMP's fib(10^6)) and to check row 12's outputs: added to the venv when
+# missing; without it those rows show n/a.
+if ! "$py" -c 'import gmpy2' >/dev/null 2>&1; then
+    log "installing gmpy2 into the venv"
+    timeout 300 "$py" -m pip install -q --disable-pip-version-check gmpy2 >&2 ||
+        log "installing gmpy2 failed: rows 4 and 12 show n/a"
+fi
+have_gmpy2=no
+"$py" -c 'import gmpy2' >/dev/null 2>&1 && have_gmpy2=yes
 
 run_id="$$-$(date +%s)-$RANDOM"
 q_ours="fib-rpc-bench-$run_id-ours"
@@ -380,8 +449,9 @@ done
 # hyperfine (row 3) and GNU time (CPU per call) come from Debian's packages: installed here
 # when missing, as scripts/ensure-rabbitmq.sh installs the broker; without apt-get they show
 # n/a.
-install_missing() { # COMMAND PACKAGE
+install_missing() { # COMMAND_OR_FILE PACKAGE
     command -v "$1" >/dev/null 2>&1 && return 0
+    [ -e "$1" ] && return 0
     command -v apt-get >/dev/null 2>&1 || return 0
     local sudo=()
     if [ "$(id -u)" -ne 0 ]; then
@@ -401,6 +471,51 @@ if [ -x /usr/bin/time ] && /usr/bin/time -f '%U' true >/dev/null 2>&1; then
 else
     log "GNU time (/usr/bin/time) not found: the clients' CPU per call shows n/a" \
         "(install it: apt-get install time)"
+fi
+# Row 11's peer, the RabbitMQ Java client's own RpcClient: Debian's librabbitmq-client-java
+# (amqp-client 5.x; its dependency libslf4j-java brings slf4j) and a JDK, installed when
+# missing as above. bench/java/RpcBench.java is compiled here, into the target dir (nothing
+# compiled is kept in the repository). Without them row 11 shows n/a, with the reason.
+install_missing javac default-jdk-headless
+install_missing /usr/share/java/amqp-client.jar librabbitmq-client-java
+java_cp=""
+java_version=none
+amqp_jar_version=none
+java_na() {
+    echo "$1" >"$run_dir/java.na"
+    log "row 11 shows n/a: $1"
+}
+if ! command -v java >/dev/null 2>&1 || ! command -v javac >/dev/null 2>&1; then
+    java_na "no java/javac (apt-get install default-jdk-headless)"
+else
+    java_version="$(java -version 2>&1 | head -n 1 | tr -d '"')"
+    # The jar the package installs (under two names, amqp-client.jar and a versioned one,
+    # the same file) and slf4j's, which it depends on.
+    amqp_jar="$(dpkg -L librabbitmq-client-java 2>/dev/null |
+        grep -E '^/usr/share/java/amqp-client(-[0-9.]+)?[.]jar$' | head -n 1 || true)"
+    slf4j_api=/usr/share/java/slf4j-api.jar
+    slf4j_simple=/usr/share/java/slf4j-simple.jar # logs the client's warnings to stderr
+    if [ -z "$amqp_jar" ] || [ ! -f "$amqp_jar" ]; then
+        java_na "no amqp-client jar (apt-get install librabbitmq-client-java)"
+    elif [ ! -f "$slf4j_api" ]; then
+        java_na "no $slf4j_api (apt-get install libslf4j-java)"
+    else
+        amqp_jar_version="librabbitmq-client-java $(dpkg-query -W -f='${Version}' \
+            librabbitmq-client-java 2>/dev/null || echo '?')"
+        java_classes="$out_dir/java"
+        rm -rf "$java_classes"
+        mkdir -p "$java_classes"
+        libs="$amqp_jar:$slf4j_api"
+        [ ! -f "$slf4j_simple" ] || libs="$libs:$slf4j_simple"
+        log "compiling bench/java/RpcBench.java ($java_version, $amqp_jar_version)"
+        step_may_fail=1
+        if step javac 180 javac -d "$java_classes" -cp "$libs" bench/java/RpcBench.java; then
+            java_cp="$libs:$java_classes"
+        else
+            java_na "javac failed (see $run_dir/javac.err)"
+        fi
+        step_may_fail=0
+    fi
 fi
 # How busy the (shared) broker is with nothing of ours running: other users' work shows up
 # in its CPU per call too.
@@ -423,7 +538,15 @@ fi
 
 # ---- the four servers: each started once, up through all the rounds ----
 
-start_server fib-rpc-serve "$q_ours" "$fib_rpc" --queue "$q_ours" serve
+# Row 12 asks for N a little above 10^6, the default --max-n: our server's limit (only a
+# range check) is raised to cover them.
+serve_args=()
+if [[ $serve_help == *--max-n* ]]; then
+    serve_args=(--max-n $((big_n_base + big_n_span)))
+else
+    echo "fib-rpc serve has no --max-n" >"$run_dir/cold_big_n.na"
+fi
+start_server fib-rpc-serve "$q_ours" "$fib_rpc" --queue "$q_ours" serve "${serve_args[@]}"
 serve_pid=$server_pid
 start_server tutorial-server "$q_tutorial" "$py" -u bench/python/tutorial_server.py "$q_tutorial"
 tutorial_pid=$server_pid
@@ -482,8 +605,13 @@ py4() {
 per_round=7
 [ "$reply_to_option" = no ] || per_round=$((per_round + 2))
 [ "$confirms_option" = no ] || per_round=$((per_round + 2))
+java_extra=0 # seconds a round's two Java runs add besides their measured phases
+if [ -n "$java_cp" ]; then
+    per_round=$((per_round + 2))
+    java_extra=$((2 * (java_warmup + 1)))
+fi
 log "$rounds round(s) of $per_round runs of ${run_seconds}s each" \
-    "(about $((rounds * per_round * (${run_seconds%.*} + 1))) s)"
+    "(about $((rounds * (per_round * (${run_seconds%.*} + 1) + java_extra))) s)"
 for ((round = 1; round <= rounds; round++)); do
     check_servers
     at="round $round/$rounds"
@@ -522,6 +650,16 @@ for ((round = 1; round <= rounds; round++)); do
     measured_step "floor_on_ours.$round" "$run_bound" "$serve_pid" "$floor" client "$q_ours" \
         64 "$run_seconds" 55
     json_of "floor_on_ours.$round"
+
+    # Row 11: the RabbitMQ Java client's own RpcClient on our server, one thread, then 64
+    # threads sharing it; each JVM warms up first, uncounted.
+    if [ -n "$java_cp" ]; then
+        log "$at, row 11: Java RpcClient, 1 thread (${java_warmup}s warm-up, ${run_seconds}s)"
+        java_run java_seq 1
+        log "$at, row 11: Java RpcClient shared by 64 threads (${java_warmup}s warm-up," \
+            "${run_seconds}s)"
+        java_run java_64 64
+    fi
 
     # The tutorial's Python pair: rows 1 and 2.
     log "$at, row 1: tutorial client alone (${run_seconds}s)"
@@ -574,6 +712,28 @@ else
     echo "hyperfine missing" >"$run_dir/hf.na"
 fi
 
+# ---- row 12: cold `fib-rpc call N` processes for N just above 10^6, a fresh N each ----
+
+# A timing loop of our own (hyperfine cannot vary the argument from run to run): a fresh N
+# each run, so the server's result cache never answers; every output checked against gmpy2.
+if [ -e "$run_dir/cold_big_n.na" ]; then
+    log "row 12 shows n/a: $(cat "$run_dir/cold_big_n.na")"
+elif [ "$have_gmpy2" = no ]; then
+    echo "no gmpy2 to check the outputs" >"$run_dir/cold_big_n.na"
+    log "row 12 shows n/a: no gmpy2"
+else
+    log "row 12: cold fib-rpc call N, N from $((big_n_base + 1)) to" \
+        "$((big_n_base + big_n_span)) ($big_n_warmup + $big_n_runs runs)"
+    step_may_fail=1
+    if step cold_big_n 600 "$py" bench/python/cold_big_n.py "$fib_rpc" "$q_ours" "$big_n_runs" \
+        "$big_n_warmup" "$big_n_base" "$big_n_span"; then
+        json_of cold_big_n
+    else
+        echo "failed (see $run_dir/cold_big_n.err)" >"$run_dir/cold_big_n.na"
+    fi
+    step_may_fail=0
+fi
+
 log "stopping fib-rpc serve (SIGTERM)"
 stop_pid "$serve_pid" 40
 echo "$stopped_status" >"$run_dir/serve_exit_status.txt"
@@ -608,12 +768,7 @@ gmp_fib="${BENCH_GMP_FIB:-bench/python/gmp_fib.py}"
 if [ ! -f "$gmp_fib" ]; then
     echo "missing" >"$run_dir/gmp.na"
 else
-    if ! "$py" -c 'import gmpy2' >/dev/null 2>&1; then
-        log "installing gmpy2 into the venv"
-        timeout 300 "$py" -m pip install -q --disable-pip-version-check gmpy2 >&2 ||
-            log "installing gmpy2 failed: row 4 shows n/a"
-    fi
-    if ! "$py" -c 'import gmpy2' >/dev/null 2>&1; then
+    if [ "$have_gmpy2" = no ]; then
         echo "no gmpy2" >"$run_dir/gmp.na"
     else
         log "row 4: $gmp_fib 1000000"
@@ -640,7 +795,9 @@ stat -c %s "$run_dir/fib-rpc.stripped" >"$run_dir/stripped_bytes.txt"
 "$py" bench/python/report.py "$run_dir" "$out_dir/results.json" \
     "seconds_per_run=$run_seconds" "rounds=$rounds" "quick=$quick" "hyperfine_runs=$hf_runs" \
     "hyperfine_warmup=$hf_warmup" "reply_to_option=$reply_to_option" \
-    "confirms_option=$confirms_option" \
+    "confirms_option=$confirms_option" "java=$java_version" "amqp_client=$amqp_jar_version" \
+    "java_warmup_s=$java_warmup" "big_n_base=$big_n_base" "big_n_span=$big_n_span" \
+    "big_n_runs=$big_n_runs" "big_n_warmup=$big_n_warmup" "clk_tck=$clk_tck" \
     "load_at_start=$load_at_start" "cpus=$(nproc)" "broker_pid=${broker_pid:-none}" \
     "gnu_time=${gnu_time:-none}" \
     "commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \

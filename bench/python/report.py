@@ -8,10 +8,12 @@ NAME.na instead of NAME.json says why that measurement is missing. A throughput 
 is repeated once per round: with the setting rounds=R, its runs are NAME.1.json ...
 NAME.R.json (without it, the one run NAME.json). For a client run NAME measured for CPU,
 NAME.cpu.json holds the broker's and the server's CPU ticks over the run and NAME.time the
-client's GNU time line (`%e %U %S %w %c`). KEY=VALUE pairs are the run's settings, stored
-under "run" in RESULTS_JSON. Prints the table on stdout: for each throughput measurement the
-median of its runs, their range, and the ratio of medians; the ratio within each round too.
-Standard library only.
+client's GNU time line (`%e %U %S %w %c`); the Java peer's runs (java_seq, java_64) carry
+their own "cpu" instead, taken over their measured phase. KEY=VALUE pairs are the run's
+settings, stored under "run" in RESULTS_JSON. Prints first the table of goals (issue 15:
+seven ratios, each fib-rpc's figure against a peer's), then the detailed table: for each
+throughput measurement the median of its runs, their range, and the ratio of medians; the
+ratio within each round too. Standard library only.
 """
 import json
 import os
@@ -85,6 +87,21 @@ def read_cpu(run_dir, name):
         except ValueError:
             pass
     return out
+
+
+def java_cpu(run, clk_tck):
+    """read_cpu's figures for a run of bench/java/RpcBench.java, which takes them itself over
+    its measured phase (its "cpu": wall seconds, the JVM's CPU seconds, the broker's and the
+    server's ticks); None when the run is missing or did not measure."""
+    cpu = run.get('cpu') if run else None
+    if not cpu:
+        return None
+    seconds = lambda ticks: ticks / clk_tck if ticks is not None and clk_tck else None
+    return {'wall_s': cpu['wall_s'], 'clk_tck': clk_tck,
+            'broker_ticks': cpu['broker_ticks'], 'server_ticks': cpu['server_ticks'],
+            'broker_s': seconds(cpu['broker_ticks']), 'server_s': seconds(cpu['server_ticks']),
+            'client_s': cpu['client_cpu_s'], 'client_user_s': None, 'client_sys_s': None,
+            'client_voluntary_cs': None, 'client_involuntary_cs': None}
 
 
 def num(value, digits=0):
@@ -171,6 +188,14 @@ class Table:
         return render(['measure', 'fib-rpc', 'reference', 'ratio', 'target', 'met',
                        'ratio by round'], self.rows)
 
+    def render_goals(self):
+        """The goals' order of columns: the ratio of medians, then the ratio in each round,
+        then the goal and whether it is met."""
+        return render(['goal: fib-rpc vs peer', 'fib-rpc', 'peer', 'ratio', 'ratio by round',
+                       'goal', 'met'],
+                      [[row[0], row[1], row[2], row[3], row[6], row[4], row[5]]
+                       for row in self.rows])
+
 
 def render(header, rows):
     """A text table: the first column left-aligned, the others right-aligned."""
@@ -199,9 +224,20 @@ def main(argv):
 
     throughput = ['ours_seq', 'ours_64', 'ours_seq_direct', 'ours_64_direct',
                   'ours_seq_noconfirms', 'ours_64_noconfirms', 'py_seq',
-                  'py4_1', 'py4_2', 'py4_3', 'py4_4', 'floor', 'floor_on_ours', 'floor_seq']
+                  'py4_1', 'py4_2', 'py4_3', 'py4_4', 'floor', 'floor_on_ours', 'floor_seq',
+                  'java_seq', 'java_64']
     raw = {name: [load(run_dir, stem) for stem in stems(name)] for name in throughput}
-    raw.update({name: load(run_dir, name) for name in ['hf_ours', 'hf_py', 'fib_speed', 'gmp']})
+    raw.update({name: load(run_dir, name)
+                for name in ['hf_ours', 'hf_py', 'fib_speed', 'gmp', 'cold_big_n']})
+
+    def why_runs(name, group=None):
+        """Why a measurement run once per round is missing: GROUP.na or NAME.na (it was not
+        run at all), else the first round's NAME.R.na."""
+        for stem in ([group] if group else []) + [name] + stems(name):
+            if os.path.exists(os.path.join(run_dir, stem + '.na')):
+                return why_missing(run_dir, stem)
+        return 'missing'
+
     # The server's peak RSS, read after each round's 64-caller run: a high-water mark, so the
     # last reading is the peak over all the rounds before it.
     raw['serve_vmhwm_kib_by_round'] = [read_number(run_dir, stem)
@@ -221,9 +257,14 @@ def main(argv):
                 ('ours_seq', '1 caller (ours)'),
                 ('ours_seq_direct', '1 caller (ours), --reply-to direct'),
                 ('ours_seq_noconfirms', '1 caller (ours), --no-confirms (client and server)'),
-                ('floor_seq', '1 in flight: bare amiquip pair')]
+                ('floor_seq', '1 in flight: bare amiquip pair'),
+                ('java_64', '64 threads: Java RpcClient (one, shared), direct reply-to'),
+                ('java_seq', '1 thread: Java RpcClient, direct reply-to')]
     raw['cpu'] = {name: [read_cpu(run_dir, stem) for stem in stems(name)]
-                  for name, _ in cpu_runs}
+                  for name, _ in cpu_runs if not name.startswith('java_')}
+    clk_tck = int(settings['clk_tck']) if settings.get('clk_tck', '').isdigit() else None
+    for name in ('java_seq', 'java_64'):
+        raw['cpu'][name] = [java_cpu(run, clk_tck) for run in raw[name]]
     raw['broker_idle'] = read_cpu(run_dir, 'broker_idle')
 
     def get(name, key):
@@ -269,9 +310,10 @@ def main(argv):
     info_ratio('seq_p50_us', '1 caller, fib(10) p50 latency', get('ours_seq', 'p50_us'),
                get('py_seq', 'p50_us'), us)
 
-    # 8. The bare amiquip pair with 1 in flight: informational.
-    info_ratio('seq_vs_floor_seq', '1 caller, calls/s vs 1 in flight: bare amiquip pair',
-               get('ours_seq', 'ok_per_s'), get('floor_seq', 'calls_per_s'))
+    # 8. The bare amiquip pair with 1 in flight.
+    table.compare('seq_vs_floor_seq', '1 caller, calls/s vs 1 in flight: bare amiquip pair',
+                  get('ours_seq', 'ok_per_s'), get('floor_seq', 'calls_per_s'), per_s, '>=',
+                  0.9)
 
     # 2. 64 callers sharing one client.
     table.compare('c64_vs_python', '64 callers, calls/s vs 4 tutorial clients (sum)',
@@ -288,10 +330,21 @@ def main(argv):
                   get('ours_64', 'ok_per_s'), get('floor_on_ours', 'calls_per_s'), per_s, '>=',
                   0.70)
 
+    # 11. The RabbitMQ Java client's own RpcClient on the same `fib-rpc serve`: one thread,
+    # and 64 threads sharing one client.
+    table.compare('seq_vs_java', '1 caller, calls/s vs Java RpcClient, 1 thread†',
+                  get('ours_seq', 'ok_per_s'), get('java_seq', 'ok_per_s'), per_s, '>=', 2,
+                  why_runs('ours_seq'), why_runs('java_seq', 'java'))
+    info_ratio('seq_p50_vs_java', '1 caller, p50 latency vs Java RpcClient, 1 thread†',
+               get('ours_seq', 'p50_us'), get('java_seq', 'p50_us'), us)
+    table.compare('c64_vs_java', '64 callers, calls/s vs Java RpcClient, 64 threads†',
+                  get('ours_64', 'ok_per_s'), get('java_64', 'ok_per_s'), per_s, '>=', 2,
+                  why_runs('ours_64'), why_runs('java_64', 'java'))
+
     # 3. Cold process, both against our fib-rpc serve.
     hf_mean = lambda name: raw[name]['results'][0]['mean'] * 1000 if raw[name] else None
     table.compare('cold_call_ms', 'cold `call 1000` process, mean ms vs tutorial client*',
-                  hf_mean('hf_ours'), hf_mean('hf_py'), ms, '<=', 0.1,
+                  hf_mean('hf_ours'), hf_mean('hf_py'), ms, '<=', 0.06,
                   why_missing(run_dir, 'hf'), why_missing(run_dir, 'hf'))
 
     # 4. fib(10^6): our example against gmpy2, total_ms, for the same n.
@@ -305,6 +358,19 @@ def main(argv):
         ours_total = gmp_total = None
     table.compare('fib_1e6_total_ms', 'fib(10^6) compute+format, total ms vs gmpy2',
                   ours_total, gmp_total, ms, '<=', 2, why_ours, why_gmp)
+
+    # 12. A cold `fib-rpc call N` process for N just above 10^6 (a fresh N each run, so the
+    # server computes every one), median wall time, against gmpy2 computing and formatting
+    # fib(10^6) in-process (row 4's figure: the best of its runs).
+    big = raw['cold_big_n']
+    big_median = big.get('median_ms') if big else None
+    why_big, why_big_gmp = why_missing(run_dir, 'cold_big_n'), why_gmp
+    if big and gmp and gmp.get('n') != big.get('base_n'):
+        why_big = why_big_gmp = f'gmpy2 ran n = {gmp.get("n")}, not {big.get("base_n")}'
+        big_median = None
+    big_gmp = gmp_total if big_median is not None else None
+    table.compare('cold_big_n_ms', 'cold `call N` (N just above 10^6), median ms vs gmpy2‡',
+                  big_median, big_gmp, ms, '<=', 2.5, why_big, why_big_gmp)
 
     # 5, 6: absolute limits, in MB = 10^6 bytes.
     rss = raw['serve_vmhwm_kib'] * 1024 if raw['serve_vmhwm_kib'] is not None else None
@@ -331,9 +397,40 @@ def main(argv):
                    f'{label}, calls/s, publisher confirms on vs off***',
                    get(f'ours_{name}', 'ok_per_s'), get(f'ours_{name}_noconfirms', 'ok_per_s'))
 
+    # The goals (issue 15): the seven ratios that say whether fib-rpc is where it should be,
+    # each computed as in the detailed table below.
+    goals = Table()
+    seq, c64 = get('ours_seq', 'ok_per_s'), get('ours_64', 'ok_per_s')
+    goals.compare('seq_vs_tutorial', '1 caller, fib(10) calls/s vs tutorial Python pair',
+                  seq, get('py_seq', 'calls_per_s'), per_s, '>=', 1.8, why_runs('ours_seq'),
+                  why_runs('py_seq'))
+    goals.compare('seq_vs_floor_seq', '1 caller vs bare amiquip pair, 1 in flight', seq,
+                  get('floor_seq', 'calls_per_s'), per_s, '>=', 0.9, why_runs('ours_seq'),
+                  why_runs('floor_seq'))
+    goals.compare('seq_vs_java', '1 caller vs Java RpcClient, 1 thread', seq,
+                  get('java_seq', 'ok_per_s'), per_s, '>=', 2, why_runs('ours_seq'),
+                  why_runs('java_seq', 'java'))
+    goals.compare('c64_vs_floor', '64 callers vs bare amiquip pair, 64 in flight', c64,
+                  get('floor', 'calls_per_s'), per_s, '>=', 0.7, why_runs('ours_64'),
+                  why_runs('floor'))
+    goals.compare('c64_vs_java', '64 callers vs Java RpcClient shared by 64 threads', c64,
+                  get('java_64', 'ok_per_s'), per_s, '>=', 2, why_runs('ours_64'),
+                  why_runs('java_64', 'java'))
+    goals.compare('cold_call_1000', 'cold `call 1000` process vs tutorial client, mean',
+                  hf_mean('hf_ours'), hf_mean('hf_py'), ms, '<=', 0.06,
+                  why_missing(run_dir, 'hf'), why_missing(run_dir, 'hf'))
+    goals.compare('cold_call_big_n', 'cold `call N`, N ~ 10^6 fresh, median vs gmpy2',
+                  big_median, big_gmp, ms, '<=', 2.5, why_big, why_big_gmp)
+
     runs = len(stems('ours_seq'))
     seconds = settings.get('seconds_per_run', '?')
-    out = [table.render()]
+    met = [check['met'] for check in goals.checks.values()]
+    out = ['Goals', goals.render_goals(),
+           f'{sum(m is True for m in met)} of {len(met)} goals met'
+           + (f', {sum(m is None for m in met)} not measured' if None in met else '')
+           + '. Calls/s: successful calls, median over the rounds; ratio: fib-rpc / peer '
+           '(median / median); the rows are explained under the detailed table.',
+           '', 'Details', table.render()]
     if runs > 1:
         out.append(f'Throughput and p50 rows: the median of {runs} runs of {seconds} s each, '
                    '(min–max) after it; the runs are interleaved by round (every measurement '
@@ -348,6 +445,17 @@ def main(argv):
                '(64 in flight, counting the answer 55) against the same `fib-rpc serve`.')
     out.append('Throughput: successful calls/s, fib(10) throughout. MB = 10^6 bytes '
                '(2 MB = 2,000,000 B; 2 MiB would be 2,097,152 B).')
+    out.append("† bench/java/RpcBench.java: the RabbitMQ Java client's own RpcClient "
+               f'({settings.get("amqp_client", "?")}, {settings.get("java", "?")}), one on '
+               'one channel, direct reply-to, shared by 1 or 64 threads calling '
+               'stringCall("10") (ok when "55") on our `fib-rpc serve`; each run after '
+               f'{settings.get("java_warmup_s", "?")} s of uncounted warm-up (JIT).')
+    out.append(f'‡ {settings.get("big_n_runs", "?")} cold `fib-rpc call N` processes (after '
+               f'{settings.get("big_n_warmup", "?")} uncounted), each with a fresh N from '
+               f'{settings.get("big_n_base", "?")} + 1..{settings.get("big_n_span", "?")}, '
+               'so our server\'s result cache never answers; every output checked against '
+               'gmpy2; wall time, median. Against gmp_fib.py\'s fib(10^6) computed and '
+               'formatted in-process (best of its runs; row "fib(10^6)").')
     if not direct:
         out.append('Direct reply-to: not available (`fib-rpc --help` does not mention '
                    '--reply-to); not run.')
@@ -408,7 +516,10 @@ def main(argv):
                    f'{idle_text}); busy: its CPU time / the runs\' wall time (100% = one core).')
         out.append('server: `fib-rpc serve`, or the bare echo server for the floor pair; '
                    'client: the bench or floor client process (GNU time %U+%S); cs: its '
-                   'context switches, voluntary (%w) + involuntary (%c).')
+                   'context switches, voluntary (%w) + involuntary (%c). Java RpcClient '
+                   "rows: the JVM's CPU (all its threads, JIT and GC too), the broker's and "
+                   "the server's, each over the measured phase only (not the JVM's start nor "
+                   'its warm-up); no context switches.')
 
     # Raw figures, every run.
     out.append('')
@@ -425,17 +536,27 @@ def main(argv):
         return (f'{r["calls"]:,} calls, {r["calls_per_s"]:,.0f}/s, '
                 f'p50 {r["p50_us"]:,} µs, p99 {r["p99_us"]:,} µs')
 
+    def java_text(r):
+        errors = ', '.join(f'{k} {v}' for k, v in r['errors'].items()) or 'none'
+        return (f'{r["calls"]:,} calls, {r["ok"]:,} ok, errors: {errors}; '
+                f'{r["ok_per_s"]:,.0f} ok/s; p50 {num(r["p50_us"])} µs, p90 {num(r["p90_us"])}'
+                f' µs, p99 {num(r["p99_us"])} µs, max {num(r["max_us"])} µs; after '
+                f'{r["warmup_s"]:g} s of warm-up ({r["warmup_ok"]:,} ok, '
+                f'{r["warmup_failed"]:,} failed)')
+
     def floor_text(r):
         return f'{r["calls"]:,} calls, {r["calls_per_s"]:,.0f}/s, {r["in_flight"]} in flight'
 
     def run_lines(label, name, text):
         """One line per round (on the label's line when there is only one)."""
+        shown = [text(run) if run else f'n/a ({why_missing(run_dir, stem)})'
+                 for run, stem in zip(raw[name], stems(name))]
         if runs == 1:
-            out.append(f'  {label}: ' + (text(raw[name][0]) if raw[name][0] else 'n/a'))
+            out.append(f'  {label}: {shown[0]}')
             return
         out.append(f'  {label}:')
-        for r, run in enumerate(raw[name], 1):
-            out.append(f'    round {r}: ' + (text(run) if run else 'n/a'))
+        for r, line in enumerate(shown, 1):
+            out.append(f'    round {r}: {line}')
 
     run_lines('fib-rpc bench --callers 1', 'ours_seq', bench_text)
     run_lines('fib-rpc bench --callers 64', 'ours_64', bench_text)
@@ -452,6 +573,8 @@ def main(argv):
     run_lines('amiquip floor pair', 'floor', floor_text)
     run_lines('amiquip floor pair, 1 in flight', 'floor_seq', floor_text)
     run_lines('amiquip floor client on fib-rpc serve', 'floor_on_ours', floor_text)
+    run_lines('Java RpcClient, 1 thread', 'java_seq', java_text)
+    run_lines('Java RpcClient, 64 threads', 'java_64', java_text)
     for label, name in [('hyperfine fib-rpc call 1000', 'hf_ours'),
                         ('hyperfine tutorial client 1000', 'hf_py')]:
         r = raw[name]
@@ -462,6 +585,14 @@ def main(argv):
                        f'max {r["max"] * 1000:.1f} ms, {len(r["times"])} runs')
         else:
             out.append(f'  {label}: n/a ({why_missing(run_dir, "hf")})')
+    if big:
+        out.append(f'  cold fib-rpc call N: median {big["median_ms"]:,.1f} ms, mean '
+                   f'{big["mean_ms"]:,.1f} ms, min {big["min_ms"]:,.1f} ms, max '
+                   f'{big["max_ms"]:,.1f} ms, {big["runs"]} runs (+{big["warmup"]} warm-up), '
+                   f'N from {min(big["ns"]):,} to {max(big["ns"]):,}, at least '
+                   f'{big["digits_min"]:,} digits, {big["verified"]} outputs checked')
+    else:
+        out.append(f'  cold fib-rpc call N: n/a ({why_missing(run_dir, "cold_big_n")})')
     for label, name in [('fib_speed', 'fib_speed'), ('gmp_fib.py', 'gmp')]:
         r = raw[name]
         out.append(f'  {label}: ' + (json.dumps(r) if r else
@@ -482,7 +613,8 @@ def main(argv):
 
     os.makedirs(os.path.dirname(os.path.abspath(results_path)), exist_ok=True)
     with open(results_path, 'w') as f:
-        json.dump({'run': settings, 'checks': table.checks, 'medians': medians,
+        json.dump({'run': settings, 'goals': goals.checks, 'checks': table.checks,
+                   'medians': medians,
                    'cpu_per_call_us': cpu_per_call, 'raw': raw}, f, indent=2)
         f.write('\n')
     out.append(f'  raw results: {results_path}')
