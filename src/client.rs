@@ -2,20 +2,24 @@
 //!
 //! # How a call travels
 //!
-//! amiquip's channel and consumer cannot be shared between threads, so one **reader thread**
-//! (`fib-rpc-client`) owns the connection, the channel, the reply consumer (of an exclusive
-//! reply queue, or of direct reply-to: see [`ReplyTo`]) and the listener for returned
-//! (unroutable) messages. A caller:
+//! One **reader thread** (`fib-rpc-client`) owns the connection: it opens the channels, the
+//! reply consumer (of an exclusive reply queue, or of direct reply-to: see [`ReplyTo`]) and
+//! the listeners for confirms and returned (unroutable) messages, and sets them up again after
+//! a loss. A caller:
 //!
 //! 1. makes a fresh `correlation_id` (a UUID v4, never repeated within the client) and a
 //!    one-slot reply channel,
-//! 2. hands `(correlation_id, body, deadline, reply sender)` to the reader over a crossbeam
-//!    channel; the reader publishes the request and files the sender under the id,
+//! 2. files `(correlation_id, body, deadline, reply sender)` with the client's outbox and
+//!    publishes the request itself, on a channel kept for requests, behind a lock (with direct
+//!    reply-to the broker wants requests on the channel that consumes replies, which only the
+//!    reader may touch, so there the caller hands the call to the reader, which publishes it),
 //! 3. waits on its reply channel until its deadline.
 //!
-//! The reader matches each reply by `correlation_id` and hands it to exactly that caller.
-//! Replies nobody waits for (unknown ids, duplicates, answers after a timeout) are dropped and
-//! counted in [`ClientStats::discarded_replies`].
+//! Replies are matched by `correlation_id` and each is handed to exactly its caller. The
+//! reader does that whenever several callers wait, taking many replies per wake-up; a caller
+//! waiting alone takes replies off the consumer itself, which spares a thread hand-off per
+//! call. Replies nobody waits for (unknown ids, duplicates, answers after a timeout) are
+//! dropped and counted in [`ClientStats::discarded_replies`].
 //!
 //! # Confirms and retries
 //!
@@ -49,8 +53,10 @@ mod call;
 mod confirms;
 mod handle;
 mod options;
+mod outbox;
 mod probe;
 mod reader;
+mod replies;
 mod stats;
 
 pub use handle::{PendingReply, RpcClient};

@@ -12,7 +12,8 @@ use common::proxy::TcpProxy;
 use common::{amqp_url, eventually, fib_client, fib_server, TestQueue};
 use fib_rpc::fib;
 use fib_rpc::{
-    ClientOptions, Error, NoServerReason, RemoteError, Request, RpcClient, RpcServer, ServerOptions,
+    ClientOptions, Error, FibonacciRpcClient, NoServerReason, RemoteError, ReplyTo, Request,
+    RpcClient, RpcServer, ServerOptions,
 };
 use num_bigint::BigUint;
 
@@ -54,6 +55,68 @@ fn sixty_four_threads_share_one_client() {
     assert_eq!(stats.calls, THREADS * CALLS_EACH);
     assert_eq!(stats.ok, THREADS * CALLS_EACH);
     assert_eq!(stats.discarded_replies, 0);
+}
+
+/// Replies are taken off the consumer by a caller waiting alone and by the reader thread when
+/// several wait (see the client's `replies` module). Every mix must hand each caller exactly
+/// its own reply, with either kind of reply queue: callers that pipeline (`send` many, then
+/// `wait` in an order of their own), callers that wait one at a time, and both at once.
+#[test]
+fn every_mix_of_waiting_callers_gets_its_own_replies() {
+    for reply_to in [ReplyTo::ExclusiveQueue, ReplyTo::Direct] {
+        let queue = TestQueue::new("mixes");
+        let _server = fib_server(&queue.name);
+        let client = FibonacciRpcClient::connect_with(
+            &amqp_url(),
+            ClientOptions::default()
+                .queue(&queue.name)
+                .reply_to(reply_to),
+        )
+        .unwrap();
+        // Alone: one caller, then a pipeline collected backwards.
+        assert_eq!(client.call(25).unwrap(), fib(25));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let pending: Vec<_> = (0..20u64)
+            .map(|n| client.send(n, deadline).unwrap())
+            .collect();
+        for (n, call) in pending.into_iter().enumerate().rev() {
+            assert_eq!(
+                call.wait().unwrap(),
+                fib(n as u64),
+                "{reply_to:?}: fib({n})"
+            );
+        }
+        // Together: sequential callers beside pipelining ones.
+        std::thread::scope(|scope| {
+            for thread in 0..8u64 {
+                let client = &client;
+                scope.spawn(move || {
+                    for round in 0..30u64 {
+                        let n = 100 * thread + round;
+                        if thread % 2 == 0 {
+                            assert_eq!(client.call(n).unwrap(), fib(n), "{reply_to:?}");
+                            continue;
+                        }
+                        let deadline = Instant::now() + Duration::from_secs(10);
+                        let calls: Vec<_> = (n..n + 3)
+                            .map(|n| client.send(n, deadline).unwrap())
+                            .collect();
+                        for (n, call) in (n..n + 3).zip(calls).collect::<Vec<_>>().into_iter().rev()
+                        {
+                            assert_eq!(call.wait().unwrap(), fib(n), "{reply_to:?}");
+                        }
+                    }
+                });
+            }
+        });
+        let stats = client.rpc().stats();
+        assert_eq!(stats.calls, 1 + 20 + 4 * 30 + 4 * 30 * 3, "{reply_to:?}");
+        assert_eq!(
+            (stats.ok, stats.discarded_replies),
+            (stats.calls, 0),
+            "{reply_to:?}"
+        );
+    }
 }
 
 /// A hand-written server that answers every request with a foreign reply (unknown

@@ -163,3 +163,79 @@ pub(super) fn deliver(shared: &Shared, delivery: Delivery) {
         bump(&shared.counters.discarded_replies);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream_of(session: u64) -> (ReplyStream, Receiver<()>, Sender<ConsumerMessage>) {
+        let (stream, woken) = ReplyStream::new();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        stream.set_current(session, Some(rx));
+        (stream, woken, tx)
+    }
+
+    #[test]
+    fn the_first_caller_to_wait_pumps_and_the_reader_stays_out() {
+        let (stream, woken, _tx) = stream_of(1);
+        assert!(!stream.reader_should_pump()); // nobody waits
+        let (session, _replies) = stream.start_waiting().expect("alone: pumps");
+        assert_eq!(session, 1);
+        assert!(woken.try_recv().is_err(), "the reader is not needed");
+        assert!(!stream.reader_should_pump());
+        stream.stop_waiting(true);
+        assert!(stream.nobody_waits());
+    }
+
+    #[test]
+    fn a_second_caller_waits_on_the_reader_and_wakes_it_if_it_is_not_pumping() {
+        let (stream, woken, _tx) = stream_of(1);
+        assert!(!stream.reader_should_pump());
+        assert!(stream.start_waiting().is_some());
+        assert!(stream.start_waiting().is_none(), "one pump at a time");
+        assert!(woken.try_recv().is_ok(), "the reader was woken");
+        assert!(stream.reader_should_pump());
+        // While the reader pumps, a third caller does not wake it again.
+        assert!(stream.start_waiting().is_none());
+        assert!(woken.try_recv().is_err());
+        // The pump leaves: the reader still pumps for the two others.
+        stream.stop_waiting(true);
+        assert!(stream.reader_should_pump());
+        stream.stop_waiting(false);
+        stream.stop_waiting(false);
+        assert!(!stream.reader_should_pump());
+    }
+
+    #[test]
+    fn without_a_session_nobody_pumps_and_the_reader_is_asked() {
+        let (stream, woken) = ReplyStream::new();
+        assert!(!stream.reader_should_pump());
+        assert!(stream.start_waiting().is_none());
+        assert!(woken.try_recv().is_ok());
+        assert!(stream.reader_should_pump());
+    }
+
+    #[test]
+    fn a_pump_that_sees_the_stream_end_hands_over_to_the_reader() {
+        let (stream, woken, tx) = stream_of(3);
+        assert!(!stream.reader_should_pump());
+        let (session, _replies) = stream.start_waiting().unwrap();
+        drop(tx);
+        stream.ended(session, None);
+        stream.stop_pumping();
+        assert!(woken.try_recv().is_ok());
+        assert!(matches!(stream.take_ended(), Some(None)));
+        assert!(stream.reader_should_pump(), "the caller still waits");
+        stream.stop_waiting(false);
+    }
+
+    #[test]
+    fn the_end_of_an_earlier_session_is_ignored() {
+        let (stream, woken, _tx) = stream_of(4);
+        stream.ended(3, Some(ConsumerMessage::ClientCancelled));
+        assert!(stream.take_ended().is_none());
+        assert!(woken.try_recv().is_err());
+        stream.ended(4, Some(ConsumerMessage::ClientCancelled));
+        assert!(stream.take_ended().is_some());
+    }
+}
