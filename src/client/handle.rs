@@ -24,7 +24,7 @@ use crate::util::is_disconnected;
 
 /// State shared by callers and the reader thread.
 pub(super) struct Shared {
-    pub(super) counters: Counters,
+    pub(super) counters: Arc<Counters>,
     /// True while a session (connection, reply consumer) is up.
     pub(super) connected: AtomicBool,
     /// Why the last connection attempt failed or the last connection ended; given to calls
@@ -171,14 +171,15 @@ impl RpcClient {
         options.check()?;
         let first_broker = brokers.current().to_string(); // redacted
         let (replies, woken) = ReplyStream::new();
+        let counters = Arc::new(Counters::default());
         let shared = Arc::new(Shared {
-            counters: Counters::default(),
+            counters: Arc::clone(&counters),
             connected: AtomicBool::new(false),
             last_error: Mutex::new(None),
             broker: Mutex::new(None),
             session: AtomicU64::new(0),
             watch: Watch::new(),
-            outbox: Outbox::new(options.queue.clone()),
+            outbox: Outbox::new(options.queue.clone(), counters),
             replies,
         });
         let (commands, command_rx) = crossbeam_channel::unbounded::<OutgoingCall>();
@@ -374,12 +375,10 @@ impl RpcClient {
             traceparent,
         };
         match self.options.reply_to {
-            // Published from this thread, or kept for the next connection. A failed publish
-            // keeps it too: the connection is going, which the reader will see.
-            ReplyTo::ExclusiveQueue => {
-                let shared = &self.shared;
-                let _ = shared.outbox.submit(call, None, &shared.counters);
-            }
+            // Published from this thread (or by whoever holds the outbox), or kept for the
+            // next connection. A failed publish keeps it too: the connection is going, which
+            // the reader will see.
+            ReplyTo::ExclusiveQueue => self.shared.outbox.submit_from_caller(call),
             _ => {
                 if self.commands.send(call).is_err() {
                     return Err(self.gone_error());

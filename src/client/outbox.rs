@@ -9,10 +9,11 @@
 //! the same code.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::Instant;
 
 use amiquip::{Channel, Confirm, Publish};
+use crossbeam_channel::{Receiver, Sender};
 
 use super::call::OutgoingCall;
 use super::confirms::ConfirmTags;
@@ -26,12 +27,21 @@ use crate::wire;
 const STALE_AFTER_REFUSALS: u32 = 2;
 
 /// What callers and the reader share to send requests.
+///
+/// Publishing holds a lock, and many callers may want it at once. A caller that finds it
+/// taken does not sleep on it: it leaves its call in `handed` and goes on to wait for the
+/// reply, and whoever holds the lock publishes the handed calls before letting go (and checks
+/// again after letting go, so that none is left behind).
 pub(super) struct Outbox {
     /// The server queue: every request's routing key.
     queue: String,
     /// The session to publish on, and the calls waiting for one. Held while publishing, so
     /// requests go out in the order their confirm tags are counted.
     state: Mutex<OutboxState>,
+    /// Calls left by callers who found `state` taken, for its holder to publish.
+    handed: Receiver<OutgoingCall>,
+    hand: Sender<OutgoingCall>,
+    counters: Arc<Counters>,
     /// Published calls by `correlation_id`, until answered, refused, returned or given up.
     /// Locked after `state` when both are needed, never before.
     pending: Mutex<HashMap<String, OutgoingCall>>,
@@ -85,16 +95,66 @@ pub(super) struct Confirmed {
 }
 
 impl Outbox {
-    pub(super) fn new(queue: String) -> Self {
+    pub(super) fn new(queue: String, counters: Arc<Counters>) -> Self {
+        let (hand, handed) = crossbeam_channel::unbounded();
         Outbox {
             queue,
             state: Mutex::new(OutboxState::default()),
+            handed,
+            hand,
+            counters,
             pending: Mutex::new(HashMap::new()),
         }
     }
 
-    fn state(&self) -> MutexGuard<'_, OutboxState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    /// Takes the lock, waiting for it; on letting go, publishes any calls handed in meanwhile.
+    fn state(&self) -> StateGuard<'_> {
+        StateGuard {
+            guard: Some(self.state.lock().unwrap_or_else(|e| e.into_inner())),
+            outbox: self,
+        }
+    }
+
+    /// Publishes the calls handed in, while there are any and the lock is free.
+    fn catch_up(&self) {
+        while !self.handed.is_empty() {
+            let mut state = match self.state.try_lock() {
+                Ok(state) => state,
+                // Its holder publishes them (and checks again once it lets go).
+                Err(TryLockError::WouldBlock) => return,
+                Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            };
+            self.publish_handed(&mut state);
+        }
+    }
+
+    /// Publishes the calls handed in so far, in the order they were handed in.
+    fn publish_handed(&self, state: &mut OutboxState) {
+        while let Ok(call) = self.handed.try_recv() {
+            // A failure leaves the call for the next connection; the reader sees the loss.
+            let _ = self.publish(state, call, None);
+        }
+    }
+
+    /// A caller publishes its call (exclusive reply queue): at once if the lock is free,
+    /// otherwise by handing it to the lock's holder. Either way it goes out, or waits for the
+    /// next connection.
+    pub(super) fn submit_from_caller(&self, call: OutgoingCall) {
+        match self.state.try_lock() {
+            Ok(mut state) => {
+                self.publish_handed(&mut state);
+                let _ = self.publish(&mut state, call, None);
+            }
+            Err(TryLockError::WouldBlock) => {
+                let _ = self.hand.send(call);
+            }
+            Err(TryLockError::Poisoned(poisoned)) => {
+                let mut state = poisoned.into_inner();
+                self.publish_handed(&mut state);
+                let _ = self.publish(&mut state, call, None);
+            }
+        }
+        self.catch_up();
     }
 
     fn pending(&self) -> MutexGuard<'_, HashMap<String, OutgoingCall>> {
@@ -111,10 +171,9 @@ impl Outbox {
         &self,
         call: OutgoingCall,
         direct: Option<&Channel>,
-        counters: &Counters,
     ) -> Result<(), BrokerError> {
         let mut state = self.state();
-        self.publish(&mut state, call, direct, counters)
+        self.publish(&mut state, call, direct)
     }
 
     /// Starts publishing on `session`: first the calls that waited for it, in order.
@@ -122,14 +181,13 @@ impl Outbox {
         &self,
         session: SessionOut,
         direct: Option<&Channel>,
-        counters: &Counters,
     ) -> Result<(), BrokerError> {
         let mut state = self.state();
         state.session = Some(session);
         let waited = std::mem::take(&mut state.waiting);
         let mut waited = waited.into_iter();
         while let Some(call) = waited.next() {
-            if let Err(err) = self.publish(&mut state, call, direct, counters) {
+            if let Err(err) = self.publish(&mut state, call, direct) {
                 // The failed call went back first; the rest follow it.
                 state.waiting.extend(waited);
                 return Err(err);
@@ -156,7 +214,6 @@ impl Outbox {
         state: &mut OutboxState,
         mut call: OutgoingCall,
         direct: Option<&Channel>,
-        counters: &Counters,
     ) -> Result<(), BrokerError> {
         let remaining = call.deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() || !call.state.is_queued() {
@@ -207,7 +264,7 @@ impl Outbox {
             session.tags.published(&correlation_id, Instant::now());
         }
         if retry {
-            bump(&counters.retries);
+            bump(&self.counters.retries);
         }
         Ok(())
     }
@@ -283,5 +340,32 @@ impl Outbox {
     pub(super) fn forget_expired(&self, now: Instant) {
         self.pending().retain(|_, call| call.deadline > now);
         self.state().waiting.retain(|call| call.is_live(now));
+    }
+}
+
+/// The outbox's lock, held: letting go of it publishes any calls handed in meanwhile.
+struct StateGuard<'a> {
+    guard: Option<MutexGuard<'a, OutboxState>>,
+    outbox: &'a Outbox,
+}
+
+impl std::ops::Deref for StateGuard<'_> {
+    type Target = OutboxState;
+
+    fn deref(&self) -> &OutboxState {
+        self.guard.as_ref().expect("held until dropped")
+    }
+}
+
+impl std::ops::DerefMut for StateGuard<'_> {
+    fn deref_mut(&mut self) -> &mut OutboxState {
+        self.guard.as_mut().expect("held until dropped")
+    }
+}
+
+impl Drop for StateGuard<'_> {
+    fn drop(&mut self) {
+        self.guard.take();
+        self.outbox.catch_up();
     }
 }

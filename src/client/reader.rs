@@ -253,7 +253,7 @@ impl Reader {
                 recv(self.commands) -> call => match call {
                     // No session: it waits for the next.
                     Ok(call) => {
-                        let _ = self.shared.outbox.submit(call, None, &self.shared.counters);
+                        let _ = self.shared.outbox.submit(call, None);
                     }
                     Err(_) => return false,
                 },
@@ -340,11 +340,10 @@ impl Reader {
         self.shared
             .replies
             .set_current(self.sessions, Some(consumer.receiver().clone()));
-        let began = self.shared.outbox.begin_session(
-            SessionOut::new(publisher, reply_to, self.confirms),
-            direct,
-            &self.shared.counters,
-        );
+        let began = self
+            .shared
+            .outbox
+            .begin_session(SessionOut::new(publisher, reply_to, self.confirms), direct);
         self.shared
             .set_connected(self.brokers.current().to_string(), self.sessions);
         if let Some(ready) = ready.take() {
@@ -477,7 +476,7 @@ impl Reader {
             select! {
                 recv(self.commands) -> call => match call {
                     Ok(call) => {
-                        let sent = self.shared.outbox.submit(call, direct, &self.shared.counters);
+                        let sent = self.shared.outbox.submit(call, direct);
                         if let Err(cause) = sent {
                             // Replies already here still reach their callers.
                             return lost(self.drain_for_reason(consumer).or(Some(cause)));
@@ -637,7 +636,7 @@ impl Reader {
         while let Some(call) = due.next() {
             if call.is_live(now) {
                 let outbox = &self.shared.outbox;
-                if let Err(err) = outbox.submit(call, direct, &self.shared.counters) {
+                if let Err(err) = outbox.submit(call, direct) {
                     // The connection is gone: the rest go on the next one.
                     outbox.requeue(due);
                     return Err(err);
