@@ -20,7 +20,11 @@ use super::stats::{ClientStats, Counters};
 use crate::connect::deadline_after;
 use crate::error::{BrokerError, BrokerErrorKind, Error, Result};
 use crate::reconnect::Brokers;
-use crate::util::is_disconnected;
+
+/// How often a waiting caller looks whether the client is closing or its reader has ended.
+/// Closing wakes waiting callers at once through their reply channels when the reader is
+/// well; this bounds the wait when it is stuck.
+const WATCH_EVERY: Duration = Duration::from_millis(50);
 
 /// State shared by callers and the reader thread.
 pub(super) struct Shared {
@@ -40,6 +44,11 @@ pub(super) struct Shared {
     pub(super) outbox: Outbox,
     /// Who takes replies off the reply consumer.
     pub(super) replies: ReplyStream,
+    /// Set when `close()` starts: the same news as the close signal, readable without
+    /// touching a channel every waiting caller would share.
+    pub(super) closing: AtomicBool,
+    /// Set when the reader thread ends, however it ends.
+    pub(super) reader_ended: AtomicBool,
 }
 
 impl Shared {
@@ -104,12 +113,10 @@ pub struct RpcClient {
     /// Calls for the reader to publish (with direct reply-to; otherwise callers publish).
     commands: Sender<OutgoingCall>,
     shared: Arc<Shared>,
-    /// Disconnects when the reader thread ends: wakes callers whose request it never saw.
-    reader_finished: Receiver<()>,
-    /// The one shutdown signal: disconnects when `close()` starts (or the client is dropped).
-    /// The reader stops, new calls fail at once, and waiting callers wake even if the reader
-    /// is stuck.
-    closed: Receiver<()>,
+    /// The one shutdown signal: its receivers (the reader's, the probe's) see it disconnect
+    /// when `close()` starts (or the client is dropped). The reader stops, new calls fail at
+    /// once, and waiting callers (which read `Shared::closing`) stop even if the reader is
+    /// stuck.
     close_signal: Mutex<Option<Sender<()>>>,
     reader: Mutex<Option<ReaderHandle>>,
     options: ClientOptions,
@@ -181,6 +188,8 @@ impl RpcClient {
             watch: Watch::new(),
             outbox: Outbox::new(options.queue.clone(), counters),
             replies,
+            closing: AtomicBool::new(false),
+            reader_ended: AtomicBool::new(false),
         });
         let (commands, command_rx) = crossbeam_channel::unbounded::<OutgoingCall>();
         let (channel_asks, channel_ask_rx) = crossbeam_channel::unbounded();
@@ -225,8 +234,6 @@ impl RpcClient {
                     closed.clone(),
                 ),
                 shared,
-                reader_finished: finished,
-                closed,
                 close_signal: Mutex::new(Some(close_signal)),
                 reader: Mutex::new(Some(handle)),
                 options,
@@ -396,7 +403,7 @@ impl RpcClient {
 
     /// True once `close()` has started.
     fn is_closed(&self) -> bool {
-        is_disconnected(&self.closed)
+        self.shared.closing.load(Ordering::SeqCst)
     }
 
     /// The error for a caller who found the reader thread gone: closed by its owner, or
@@ -480,6 +487,7 @@ impl RpcClient {
     /// not, the reader thread is left to end on its own (heartbeats bound it) and `close`
     /// returns anyway. If another thread is already closing the client, returns at once.
     pub fn close(&self) {
+        self.shared.closing.store(true, Ordering::SeqCst);
         self.close_signal
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -564,8 +572,21 @@ impl PendingReply<'_> {
         let mut kicked = false;
         // Waiting alone, this caller takes replies off the consumer itself (see `replies`).
         let mut waiting = Waiting::start(&client.shared);
-        let no_replies = crossbeam_channel::never();
         let answer = loop {
+            // Checked between waits rather than waited on: a channel every waiting caller
+            // selects on costs each of them a lock on every wait.
+            if client.shared.closing.load(Ordering::SeqCst) {
+                // Closed by its owner: stop waiting, whatever the reader is doing (and make
+                // sure it does not send the request later).
+                break Some(self.reply.try_recv().unwrap_or_else(|_| {
+                    self.abandon();
+                    Err(Error::Closed)
+                }));
+            }
+            if client.shared.reader_ended.load(Ordering::SeqCst) {
+                // The reader ended without seeing our call; it may have answered just before.
+                break self.reply.try_recv().ok();
+            }
             let now = Instant::now();
             if !kicked && now >= kick_at {
                 kicked = true;
@@ -574,32 +595,37 @@ impl PendingReply<'_> {
                 }
             }
             let until = if kicked { self.deadline } else { kick_at };
-            let replies = waiting.stream().unwrap_or(&no_replies);
-            select! {
+            let wait = until.saturating_duration_since(now).min(WATCH_EVERY);
+            let waited = match waiting.stream() {
+                Some(replies) => select! {
+                    recv(self.reply) -> answer => Ok(answer),
+                    // Ours, or another caller's, handed on: ours then comes on `self.reply`.
+                    recv(replies) -> message => {
+                        waiting.take(message);
+                        continue;
+                    }
+                    default(wait) => Err(()),
+                },
+                None => match self.reply.recv_timeout(wait) {
+                    Ok(answer) => Ok(Ok(answer)),
+                    Err(RecvTimeoutError::Disconnected) => Ok(Err(RecvError)),
+                    Err(RecvTimeoutError::Timeout) => Err(()),
+                },
+            };
+            match waited {
                 // `Err` here means the reader dropped our call unanswered: expired, or stopping.
-                recv(self.reply) -> answer => break answer.ok(),
-                // Ours, or another caller's, handed on: ours then comes on `self.reply`.
-                recv(replies) -> message => waiting.take(message),
-                // The reader ended without seeing our call; it may have answered just before.
-                recv(client.reader_finished) -> _ => break self.reply.try_recv().ok(),
-                // Closed by its owner: stop waiting, whatever the reader is doing (and make sure
-                // it does not send the request later).
-                recv(client.closed) -> _ => break Some(self.reply.try_recv().unwrap_or_else(|_| {
-                    self.abandon();
-                    Err(Error::Closed)
-                })),
+                Ok(answer) => break answer.ok(),
                 // A reply that lands exactly at the deadline still counts.
-                default(until.saturating_duration_since(now)) => if kicked {
+                Err(()) if kicked && Instant::now() >= self.deadline => {
                     break self.reply.try_recv().ok();
                 }
+                Err(()) => {}
             }
         };
         drop(waiting);
         match answer {
             Some(result) => result,
-            None if client.reader_finished.try_recv() == Err(TryRecvError::Disconnected) => {
-                Err(client.gone_error())
-            }
+            None if client.shared.reader_ended.load(Ordering::SeqCst) => Err(client.gone_error()),
             None => Err(self.give_up()),
         }
     }

@@ -719,13 +719,15 @@ impl Reader {
     }
 }
 
-/// Clears `Shared::connected` when the reader thread ends, however it ends (a panic
-/// included), so `is_connected` never reports a dead client as healthy.
+/// Clears `Shared::connected` and sets `Shared::reader_ended` when the reader thread ends,
+/// however it ends (a panic included), so `is_connected` never reports a dead client as
+/// healthy and waiting callers stop waiting for it.
 struct DisconnectedOnExit(Arc<Shared>);
 
 impl Drop for DisconnectedOnExit {
     fn drop(&mut self) {
         self.0.connected.store(false, Ordering::SeqCst);
+        self.0.reader_ended.store(true, Ordering::SeqCst);
     }
 }
 
