@@ -9,10 +9,12 @@
 //!
 //! 1. makes a fresh `correlation_id` (a UUID v4, never repeated within the client) and a
 //!    one-slot reply channel,
-//! 2. files `(correlation_id, body, deadline, reply sender)` with the client's outbox and
-//!    publishes the request itself, on a channel kept for requests, behind a lock (with direct
-//!    reply-to the broker wants requests on the channel that consumes replies, which only the
-//!    reader may touch, so there the caller hands the call to the reader, which publishes it),
+//! 2. files `(correlation_id, body, deadline, reply sender)` with the client's outbox; with
+//!    nobody else waiting, it publishes the request itself, on a channel kept for requests,
+//!    behind a lock; when others wait, it hands the call to the reader, which is awake for
+//!    their replies anyway and publishes all the calls it finds at once (with direct reply-to
+//!    the broker wants requests on the channel that consumes replies, which only the reader
+//!    may touch, so there the reader publishes every request),
 //! 3. waits on its reply channel until its deadline.
 //!
 //! Replies are matched by `correlation_id` and each is handed to exactly its caller. The

@@ -110,7 +110,7 @@ impl ReaderHandle {
 /// # Ok::<(), fib_rpc::Error>(())
 /// ```
 pub struct RpcClient {
-    /// Calls for the reader to publish (with direct reply-to; otherwise callers publish).
+    /// Calls for the reader to publish (see `outbox` for which).
     commands: Sender<OutgoingCall>,
     shared: Arc<Shared>,
     /// The one shutdown signal: its receivers (the reader's, the probe's) see it disconnect
@@ -381,16 +381,14 @@ impl RpcClient {
             attempts: 0,
             traceparent,
         };
-        match self.options.reply_to {
-            // Published from this thread (or by whoever holds the outbox), or kept for the
-            // next connection. A failed publish keeps it too: the connection is going, which
-            // the reader will see.
-            ReplyTo::ExclusiveQueue => self.shared.outbox.submit_from_caller(call),
-            _ => {
-                if self.commands.send(call).is_err() {
-                    return Err(self.gone_error());
-                }
-            }
+        // With nobody else waiting, published from this thread (see `outbox`); kept for the
+        // next connection if there is none, or if publishing fails (the connection is going,
+        // which the reader will see).
+        let alone = self.shared.replies.nobody_waits();
+        if alone && self.options.reply_to == ReplyTo::ExclusiveQueue {
+            let _ = self.shared.outbox.submit(call, None);
+        } else if self.commands.send(call).is_err() {
+            return Err(self.gone_error());
         }
         Ok(PendingReply {
             client: self,

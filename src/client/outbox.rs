@@ -1,19 +1,21 @@
 //! The publishing side of a client, shared by its callers and its reader thread: where a
 //! call's request goes out, which calls are out, and which wait for a connection.
 //!
-//! With an exclusive reply queue, requests go out on a channel of their own that callers
-//! publish on from their own threads, one at a time behind [`Outbox`]'s lock: no thread
-//! hand-off on the way out. With direct reply-to the broker wants requests published on the
-//! channel that consumes the replies, which only the reader thread may touch (amiquip's
-//! `Channel` is not `Sync`, and its `Consumer` borrows it), so there the reader publishes, with
-//! the same code.
+//! With an exclusive reply queue, requests go out on a channel of their own, behind
+//! [`Outbox`]'s lock, so any thread can publish: a caller with nobody else waiting publishes
+//! its request itself, with no thread hand-off on the way out. When others wait, callers hand
+//! their calls to the reader thread, which is awake for their replies anyway and publishes
+//! every call it finds at once, so a crowd costs fewer wake-ups (of the reader and of amiquip's
+//! I/O thread) than each caller publishing alone would. With direct reply-to the broker wants
+//! requests published on the channel that consumes the replies, which only the reader thread
+//! may touch (amiquip's `Channel` is not `Sync`, and its `Consumer` borrows it), so there the
+//! reader publishes them all.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use amiquip::{Channel, Confirm, Publish};
-use crossbeam_channel::{Receiver, Sender};
 
 use super::call::OutgoingCall;
 use super::confirms::ConfirmTags;
@@ -27,20 +29,12 @@ use crate::wire;
 const STALE_AFTER_REFUSALS: u32 = 2;
 
 /// What callers and the reader share to send requests.
-///
-/// Publishing holds a lock, and many callers may want it at once. A caller that finds it
-/// taken does not sleep on it: it leaves its call in `handed` and goes on to wait for the
-/// reply, and whoever holds the lock publishes the handed calls before letting go (and checks
-/// again after letting go, so that none is left behind).
 pub(super) struct Outbox {
     /// The server queue: every request's routing key.
     queue: String,
     /// The session to publish on, and the calls waiting for one. Held while publishing, so
     /// requests go out in the order their confirm tags are counted.
     state: Mutex<OutboxState>,
-    /// Calls left by callers who found `state` taken, for its holder to publish.
-    handed: Receiver<OutgoingCall>,
-    hand: Sender<OutgoingCall>,
     counters: Arc<Counters>,
     /// Published calls by `correlation_id`, until answered, refused, returned or given up.
     /// Locked after `state` when both are needed, never before.
@@ -96,65 +90,16 @@ pub(super) struct Confirmed {
 
 impl Outbox {
     pub(super) fn new(queue: String, counters: Arc<Counters>) -> Self {
-        let (hand, handed) = crossbeam_channel::unbounded();
         Outbox {
             queue,
             state: Mutex::new(OutboxState::default()),
-            handed,
-            hand,
             counters,
             pending: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Takes the lock, waiting for it; on letting go, publishes any calls handed in meanwhile.
-    fn state(&self) -> StateGuard<'_> {
-        StateGuard {
-            guard: Some(self.state.lock().unwrap_or_else(|e| e.into_inner())),
-            outbox: self,
-        }
-    }
-
-    /// Publishes the calls handed in, while there are any and the lock is free.
-    fn catch_up(&self) {
-        while !self.handed.is_empty() {
-            let mut state = match self.state.try_lock() {
-                Ok(state) => state,
-                // Its holder publishes them (and checks again once it lets go).
-                Err(TryLockError::WouldBlock) => return,
-                Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            };
-            self.publish_handed(&mut state);
-        }
-    }
-
-    /// Publishes the calls handed in so far, in the order they were handed in.
-    fn publish_handed(&self, state: &mut OutboxState) {
-        while let Ok(call) = self.handed.try_recv() {
-            // A failure leaves the call for the next connection; the reader sees the loss.
-            let _ = self.publish(state, call, None);
-        }
-    }
-
-    /// A caller publishes its call (exclusive reply queue): at once if the lock is free,
-    /// otherwise by handing it to the lock's holder. Either way it goes out, or waits for the
-    /// next connection.
-    pub(super) fn submit_from_caller(&self, call: OutgoingCall) {
-        match self.state.try_lock() {
-            Ok(mut state) => {
-                self.publish_handed(&mut state);
-                let _ = self.publish(&mut state, call, None);
-            }
-            Err(TryLockError::WouldBlock) => {
-                let _ = self.hand.send(call);
-            }
-            Err(TryLockError::Poisoned(poisoned)) => {
-                let mut state = poisoned.into_inner();
-                self.publish_handed(&mut state);
-                let _ = self.publish(&mut state, call, None);
-            }
-        }
-        self.catch_up();
+    fn state(&self) -> MutexGuard<'_, OutboxState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn pending(&self) -> MutexGuard<'_, HashMap<String, OutgoingCall>> {
@@ -340,32 +285,5 @@ impl Outbox {
     pub(super) fn forget_expired(&self, now: Instant) {
         self.pending().retain(|_, call| call.deadline > now);
         self.state().waiting.retain(|call| call.is_live(now));
-    }
-}
-
-/// The outbox's lock, held: letting go of it publishes any calls handed in meanwhile.
-struct StateGuard<'a> {
-    guard: Option<MutexGuard<'a, OutboxState>>,
-    outbox: &'a Outbox,
-}
-
-impl std::ops::Deref for StateGuard<'_> {
-    type Target = OutboxState;
-
-    fn deref(&self) -> &OutboxState {
-        self.guard.as_ref().expect("held until dropped")
-    }
-}
-
-impl std::ops::DerefMut for StateGuard<'_> {
-    fn deref_mut(&mut self) -> &mut OutboxState {
-        self.guard.as_mut().expect("held until dropped")
-    }
-}
-
-impl Drop for StateGuard<'_> {
-    fn drop(&mut self) {
-        self.guard.take();
-        self.outbox.catch_up();
     }
 }

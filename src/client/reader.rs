@@ -56,7 +56,8 @@ pub(super) struct Reader {
     lazy: bool,
     queue: String,
     reply_to: ReplyTo,
-    /// Calls for the reader to publish (direct reply-to only; otherwise callers publish).
+    /// Calls for the reader to publish: all of them with direct reply-to; otherwise those of
+    /// callers that found others waiting (see `outbox`).
     commands: Receiver<OutgoingCall>,
     /// Wakes the reader when a caller waits that nobody takes replies for, or a caller saw the
     /// reply stream end.
@@ -476,8 +477,7 @@ impl Reader {
             select! {
                 recv(self.commands) -> call => match call {
                     Ok(call) => {
-                        let sent = self.shared.outbox.submit(call, direct);
-                        if let Err(cause) = sent {
+                        if let Err(cause) = self.publish_handed(call, direct) {
                             // Replies already here still reach their callers.
                             return lost(self.drain_for_reason(consumer).or(Some(cause)));
                         }
@@ -524,6 +524,24 @@ impl Reader {
                 default(linger) => {}
             }
         }
+    }
+
+    /// Publishes `first` and every call already handed in behind it. On failure the rest wait
+    /// for the next connection.
+    fn publish_handed(
+        &mut self,
+        first: OutgoingCall,
+        direct: Option<&Channel>,
+    ) -> std::result::Result<(), BrokerError> {
+        let outbox = &self.shared.outbox;
+        outbox.submit(first, direct)?;
+        while let Ok(call) = self.commands.try_recv() {
+            if let Err(err) = outbox.submit(call, direct) {
+                outbox.requeue(self.commands.try_iter());
+                return Err(err);
+            }
+        }
+        Ok(())
     }
 
     /// Hands `first` and every reply already behind it to their callers. `Err(RecvError)`
