@@ -8,7 +8,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use amiquip::ConsumerMessage;
-use crossbeam_channel::{select, Receiver, RecvError, RecvTimeoutError, Sender, TryRecvError};
+use crossbeam_channel::{
+    select, Receiver, RecvError, RecvTimeoutError, Select, Sender, TryRecvError,
+};
 
 use super::call::{CallState, CorrelationIds, GaveUp, OutgoingCall};
 use super::options::{CallOptions, ClientOptions, ReplyTo};
@@ -604,12 +606,17 @@ impl PendingReply<'_> {
                     }
                     default(wait) => Err(()),
                 },
-                // Not `recv_timeout`: it spins and yields before it blocks, which with many
-                // callers on few cores costs more than it saves; `select!` blocks at once.
-                None => select! {
-                    recv(self.reply) -> answer => Ok(answer),
-                    default(wait) => Err(()),
-                },
+                // Not `recv_timeout` (nor `select!` with one arm, which becomes it): that spins
+                // and yields before it blocks, which with many callers on two cores doubled
+                // the context switches. `Select` blocks at once.
+                None => {
+                    let mut select = Select::new();
+                    select.recv(&self.reply);
+                    match select.select_timeout(wait) {
+                        Ok(ready) => Ok(ready.recv(&self.reply)),
+                        Err(_) => Err(()),
+                    }
+                }
             };
             match waited {
                 // `Err` here means the reader dropped our call unanswered: expired, or stopping.
