@@ -10,6 +10,7 @@ mod client;
 mod decimal;
 mod doubling;
 mod handler;
+mod ntt;
 mod parallel;
 
 pub use cache::{CacheStats, DEFAULT_CACHE_BYTES};

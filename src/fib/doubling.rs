@@ -24,7 +24,7 @@
 
 use num_bigint::BigUint;
 
-use super::{decimal, parallel};
+use super::{decimal, ntt, parallel};
 
 /// From this many bits on, the two squarings of a doubling step run on two threads: each then
 /// takes about 55 µs or more, a thread about 20 µs. Squarings that long come in fib(n) from
@@ -112,11 +112,11 @@ fn last_step(n: u64, f_k: BigUint, f_k_minus_1: BigUint, parallel: bool) -> BigU
     if n & 1 == 0 {
         // F(2k) = F(k)·(F(k) + 2F(k−1))
         let lucas = &f_k + (f_k_minus_1 << 1u8);
-        parallel::mul(&f_k, &lucas, parallel)
+        ntt::mul(&f_k, &lucas, parallel)
     } else {
         // F(2k+1) = (2F(k) + F(k−1))(2F(k) − F(k−1)) + 2(−1)ᵏ; 2F(k) ≥ F(k−1) as k ≥ 1.
         let twice = f_k << 1u8;
-        let product = parallel::mul(&(&twice + &f_k_minus_1), &(twice - f_k_minus_1), parallel);
+        let product = ntt::mul(&(&twice + &f_k_minus_1), &(twice - f_k_minus_1), parallel);
         if k & 1 == 0 {
             product + 2u8
         } else {
@@ -135,7 +135,11 @@ fn fib_pair(k: u64, threads: bool) -> (BigUint, BigUint) {
         // j = k >> (bit + 1); (F(j), F(j−1)) -> (F(2j), F(2j−1)) or (F(2j+1), F(2j)).
         let j_odd = (k >> (bit + 1)) & 1 == 1;
         let parallel = threads && f.bits() >= PARALLEL_BITS && parallel::cores() > 1;
-        let (square, square_prev) = parallel::join(parallel, || &f * &f, || &f_prev * &f_prev);
+        let (square, square_prev) = parallel::join(
+            parallel,
+            || ntt::square(&f, false),
+            || ntt::square(&f_prev, false),
+        );
         let f_2j_minus_1 = &square + &square_prev;
         // 4F(j)² − F(j−1)² ≥ 3F(j)² ≥ 3, so the −2 for odd j cannot underflow.
         let mut f_2j_plus_1 = (square << 2u8) - square_prev;
