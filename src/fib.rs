@@ -5,6 +5,7 @@
 //!
 //! Nothing in the transport (`client`, `server`, `wire`) depends on this module.
 
+mod base10;
 mod cache;
 mod client;
 mod decimal;

@@ -24,6 +24,7 @@
 
 use num_bigint::BigUint;
 
+use super::base10::Decimal;
 use super::{decimal, ntt, parallel};
 
 /// From this many bits on, the two squarings of a doubling step run on two threads: each then
@@ -67,6 +68,11 @@ const LOG10_PHI: f64 = 0.208_987_640_249_978_73;
 /// assert_eq!(fib_decimal(60_000), fib(60_000).to_string());
 /// ```
 pub fn fib_decimal(n: u64) -> String {
+    if (DECIMAL_MIN_N..=DECIMAL_MAX_N).contains(&n) {
+        if let Some(digits) = fib_in_decimal(n) {
+            return String::from_utf8(digits).expect("decimal digits are ASCII");
+        }
+    }
     if n < OVERLAP_N || parallel::cores() < 2 {
         return decimal::to_decimal(&fib(n));
     }
@@ -79,6 +85,72 @@ pub fn fib_decimal(n: u64) -> String {
         || decimal::Plan::new(digits, false),
     );
     plan.format(f_n, parallel::THREADS)
+}
+
+/// From this `n` on, [`fib_decimal`] computes in base 10^7 ([`Decimal`]).
+const DECIMAL_MIN_N: u64 = 20_000;
+
+/// Up to this `n`, every product of [`fib_in_decimal`] is short enough for its transform to
+/// be exact: the last one has factors of about 0.1045·n digits, at most 322,812 allowed.
+const DECIMAL_MAX_N: u64 = 3_000_000;
+
+/// [`fib_in_decimal`] starts from (F(k), F(k−1)) computed in binary and converted, with k at
+/// least this: about 420 digits, where products by transforms start to pay.
+const DECIMAL_START_K: u64 = 2_000;
+
+/// From this many limbs on (about 10,000 digits), the two squarings of a doubling step in
+/// base 10^7 run on two threads.
+const DECIMAL_PARALLEL_LIMBS: usize = 1_400;
+
+/// fib(`n`) in ASCII decimal, computed in base 10^7: the same doubling steps as [`fib_pair`]
+/// and [`last_step`], from (F(k), F(k−1)) for a small k. `None` if a product is too long for
+/// the transform to be exact (never for `n` up to [`DECIMAL_MAX_N`]).
+fn fib_in_decimal(n: u64) -> Option<Vec<u8>> {
+    let k = n >> 1;
+    let mut steps = 0;
+    while k >> (steps + 1) >= DECIMAL_START_K {
+        steps += 1;
+    }
+    let (f, f_prev) = fib_pair(k >> steps, false);
+    let (mut f, mut f_prev) = (Decimal::from_biguint(&f), Decimal::from_biguint(&f_prev));
+    let two_cores = parallel::cores() > 1;
+    for bit in (0..steps).rev() {
+        // j = k >> (bit + 1); (F(j), F(j−1)) -> (F(2j), F(2j−1)) or (F(2j+1), F(2j)).
+        let j_odd = (k >> (bit + 1)) & 1 == 1;
+        let parallel = two_cores && f.len() >= DECIMAL_PARALLEL_LIMBS;
+        let (square, square_prev) =
+            parallel::join(parallel, || f.square(false), || f_prev.square(false));
+        let (square, square_prev) = (square?, square_prev?);
+        let f_2j_minus_1 = square.add(&square_prev);
+        let mut f_2j_plus_1 = square.mul_small(4).sub(&square_prev);
+        if j_odd {
+            f_2j_plus_1.sub_small(2);
+        } else {
+            f_2j_plus_1.add_small(2);
+        }
+        let f_2j = f_2j_plus_1.sub(&f_2j_minus_1);
+        (f, f_prev) = if (k >> bit) & 1 == 1 {
+            (f_2j_plus_1, f_2j)
+        } else {
+            (f_2j, f_2j_minus_1)
+        };
+    }
+    let parallel = two_cores && f.len() >= DECIMAL_PARALLEL_LIMBS;
+    let f_n = if n & 1 == 0 {
+        // F(2k) = F(k)·(F(k) + 2F(k−1))
+        f.mul(&f.add(&f_prev.mul_small(2)), parallel)?
+    } else {
+        // F(2k+1) = (2F(k) + F(k−1))(2F(k) − F(k−1)) + 2(−1)ᵏ
+        let twice = f.mul_small(2);
+        let mut product = twice.add(&f_prev).mul(&twice.sub(&f_prev), parallel)?;
+        if k & 1 == 0 {
+            product.add_small(2);
+        } else {
+            product.sub_small(2);
+        }
+        product
+    };
+    Some(f_n.to_ascii())
 }
 
 /// Returns `x` in decimal: the same as `x.to_string()`, faster from 20,000 digits on when
