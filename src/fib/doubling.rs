@@ -68,11 +68,21 @@ const LOG10_PHI: f64 = 0.208_987_640_249_978_73;
 /// assert_eq!(fib_decimal(60_000), fib(60_000).to_string());
 /// ```
 pub fn fib_decimal(n: u64) -> String {
+    String::from_utf8(fib_ascii(n)).expect("decimal digits are ASCII")
+}
+
+/// [`fib_decimal`]'s digits as bytes, ready to be a reply body.
+pub(crate) fn fib_ascii(n: u64) -> Vec<u8> {
     if (DECIMAL_MIN_N..=DECIMAL_MAX_N).contains(&n) {
         if let Some(digits) = fib_in_decimal(n) {
-            return String::from_utf8(digits).expect("decimal digits are ASCII");
+            return digits;
         }
     }
+    fib_binary_decimal(n).into_bytes()
+}
+
+/// fib(`n`) computed in binary, then converted.
+fn fib_binary_decimal(n: u64) -> String {
     if n < OVERLAP_N || parallel::cores() < 2 {
         return decimal::to_decimal(&fib(n));
     }
