@@ -326,6 +326,40 @@ mod tests {
         }
     }
 
+    /// The base-10^7 computation against `num-bigint`'s own conversion of the binary one,
+    /// around its thresholds, each for several n (both parities of n and of k = n/2): where
+    /// it takes over, where the binary start (F(k0), F(k0−1)) has k0 at either end of
+    /// [DECIMAL_START_K, 2·DECIMAL_START_K), and where its products go to two threads.
+    #[test]
+    fn decimal_path_matches_num_bigint() {
+        let k_first_parallel = 46_861; // F(k) has 1,400 limbs from here on
+        let middles = [
+            DECIMAL_MIN_N,
+            2 * (DECIMAL_START_K << 4),             // k0 = DECIMAL_START_K
+            2 * (((2 * DECIMAL_START_K) << 4) - 1), // k0 = 2·DECIMAL_START_K − 1
+            2 * k_first_parallel,
+        ];
+        for middle in middles {
+            for n in middle - 2..=middle + 3 {
+                let digits = fib_in_decimal(n).expect("short enough");
+                assert_eq!(digits, fib(n).to_string().as_bytes(), "n = {n}");
+            }
+        }
+        assert!(fib(k_first_parallel).to_string().len() > 7 * 1_399);
+        assert!(fib(k_first_parallel - 1).to_string().len() <= 7 * 1_399);
+    }
+
+    /// The largest n computed in base 10^7 still is (its last product is the longest the
+    /// transform keeps exact, within 3%). Slow without optimizations.
+    #[test]
+    #[ignore = "fib(3,000,000): run with --release"]
+    fn decimal_path_up_to_its_limit() {
+        for n in [DECIMAL_MAX_N - 1, DECIMAL_MAX_N] {
+            let digits = fib_in_decimal(n).expect("short enough");
+            assert_eq!(digits, to_decimal(&fib(n)).as_bytes(), "n = {n}");
+        }
+    }
+
     #[test]
     fn size_of_a_huge_result() {
         // fib(10^6) has 208,988 decimal digits and starts 19532821287077577316.
