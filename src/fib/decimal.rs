@@ -1,5 +1,5 @@
-//! Decimal formatting of large [`BigUint`]s on two cores, about 1.7 times as fast as
-//! `to_string` for fib(10⁶) and twice as fast for fib(10⁷).
+//! Decimal formatting of large [`BigUint`]s on two cores, for [`to_decimal`](crate::to_decimal)
+//! ([`fib_decimal`](crate::fib_decimal) computes in decimal and needs no conversion).
 //!
 //! Divide and conquer: a number below 10^len is split as q·10^e + r with e = ⌈len/2⌉, and q and
 //! r are written into the two halves of one buffer (r padded with zeros), down to pieces short
@@ -9,17 +9,12 @@
 //! digits. Here the halves are equal, so two threads can format one each; the top split's
 //! products are also split between the two threads.
 //!
-//! On one thread this conversion is only as fast as `to_string` (so [`to_decimal`] does not
-//! use it there), and that takes:
-//!
 //! - 10^e = 5^e·2^e and the 2^e is a shift, so the divisors kept are the 30% shorter 5^e;
 //! - divisions are Barrett reductions (multiplications by a reciprocal of 5^e computed once per
-//!   level by Newton iteration), in three steps of a third of the quotient each, so the
-//!   reciprocals need only a third of its bits.
-//!
-//! The powers and reciprocals (a [`Plan`]) depend only on the number of digits, so
-//! [`fib_decimal`](crate::fib_decimal) computes them while the last product of fib(n)
-//! is being computed.
+//!   level by Newton iteration, a [`Plan`]); for short pieces in three steps of a third of the
+//!   quotient each, so the reciprocals need only a third of its bits; for long pieces in one
+//!   step by transforms (see `ntt`), reusing the transforms of the level's reciprocal and
+//!   5^e for all its pieces and computing the remainder modulo 2^M − 1 only.
 
 use std::f64::consts::{LOG10_2, LOG2_10};
 
@@ -69,14 +64,14 @@ pub(crate) fn to_decimal(x: &BigUint) -> String {
 }
 
 /// An upper bound on the decimal digits of a number of `bits` bits.
-pub(crate) fn max_digits(bits: u64) -> usize {
+fn max_digits(bits: u64) -> usize {
     // x < 2^bits < 10^(bits·log10(2) + 1); the second +1 covers rounding.
     (bits as f64 * LOG10_2) as usize + 2
 }
 
 /// The powers of 5 and their reciprocals that format numbers below 10^`len`.
 #[derive(Debug)]
-pub(crate) struct Plan {
+struct Plan {
     len: usize,
     /// One level per halving of the digit count, top first.
     levels: Vec<Level>,
@@ -102,7 +97,7 @@ struct Level {
 impl Plan {
     /// Computes the plan for numbers below 10^`len`; the reciprocals on two threads if
     /// `parallel`.
-    pub(crate) fn new(len: usize, parallel: bool) -> Plan {
+    fn new(len: usize, parallel: bool) -> Plan {
         let mut splits = Vec::new();
         let mut e = len;
         while e > LEAF_DIGITS {
@@ -142,7 +137,8 @@ impl Plan {
     }
 
     /// Returns `x` in decimal, using up to `threads` threads.
-    pub(crate) fn format(&self, x: BigUint, threads: usize) -> String {
+    #[cfg(test)]
+    fn format(&self, x: BigUint, threads: usize) -> String {
         // The plan only works below 10^len: x < 2^bits ≤ 10^(len−1), with a digit to spare
         // for rounding.
         if x.bits() as f64 > (self.len - 1) as f64 * LOG2_10 {

@@ -412,6 +412,11 @@ fn cyclic_convolution(
     a
 }
 
+/// The largest sum of products of coefficients a transform gives back exactly: p − 1.
+pub(crate) fn max_sum_of_products() -> u128 {
+    u128::from(P - 1)
+}
+
 /// Whether sums of `terms` products of two numbers below `bound` stay below p.
 pub(crate) fn exact(terms: usize, bound: u64) -> bool {
     let largest = u128::from(bound.saturating_sub(1));
