@@ -147,7 +147,7 @@ impl Plan {
         self.format_unchecked(x, threads)
     }
 
-    /// [`format`](Self::format) for `x` known to be below 10^len.
+    /// Returns `x`, known to be below 10^len, in decimal, using up to `threads` threads.
     fn format_unchecked(&self, x: BigUint, threads: usize) -> String {
         let mut out = vec![b'0'; self.len];
         self.write(x, &mut out, 0, threads);
