@@ -2,12 +2,13 @@
 //! (defaults: N = 1,000,000, RUNS = 7).
 //!
 //! Prints one JSON line, each time the minimum over RUNS runs, in milliseconds:
-//! `compute_ms` for `fib(N)`, `format_ms` for `to_decimal` of the result, `total_ms` for
-//! `fib_decimal(N)` (both at once, the way the server does it), and `baseline_total_ms` for
-//! the algorithm this crate had before (fast doubling with three products per bit, then
-//! `num-bigint`'s `to_string`), kept below as a private copy. Exits with status 1 if the digits
-//! differ from the baseline's, or for N = 1,000,000 from the known length and first digits.
-//! Compare with `bench/python/gmp_fib.py` (GMP through gmpy2) on the same machine.
+//! `compute_ms` for `fib(N)` (binary), `format_ms` for `to_decimal` of the result, `total_ms`
+//! for `fib_decimal(N)` (what the server does: fib(N) computed in decimal, no conversion), and
+//! `baseline_total_ms` for the algorithm this crate had first (fast doubling with three
+//! products per bit, then `num-bigint`'s `to_string`), kept below as a private copy. Exits
+//! with status 1 if the digits differ from the baseline's, or for N = 1,000,000 from the known
+//! length and first digits. Compare with `bench/python/gmp_fib.py` (GMP through gmpy2) on the
+//! same machine.
 
 use std::process::ExitCode;
 use std::time::Instant;

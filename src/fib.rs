@@ -5,11 +5,13 @@
 //!
 //! Nothing in the transport (`client`, `server`, `wire`) depends on this module.
 
+mod base10;
 mod cache;
 mod client;
 mod decimal;
 mod doubling;
 mod handler;
+mod ntt;
 mod parallel;
 
 pub use cache::{CacheStats, DEFAULT_CACHE_BYTES};

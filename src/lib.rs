@@ -93,8 +93,9 @@ pub use error::{BrokerError, BrokerErrorKind, Error, NoServerReason, Result};
 pub use metrics::LatencyHistogram;
 pub use reconnect::Backoff;
 pub use server::{
-    quiet_handler_panics, Handler, QueueKind, Request, RpcServer, ServerOptions, ServerStats,
-    StatsHandle, StopHandle, DEFAULT_DEADLINE_GRACE, DEFAULT_PREFETCH, DEFAULT_STOP_TIMEOUT,
+    quiet_handler_panics, Handler, QueueKind, ReplyBody, Request, RpcServer, ServerOptions,
+    ServerStats, StatsHandle, StopHandle, DEFAULT_DEADLINE_GRACE, DEFAULT_PREFETCH,
+    DEFAULT_STOP_TIMEOUT,
 };
 pub use wire::{
     ErrorCode, HeaderValue, RemoteError, TraceParent, DEADLINE_HEADER, DEFAULT_QUEUE, ERROR_HEADER,

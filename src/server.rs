@@ -48,4 +48,4 @@ pub use options::{
     QueueKind, ServerOptions, DEFAULT_DEADLINE_GRACE, DEFAULT_PREFETCH, DEFAULT_STOP_TIMEOUT,
 };
 pub use panics::quiet_handler_panics;
-pub use request::{Handler, Request};
+pub use request::{Handler, ReplyBody, Request};

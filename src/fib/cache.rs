@@ -65,7 +65,7 @@ struct Flight {
 enum Outcome {
     #[default]
     Running,
-    Done(Arc<[u8]>),
+    Done(Arc<Vec<u8>>),
     /// The computation panicked; a waiter computes the result itself.
     Abandoned,
 }
@@ -90,7 +90,7 @@ impl Drop for Landing<'_> {
 
 #[derive(Debug)]
 struct Entry {
-    digits: Arc<[u8]>,
+    digits: Arc<Vec<u8>>,
     last_used: u64,
 }
 
@@ -115,7 +115,11 @@ impl ResultCache {
     /// The wait has no bound of its own: it is one computation of the same size as the one
     /// this request would otherwise run itself. If that computation panics, one waiter runs
     /// `compute` instead.
-    pub(crate) fn get_or_compute(&self, n: u64, compute: impl FnOnce() -> Arc<[u8]>) -> Arc<[u8]> {
+    pub(crate) fn get_or_compute(
+        &self,
+        n: u64,
+        compute: impl FnOnce() -> Arc<Vec<u8>>,
+    ) -> Arc<Vec<u8>> {
         let flight = loop {
             let mut lru = self.lock();
             if let Some(digits) = lru.hit(n) {
@@ -149,7 +153,7 @@ impl ResultCache {
 
     /// The cached result for `n`, marked as just used; counts a hit or a miss.
     #[cfg(test)]
-    fn get(&self, n: u64) -> Option<Arc<[u8]>> {
+    fn get(&self, n: u64) -> Option<Arc<Vec<u8>>> {
         let mut lru = self.lock();
         let digits = lru.hit(n);
         if digits.is_none() && lru.capacity > 0 {
@@ -160,7 +164,7 @@ impl ResultCache {
 
     /// Keeps `digits` as the result for `n`, evicting the least recently used results to make
     /// room. A result larger than the whole cache is not kept.
-    pub(crate) fn insert(&self, n: u64, digits: Arc<[u8]>) {
+    pub(crate) fn insert(&self, n: u64, digits: Arc<Vec<u8>>) {
         let mut lru = self.lock();
         if digits.len() > lru.capacity || lru.entries.contains_key(&n) {
             return;
@@ -200,7 +204,7 @@ impl ResultCache {
 
 impl Lru {
     /// The cached result for `n`, marked as just used and counted as a hit.
-    fn hit(&mut self, n: u64) -> Option<Arc<[u8]>> {
+    fn hit(&mut self, n: u64) -> Option<Arc<Vec<u8>>> {
         self.clock += 1;
         let now = self.clock;
         let entry = self.entries.get_mut(&n)?;
@@ -215,7 +219,7 @@ impl Lru {
 
 impl Flight {
     /// Waits until the computation ends: its result, or `None` if it panicked.
-    fn wait(&self) -> Option<Arc<[u8]>> {
+    fn wait(&self) -> Option<Arc<Vec<u8>>> {
         let mut outcome = lock(&self.outcome);
         loop {
             match &*outcome {
@@ -238,8 +242,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 mod tests {
     use super::*;
 
-    fn digits(len: usize) -> Arc<[u8]> {
-        vec![b'7'; len].into()
+    fn digits(len: usize) -> Arc<Vec<u8>> {
+        Arc::new(vec![b'7'; len])
     }
 
     #[test]
@@ -275,9 +279,9 @@ mod tests {
     fn blocked_computation(
         cache: &ResultCache,
         n: u64,
-        result: Option<Arc<[u8]>>,
+        result: Option<Arc<Vec<u8>>>,
     ) -> (
-        std::thread::JoinHandle<Arc<[u8]>>,
+        std::thread::JoinHandle<Arc<Vec<u8>>>,
         crossbeam_channel::Sender<()>,
     ) {
         let (started_tx, started_rx) = crossbeam_channel::bounded(0);

@@ -1,5 +1,5 @@
-//! Decimal formatting of large [`BigUint`]s on two cores, about 1.7 times as fast as
-//! `to_string` for fib(10⁶) and twice as fast for fib(10⁷).
+//! Decimal formatting of large [`BigUint`]s on two cores, for [`to_decimal`](crate::to_decimal)
+//! ([`fib_decimal`](crate::fib_decimal) computes in decimal and needs no conversion).
 //!
 //! Divide and conquer: a number below 10^len is split as q·10^e + r with e = ⌈len/2⌉, and q and
 //! r are written into the two halves of one buffer (r padded with zeros), down to pieces short
@@ -9,23 +9,18 @@
 //! digits. Here the halves are equal, so two threads can format one each; the top split's
 //! products are also split between the two threads.
 //!
-//! On one thread this conversion is only as fast as `to_string` (so [`to_decimal`] does not
-//! use it there), and that takes:
-//!
 //! - 10^e = 5^e·2^e and the 2^e is a shift, so the divisors kept are the 30% shorter 5^e;
 //! - divisions are Barrett reductions (multiplications by a reciprocal of 5^e computed once per
-//!   level by Newton iteration), in three steps of a third of the quotient each, so the
-//!   reciprocals need only a third of its bits.
-//!
-//! The powers and reciprocals (a [`Plan`]) depend only on the number of digits, so
-//! [`fib_decimal`](crate::fib_decimal) computes them while the last product of fib(n)
-//! is being computed.
+//!   level by Newton iteration, a [`Plan`]); for short pieces in three steps of a third of the
+//!   quotient each, so the reciprocals need only a third of its bits; for long pieces in one
+//!   step by transforms (see `ntt`), reusing the transforms of the level's reciprocal and
+//!   5^e for all its pieces and computing the remainder modulo 2^M − 1 only.
 
 use std::f64::consts::{LOG10_2, LOG2_10};
 
 use num_bigint::BigUint;
 
-use super::parallel;
+use super::{ntt, parallel};
 
 /// Pieces of at most this many digits are formatted by `to_str_radix`.
 const LEAF_DIGITS: usize = 600;
@@ -53,6 +48,10 @@ const PARALLEL_PLAN_DIGITS: usize = 50_000;
 /// reciprocals, 4 more on the extra products.
 const BLOCKS: u64 = 3;
 
+/// Levels whose quotients have at least this many bits divide by transforms (see
+/// [`ntt`]), in one block.
+const TRANSFORM_QUOTIENT_BITS: u64 = 60_000;
+
 /// Returns `x` in decimal, the same as `x.to_string()`.
 pub(crate) fn to_decimal(x: &BigUint) -> String {
     // Below PARALLEL_DIGITS digits for sure (no float arithmetic on the path of small n).
@@ -65,14 +64,14 @@ pub(crate) fn to_decimal(x: &BigUint) -> String {
 }
 
 /// An upper bound on the decimal digits of a number of `bits` bits.
-pub(crate) fn max_digits(bits: u64) -> usize {
+fn max_digits(bits: u64) -> usize {
     // x < 2^bits < 10^(bits·log10(2) + 1); the second +1 covers rounding.
     (bits as f64 * LOG10_2) as usize + 2
 }
 
 /// The powers of 5 and their reciprocals that format numbers below 10^`len`.
 #[derive(Debug)]
-pub(crate) struct Plan {
+struct Plan {
     len: usize,
     /// One level per halving of the digit count, top first.
     levels: Vec<Level>,
@@ -90,12 +89,15 @@ struct Level {
     block: u64,
     /// About 2^(m+block) / 5^e: Barrett's reciprocal.
     reciprocal: BigUint,
+    /// For levels whose quotients have [`TRANSFORM_QUOTIENT_BITS`] or more, the transforms
+    /// that divide in one block.
+    spectra: Option<Spectra>,
 }
 
 impl Plan {
     /// Computes the plan for numbers below 10^`len`; the reciprocals on two threads if
     /// `parallel`.
-    pub(crate) fn new(len: usize, parallel: bool) -> Plan {
+    fn new(len: usize, parallel: bool) -> Plan {
         let mut splits = Vec::new();
         let mut e = len;
         while e > LEAF_DIGITS {
@@ -108,7 +110,7 @@ impl Plan {
             let five = match fives.last() {
                 None => BigUint::from(5u8).pow(e as u32),
                 Some(below) => {
-                    let square = below * below;
+                    let square = ntt::square(below, false);
                     if e == 2 * splits[depth + 1] {
                         square
                     } else {
@@ -135,7 +137,8 @@ impl Plan {
     }
 
     /// Returns `x` in decimal, using up to `threads` threads.
-    pub(crate) fn format(&self, x: BigUint, threads: usize) -> String {
+    #[cfg(test)]
+    fn format(&self, x: BigUint, threads: usize) -> String {
         // The plan only works below 10^len: x < 2^bits ≤ 10^(len−1), with a digit to spare
         // for rounding.
         if x.bits() as f64 > (self.len - 1) as f64 * LOG2_10 {
@@ -144,7 +147,7 @@ impl Plan {
         self.format_unchecked(x, threads)
     }
 
-    /// [`format`](Self::format) for `x` known to be below 10^len.
+    /// Returns `x`, known to be below 10^len, in decimal, using up to `threads` threads.
     fn format_unchecked(&self, x: BigUint, threads: usize) -> String {
         let mut out = vec![b'0'; self.len];
         self.write(x, &mut out, 0, threads);
@@ -187,24 +190,49 @@ impl Level {
     fn new(e: u64, five: BigUint) -> Level {
         let m = five.bits();
         let q_bits = m + e;
-        let block = q_bits.div_ceil(BLOCKS);
+        if q_bits < TRANSFORM_QUOTIENT_BITS {
+            let block = q_bits.div_ceil(BLOCKS);
+            let reciprocal = reciprocal(&five, m + block);
+            return Level {
+                e,
+                five,
+                block,
+                reciprocal,
+                spectra: None,
+            };
+        }
+        // One block: a transform's cost grows about linearly, so splitting the quotient
+        // saves nothing, and one block needs only one product by the reciprocal.
+        let block = q_bits;
         let reciprocal = reciprocal(&five, m + block);
+        let spectra = Spectra::new(&five, &reciprocal, q_bits);
         Level {
             e,
             five,
             block,
             reciprocal,
+            spectra,
         }
     }
 
     /// Returns (x / 10^e, x % 10^e) for x < 10^(2e); the products on two threads if `parallel`.
     fn div_rem(&self, x: BigUint, parallel: bool) -> (BigUint, BigUint) {
+        // x / 10^e = (x >> e) / 5^e, and the remainder's low e bits are x's.
+        let y = &x >> self.e;
+        let low = x - (&y << self.e);
+        let (q, r) = match &self.spectra {
+            Some(spectra) => self.div_rem_by_transforms(y, spectra, parallel),
+            None => self.div_rem_in_blocks(y),
+        };
+        (q, (r << self.e) + low)
+    }
+
+    /// Returns (y / 5^e, y % 5^e) for y < 5^e · 10^e, finding the quotient `block` bits at a
+    /// time, top first.
+    fn div_rem_in_blocks(&self, mut y: BigUint) -> (BigUint, BigUint) {
         let d = &self.five;
         let m = d.bits();
-        // x / 10^e = (x >> e) / 5^e, and the remainder's low e bits are x's.
-        let mut y = &x >> self.e;
-        let low = x - (&y << self.e);
-        // The quotient is below 10^e < 2^(m+e); it is found `block` bits at a time, top first.
+        // The quotient is below 10^e < 2^(m+e).
         let q_bits = m + self.e;
         let mut shift = q_bits.saturating_sub(self.block);
         let mut q = BigUint::ZERO;
@@ -212,8 +240,8 @@ impl Level {
             // Here y < d·2^(shift+block). Barrett: the top block + 1 bits of y / 2^shift, times
             // 2^(m+block)/d, give y / (d·2^shift) within a few units.
             let top = &y >> (shift + m - 1);
-            let mut digit = parallel::mul(&top, &self.reciprocal, parallel) >> (self.block + 1);
-            let mut product = parallel::mul(&digit, d, parallel) << shift;
+            let mut digit = (top * &self.reciprocal) >> (self.block + 1);
+            let mut product = (&digit * d) << shift;
             let mut corrections = 0;
             while product > y {
                 digit -= 1u8;
@@ -234,7 +262,81 @@ impl Level {
             }
             shift = shift.saturating_sub(self.block);
         }
-        (q, (y << self.e) + low)
+        (q, y)
+    }
+
+    /// [`div_rem_in_blocks`](Self::div_rem_in_blocks) in one block, with both products by
+    /// transforms: the quotient's estimate from the whole product by the reciprocal, the
+    /// remainder from the product of that estimate and 5^e modulo 2^M − 1, which is all that
+    /// is needed of it since the remainder is known to be small.
+    fn div_rem_by_transforms(
+        &self,
+        y: BigUint,
+        spectra: &Spectra,
+        parallel: bool,
+    ) -> (BigUint, BigUint) {
+        let d = &self.five;
+        let m = d.bits();
+        // Barrett in one block: the top m + e + 1 bits of y, times 2^(2m+e)/d.
+        let top = &y >> (m - 1);
+        let mut q = spectra.reciprocal.mul_mod(&top, parallel) >> (self.block + 1);
+        // r = y − q·d modulo 2^M − 1, where the true r is within (−2^(M−1), 2^(M−1)).
+        let big_m = spectra.five.modulus_bits();
+        let qd = spectra.five.mul_mod(&ntt::fold(&q, big_m), parallel);
+        let ym = ntt::fold(&y, big_m);
+        let residue = if ym >= qd {
+            ym - qd
+        } else {
+            ym + &spectra.ones - qd
+        };
+        let mut corrections = 0;
+        let mut r = if residue.bits() < big_m {
+            residue
+        } else {
+            // At least 2^(M−1): it stands for residue − (2^M − 1) < 0, q was too large.
+            let mut deficit = &spectra.ones - residue;
+            loop {
+                q -= 1u8;
+                corrections += 1;
+                if deficit <= *d {
+                    break d - deficit;
+                }
+                deficit -= d;
+            }
+        };
+        while r >= *d {
+            r -= d;
+            q += 1u8;
+            corrections += 1;
+        }
+        debug_assert!(corrections <= 6, "{corrections} corrections");
+        (q, r)
+    }
+}
+
+/// What the transforms need for one level's divisions: the transforms of the reciprocal and
+/// of 5^e, computed once for all the level's pieces.
+#[derive(Debug)]
+struct Spectra {
+    reciprocal: ntt::Spectrum,
+    five: ntt::Spectrum,
+    /// 2^M − 1, M = `five.modulus_bits()`.
+    ones: BigUint,
+}
+
+impl Spectra {
+    /// For quotients of `q_bits` bits; `None` if no transform can hold the products.
+    fn new(five: &BigUint, reciprocal: &BigUint, q_bits: u64) -> Option<Spectra> {
+        // top < 2^(q_bits+1) and the reciprocal < 2^(q_bits+2): the product has at most
+        // 2·q_bits + 3 bits, so modulo 2^M − 1 with M above that it is the product itself.
+        let whole = ntt::Shape::cyclic(2 * q_bits + 4)?;
+        // Remainders are below a few times 5^e: room for 2^7 times, and a sign bit.
+        let low = ntt::Shape::cyclic(five.bits() + 8)?;
+        Some(Spectra {
+            reciprocal: ntt::Spectrum::new(reciprocal, whole),
+            five: ntt::Spectrum::new(five, low),
+            ones: (BigUint::from(1u8) << low.total_bits()) - 1u8,
+        })
     }
 }
 
@@ -270,16 +372,17 @@ fn reciprocal(d: &BigUint, k: u64) -> BigUint {
     let v = reciprocal(d, k - shift);
     // 2^k/d ≈ v·2^shift + v·err/2^(k−2·shift), with err = 2^(k−shift) − d·v, small; its low
     // bits below `drop` change the correction by less than one.
-    let dv = d * &v;
+    let dv = ntt::mul(d, &v, false);
     let one = BigUint::from(1u8) << (k - shift);
     let drop = (m - 1 + 2 * GUARD_BITS).saturating_sub(h + 1);
     let scale = k - 2 * shift - drop;
     if dv <= one {
         let err = (one - dv) >> drop;
-        (v.clone() << shift) + ((v * err) >> scale)
+        (ntt::mul(&v, &err, false) >> scale) + (v << shift)
     } else {
         let err = (dv - one) >> drop;
-        (v.clone() << shift) - ((v * err) >> scale)
+        let correction = ntt::mul(&v, &err, false) >> scale;
+        (v << shift) - correction
     }
 }
 

@@ -24,7 +24,8 @@
 
 use num_bigint::BigUint;
 
-use super::{decimal, parallel};
+use super::base10::Decimal;
+use super::{decimal, ntt, parallel};
 
 /// From this many bits on, the two squarings of a doubling step run on two threads: each then
 /// takes about 55 µs or more, a thread about 20 µs. Squarings that long come in fib(n) from
@@ -45,20 +46,16 @@ pub fn fib(n: u64) -> BigUint {
     fib_on(n, true)
 }
 
-/// From this `n` on, [`fib_decimal`] prepares the decimal conversion on a second core while
-/// the last product of fib(n) is computed. Below it, fib(n) has fewer than 20,000 digits,
-/// too few for the fast conversion to pay.
-const OVERLAP_N: u64 = 100_000;
-
-/// log10 of the golden ratio: fib(n) has at most n·LOG10_PHI + 1 digits.
+/// log10 of the golden ratio: fib(n) < φ^n has at most n·LOG10_PHI + 1 digits.
 const LOG10_PHI: f64 = 0.208_987_640_249_978_73;
 
 /// Returns the `n`th Fibonacci number in decimal: the same as `fib(n).to_string()`, faster.
 ///
-/// For large `n` the decimal conversion, not the computation, is the slow part (`to_string`
-/// of fib(10⁶) takes five times as long as computing it); this function uses
-/// [`to_decimal`]'s conversion and, on two or more cores, prepares it on one core while the
-/// other computes the last product of fib(n).
+/// For large `n`, converting fib(n) from binary to decimal would be the slow part
+/// (`to_string` of fib(10⁶) takes several times as long as computing it), so from
+/// n = 20,000 on this function computes in decimal: the same doubling steps as [`fib`], on
+/// numbers in base 10^7 (base 10^6 beyond n ≈ 3 million), whose limbs are the digits to
+/// print. On two or more cores the large products run on two threads.
 ///
 /// ```
 /// use fib_rpc::{fib, fib_decimal};
@@ -67,18 +64,101 @@ const LOG10_PHI: f64 = 0.208_987_640_249_978_73;
 /// assert_eq!(fib_decimal(60_000), fib(60_000).to_string());
 /// ```
 pub fn fib_decimal(n: u64) -> String {
-    if n < OVERLAP_N || parallel::cores() < 2 {
-        return decimal::to_decimal(&fib(n));
+    String::from_utf8(fib_ascii(n)).expect("decimal digits are ASCII")
+}
+
+/// From this `n` on, [`fib_decimal`] computes in base 10^D ([`Decimal`]); below, fib(n) has
+/// fewer than 4,200 digits and `to_string` of the binary result is as fast.
+const DECIMAL_MIN_N: u64 = 20_000;
+
+/// [`fib_in_decimal`] starts from (F(k), F(k−1)) computed in binary and converted, with k at
+/// least this: about 420 digits, where products by transforms start to pay.
+const DECIMAL_START_K: u64 = 2_000;
+
+/// From this many digits on, the two squarings of a doubling step in base 10^D run on two
+/// threads, and so do the transforms of the last product.
+const DECIMAL_PARALLEL_DIGITS: usize = 9_800;
+
+/// [`fib_decimal`]'s digits as bytes, ready to be a reply body.
+pub(crate) fn fib_ascii(n: u64) -> Vec<u8> {
+    if n >= DECIMAL_MIN_N {
+        let decimal = match digits_per_limb(n) {
+            7 => fib_in_decimal::<7>(n),
+            6 => fib_in_decimal::<6>(n),
+            _ => fib_in_decimal::<5>(n),
+        };
+        if let Some(digits) = decimal {
+            return digits;
+        }
     }
-    let (f_k, f_k_minus_1) = fib_pair(n >> 1, true);
-    let digits = (n as f64 * LOG10_PHI) as usize + 3;
-    // The last product on one core, the formatting plan on the other.
-    let (f_n, plan) = parallel::join(
-        true,
-        || last_step(n, f_k, f_k_minus_1, false),
-        || decimal::Plan::new(digits, false),
-    );
-    plan.format(f_n, parallel::THREADS)
+    decimal::to_decimal(&fib(n)).into_bytes()
+}
+
+/// The most digits per limb (7, 6 or 5) with which [`fib_in_decimal`] computes fib(`n`):
+/// those that keep its longest product exact. The last step's factors are below F(k+3),
+/// k = n/2, so they have at most (k+3)·LOG10_PHI + 1 digits.
+fn digits_per_limb(n: u64) -> u32 {
+    let factor_digits = ((n / 2 + 3) as f64 * LOG10_PHI) as usize + 1;
+    if factor_digits.div_ceil(7) <= Decimal::<7>::max_product_limbs() {
+        7
+    } else if factor_digits.div_ceil(6) <= Decimal::<6>::max_product_limbs() {
+        6
+    } else {
+        5
+    }
+}
+
+/// fib(`n`) in ASCII decimal, computed in base 10^`DIGITS`: the same doubling steps as
+/// [`fib_pair`] and [`last_step`], from (F(k), F(k−1)) for a small k. `None` if a product
+/// is too long for the transform to be exact in this base.
+fn fib_in_decimal<const DIGITS: u32>(n: u64) -> Option<Vec<u8>> {
+    let k = n >> 1;
+    let mut steps = 0;
+    while k >> (steps + 1) >= DECIMAL_START_K {
+        steps += 1;
+    }
+    let (f, f_prev) = fib_pair(k >> steps, false);
+    let (mut f, mut f_prev): (Decimal<DIGITS>, Decimal<DIGITS>) =
+        (Decimal::from_biguint(&f), Decimal::from_biguint(&f_prev));
+    let two_cores = parallel::cores() > 1;
+    let parallel =
+        |f: &Decimal<DIGITS>| two_cores && f.len() * DIGITS as usize >= DECIMAL_PARALLEL_DIGITS;
+    for bit in (0..steps).rev() {
+        // j = k >> (bit + 1); (F(j), F(j−1)) -> (F(2j), F(2j−1)) or (F(2j+1), F(2j)).
+        let j_odd = (k >> (bit + 1)) & 1 == 1;
+        let (square, square_prev) =
+            parallel::join(parallel(&f), || f.square(false), || f_prev.square(false));
+        let (square, square_prev) = (square?, square_prev?);
+        let f_2j_minus_1 = square.add(&square_prev);
+        let mut f_2j_plus_1 = square.mul_small(4).sub(&square_prev);
+        if j_odd {
+            f_2j_plus_1.sub_small(2);
+        } else {
+            f_2j_plus_1.add_small(2);
+        }
+        let f_2j = f_2j_plus_1.sub(&f_2j_minus_1);
+        (f, f_prev) = if (k >> bit) & 1 == 1 {
+            (f_2j_plus_1, f_2j)
+        } else {
+            (f_2j, f_2j_minus_1)
+        };
+    }
+    let parallel = parallel(&f);
+    let f_n = if n & 1 == 0 {
+        // F(2k) = F(k)·(F(k) + 2F(k−1))
+        f.mul(&f.add(&f_prev.mul_small(2)), parallel)?
+    } else {
+        // F(2k+1) = (2F(k) + F(k−1))(2F(k) − F(k−1)) + 2(−1)ᵏ
+        let twice = f.mul_small(2);
+        let mut product = twice.add(&f_prev).mul(&twice.sub(&f_prev), parallel)?;
+        if k & 1 == 0 {
+            product.add_small(2);
+        } else {
+            product.sub_small(2);
+        }
+        product
+    };
+    Some(f_n.to_ascii())
 }
 
 /// Returns `x` in decimal: the same as `x.to_string()`, faster from 20,000 digits on when
@@ -112,11 +192,11 @@ fn last_step(n: u64, f_k: BigUint, f_k_minus_1: BigUint, parallel: bool) -> BigU
     if n & 1 == 0 {
         // F(2k) = F(k)·(F(k) + 2F(k−1))
         let lucas = &f_k + (f_k_minus_1 << 1u8);
-        parallel::mul(&f_k, &lucas, parallel)
+        ntt::mul(&f_k, &lucas, parallel)
     } else {
         // F(2k+1) = (2F(k) + F(k−1))(2F(k) − F(k−1)) + 2(−1)ᵏ; 2F(k) ≥ F(k−1) as k ≥ 1.
         let twice = f_k << 1u8;
-        let product = parallel::mul(&(&twice + &f_k_minus_1), &(twice - f_k_minus_1), parallel);
+        let product = ntt::mul(&(&twice + &f_k_minus_1), &(twice - f_k_minus_1), parallel);
         if k & 1 == 0 {
             product + 2u8
         } else {
@@ -135,7 +215,11 @@ fn fib_pair(k: u64, threads: bool) -> (BigUint, BigUint) {
         // j = k >> (bit + 1); (F(j), F(j−1)) -> (F(2j), F(2j−1)) or (F(2j+1), F(2j)).
         let j_odd = (k >> (bit + 1)) & 1 == 1;
         let parallel = threads && f.bits() >= PARALLEL_BITS && parallel::cores() > 1;
-        let (square, square_prev) = parallel::join(parallel, || &f * &f, || &f_prev * &f_prev);
+        let (square, square_prev) = parallel::join(
+            parallel,
+            || ntt::square(&f, false),
+            || ntt::square(&f_prev, false),
+        );
         let f_2j_minus_1 = &square + &square_prev;
         // 4F(j)² − F(j−1)² ≥ 3F(j)² ≥ 3, so the −2 for odd j cannot underflow.
         let mut f_2j_plus_1 = (square << 2u8) - square_prev;
@@ -215,15 +299,13 @@ mod tests {
         }
     }
 
-    /// Around the sizes where the last step's flag turns on (F(k) of PARALLEL_BITS bits:
-    /// n ≈ 94,400, though its product is not split yet), where the squarings run on two
-    /// threads and the last product is split (n ≈ 188,800: squares of PARALLEL_BITS bits, F(k)
-    /// of 2^16), and where fib_decimal starts overlapping (OVERLAP_N), for n of each
-    /// residue mod 4 (both parities of n and of k = n/2): the threaded and one-thread paths
-    /// agree, F(n) = F(n−1) + F(n−2), and the decimal is `to_string`'s.
+    /// Around the sizes where the last step's product runs on two threads (F(k) of
+    /// PARALLEL_BITS bits: n ≈ 94,400) and where the squarings do too (n ≈ 188,800), for n
+    /// of each residue mod 4 (both parities of n and of k = n/2): the threaded and one-thread
+    /// paths agree, F(n) = F(n−1) + F(n−2), and the decimal is `to_string`'s.
     #[test]
     fn across_parallel_thresholds() {
-        for middle in [94_400u64, 188_800, OVERLAP_N] {
+        for middle in [94_400u64, 188_800] {
             for n in middle - 2..=middle + 2 {
                 let f_n = fib(n);
                 assert_eq!(f_n, fib_on(n, false), "n = {n}");
@@ -237,6 +319,57 @@ mod tests {
     fn small_decimals() {
         for n in 0..=300u64 {
             assert_eq!(fib_decimal(n), fib(n).to_string(), "n = {n}");
+        }
+    }
+
+    /// The computation in base 10^D against `num-bigint`'s own conversion of the binary
+    /// one, around its thresholds, each for several n (both parities of n and of k = n/2):
+    /// where it takes over, where the binary start (F(k0), F(k0−1)) has k0 at either end of
+    /// [DECIMAL_START_K, 2·DECIMAL_START_K), and where its products go to two threads (in
+    /// base 10^7, which `fib_decimal` uses there; 10^6 and 10^5 once for each).
+    #[test]
+    fn decimal_path_matches_num_bigint() {
+        let k_first_parallel = 46_861; // F(k) has 1,400 limbs of 7 digits from here on
+        let middles = [
+            DECIMAL_MIN_N,
+            2 * (DECIMAL_START_K << 4),             // k0 = DECIMAL_START_K
+            2 * (((2 * DECIMAL_START_K) << 4) - 1), // k0 = 2·DECIMAL_START_K − 1
+            2 * k_first_parallel,
+        ];
+        for middle in middles {
+            let expected = fib(middle).to_string();
+            assert_eq!(fib_in_decimal::<6>(middle).unwrap(), expected.as_bytes());
+            assert_eq!(fib_in_decimal::<5>(middle).unwrap(), expected.as_bytes());
+            for n in middle - 2..=middle + 3 {
+                let digits = fib_in_decimal::<7>(n).expect("short enough");
+                assert_eq!(digits, fib(n).to_string().as_bytes(), "n = {n}");
+            }
+        }
+        assert!(fib(k_first_parallel).to_string().len() > 7 * 1_399);
+        assert!(fib(k_first_parallel - 1).to_string().len() <= 7 * 1_399);
+    }
+
+    /// Base 10^7 up to n = 3,089,287, where the last product's factors reach 46,116 limbs;
+    /// then 10^6 up to 264,797,893; then 10^5.
+    #[test]
+    fn digits_per_limb_by_size() {
+        assert_eq!(digits_per_limb(DECIMAL_MIN_N), 7);
+        assert_eq!(digits_per_limb(3_089_287), 7);
+        assert_eq!(digits_per_limb(3_089_288), 6);
+        assert_eq!(digits_per_limb(264_797_893), 6);
+        assert_eq!(digits_per_limb(264_797_894), 5);
+        assert_eq!(digits_per_limb(u64::MAX / 4), 5);
+    }
+
+    /// The largest n computed in base 10^7 is exact, and so is the next, in base 10^6.
+    /// Slow without optimizations.
+    #[test]
+    #[ignore = "fib(3,089,288): run with --release"]
+    fn decimal_path_at_the_base_change() {
+        for (n, digits) in [(3_089_287, 7), (3_089_288, 6)] {
+            assert_eq!(digits_per_limb(n), digits);
+            let expected = to_decimal(&fib(n));
+            assert_eq!(fib_ascii(n), expected.as_bytes(), "n = {n}");
         }
     }
 

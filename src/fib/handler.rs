@@ -1,9 +1,11 @@
 //! The Fibonacci service's handler: the request is `n` in decimal, the reply fib(n) in
 //! decimal.
 
+use std::sync::Arc;
+
 use super::cache::{CacheStats, ResultCache, DEFAULT_CACHE_BYTES, MIN_CACHED_N};
-use super::doubling::fib_decimal;
-use crate::server::{Handler, Request};
+use super::doubling::fib_ascii;
+use crate::server::{Handler, ReplyBody, Request};
 use crate::wire::{preview, RemoteError};
 
 /// The largest `n` the Fibonacci service computes unless told otherwise.
@@ -86,15 +88,20 @@ impl Default for FibonacciHandler {
 }
 
 impl Handler for FibonacciHandler {
+    /// fib(n) in decimal, copied out of the cache if it was there; the server calls
+    /// [`reply`](Self::reply) instead, which shares it.
     fn handle(&self, request: &Request) -> Result<Vec<u8>, RemoteError> {
+        self.reply(request).map(ReplyBody::into_vec)
+    }
+
+    /// fib(n) in decimal, written once: a cached result is shared with the cache, not copied.
+    fn reply(&self, request: &Request) -> Result<ReplyBody, RemoteError> {
         let n = parse_n(request.body(), self.max_n)?;
         if n < MIN_CACHED_N {
-            return Ok(fib_decimal(n).into_bytes());
+            return Ok(fib_ascii(n).into());
         }
-        let digits = self
-            .cache
-            .get_or_compute(n, || fib_decimal(n).into_bytes().into());
-        Ok(digits.to_vec())
+        let digits = self.cache.get_or_compute(n, || Arc::new(fib_ascii(n)));
+        Ok(ReplyBody::shared(digits))
     }
 }
 
@@ -196,6 +203,21 @@ mod tests {
         assert!(parse_n(b"-5", 10).unwrap_err().message.contains("negative"));
         assert!(parse_n(b"1.5", 10).unwrap_err().message.contains("whole"));
         assert!(parse_n(b"\xff", 10).unwrap_err().message.contains("UTF-8"));
+    }
+
+    /// A cached result goes out as the cache's own bytes, never copied; `handle` copies them.
+    #[test]
+    fn cached_replies_share_the_cached_bytes() {
+        let service = FibonacciHandler::new(100_000);
+        let request = Request::new("54321");
+        let first = service.reply(&request).unwrap();
+        let second = service.reply(&request).unwrap();
+        assert_eq!(first.as_ptr(), second.as_ptr());
+        assert_eq!(*first, *fib_ascii(54_321));
+        assert_eq!(service.handle(&request).unwrap(), *first);
+        assert_eq!(service.cache_stats().hits, 2);
+        // Uncached sizes are the handler's own bytes.
+        assert_eq!(&*service.reply(&Request::new("30")).unwrap(), b"832040");
     }
 
     #[test]

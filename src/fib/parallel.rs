@@ -1,9 +1,7 @@
-//! Two-way parallelism for big-number arithmetic: `num-bigint` runs on one core, so the large
-//! products in [`fib`](crate::fib()) and the decimal formatting are split in two by hand.
+//! Two-way parallelism for big-number arithmetic: the two squarings of a doubling step, the two
+//! halves of a transform (see `ntt`) and of a decimal conversion run on two threads.
 
 use std::sync::{Mutex, OnceLock};
-
-use num_bigint::BigUint;
 
 /// How many threads a computation may use: the cores this process may run on.
 ///
@@ -52,28 +50,6 @@ where
     })
 }
 
-/// Products whose shorter factor is shorter than this are not split: splitting saves about a
-/// quarter of the product, which pays for a thread (about 20 µs) from about 1,000 limbs.
-const SPLIT_MUL_BITS: u64 = 1 << 16;
-
-/// Returns `a · b`, as two half-size products on two threads if `parallel` and the factors
-/// are long enough to gain from it.
-///
-/// The longer factor is cut in two at a limb boundary, so each thread multiplies the shorter
-/// factor by one half: about 0.7 of the time of the whole product at `num-bigint`'s Toom-3
-/// sizes, and the same result.
-pub(crate) fn mul(a: &BigUint, b: &BigUint, parallel: bool) -> BigUint {
-    let (short, long) = if a.bits() <= b.bits() { (a, b) } else { (b, a) };
-    if !parallel || short.bits() < SPLIT_MUL_BITS {
-        return a * b;
-    }
-    let cut = long.bits() / 128 * 64;
-    let high = long >> cut;
-    let low = long - (&high << cut);
-    let (low_product, high_product) = join(true, || short * &low, || short * &high);
-    low_product + (high_product << cut)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,15 +58,5 @@ mod tests {
     fn join_runs_both_sides() {
         assert_eq!(join(true, || 1, || 2), (1, 2));
         assert_eq!(join(false, || "a", || "b"), ("a", "b"));
-    }
-
-    #[test]
-    fn split_product_equals_product() {
-        let a = (BigUint::from(3u8) << 170_000u32) - 12_345u32;
-        let b = (BigUint::from(7u8) << 150_001u32) + 1u8;
-        assert_eq!(mul(&a, &b, true), &a * &b);
-        assert_eq!(mul(&b, &a, true), &a * &b);
-        assert_eq!(mul(&a, &BigUint::ZERO, true), BigUint::ZERO);
-        assert_eq!(mul(&a, &BigUint::from(5u8), true), &a * 5u8);
     }
 }

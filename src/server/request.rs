@@ -1,6 +1,8 @@
 //! What a handler sees of a request, and the [`Handler`] trait itself.
 
 use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use amiquip::{AmqpProperties, AmqpValue, Delivery, FieldTable};
@@ -25,6 +27,84 @@ use crate::wire::{self, HeaderValue, RemoteError, TraceParent, TRACEPARENT_HEADE
 pub trait Handler: Send + Sync + 'static {
     /// Computes the reply to `request`.
     fn handle(&self, request: &Request) -> Result<Vec<u8>, RemoteError>;
+
+    /// Computes the reply to `request` as the server publishes it: what the server calls. By
+    /// default [`handle`](Self::handle)'s reply. A handler that keeps its replies (a cache)
+    /// overrides it to return a [`ReplyBody::shared`] body, which the server publishes
+    /// without copying it.
+    fn reply(&self, request: &Request) -> Result<ReplyBody, RemoteError> {
+        self.handle(request).map(ReplyBody::from)
+    }
+}
+
+/// A reply body as the server publishes it: bytes the handler hands over, or bytes it keeps
+/// and shares (a cached result), which the server reads in place.
+///
+/// ```
+/// use fib_rpc::ReplyBody;
+/// use std::sync::Arc;
+///
+/// let kept = Arc::new(b"832040".to_vec());
+/// let shared = ReplyBody::shared(Arc::clone(&kept));
+/// assert_eq!(&*shared, b"832040");
+/// assert_eq!(&*ReplyBody::from(b"832040".to_vec()), &*shared);
+/// assert_eq!(shared.into_vec(), *kept); // a copy: the bytes are still kept
+/// ```
+#[derive(Clone)]
+pub struct ReplyBody(Bytes);
+
+#[derive(Clone)]
+enum Bytes {
+    Owned(Vec<u8>),
+    Shared(Arc<dyn AsRef<[u8]> + Send + Sync>),
+}
+
+impl ReplyBody {
+    /// A body that shares `bytes` with whoever else holds them.
+    pub fn shared<T: AsRef<[u8]> + Send + Sync + 'static>(bytes: Arc<T>) -> Self {
+        ReplyBody(Bytes::Shared(bytes))
+    }
+
+    /// The bytes, as a vector: the body's own, or a copy of shared ones.
+    pub fn into_vec(self) -> Vec<u8> {
+        match self.0 {
+            Bytes::Owned(bytes) => bytes,
+            Bytes::Shared(bytes) => (*bytes).as_ref().to_vec(),
+        }
+    }
+}
+
+impl From<Vec<u8>> for ReplyBody {
+    fn from(bytes: Vec<u8>) -> Self {
+        ReplyBody(Bytes::Owned(bytes))
+    }
+}
+
+impl From<String> for ReplyBody {
+    fn from(text: String) -> Self {
+        ReplyBody(Bytes::Owned(text.into_bytes()))
+    }
+}
+
+impl Deref for ReplyBody {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match &self.0 {
+            Bytes::Owned(bytes) => bytes,
+            Bytes::Shared(bytes) => (**bytes).as_ref(),
+        }
+    }
+}
+
+impl fmt::Debug for ReplyBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let how = match self.0 {
+            Bytes::Owned(_) => "owned",
+            Bytes::Shared(_) => "shared",
+        };
+        write!(f, "ReplyBody({how} {})", wire::preview(self))
+    }
 }
 
 impl<F> Handler for F

@@ -15,7 +15,7 @@ use crossbeam_channel::{select, Receiver, Sender};
 use super::acks::{AckError, Acks, Settled, CONFIRM_TIMEOUT, LOSS_GRACE};
 use super::handle::ServerCounters;
 use super::redeliveries::Redeliveries;
-use super::request::{Handler, Request};
+use super::request::{Handler, ReplyBody, Request};
 use super::turns::{Quiet, Turn, Turns, QUIET_TIMEOUT};
 use crate::util::{bump, is_disconnected};
 use crate::wire::{self, ErrorCode};
@@ -290,9 +290,9 @@ impl<H: Handler> Worker<H> {
 
     /// The reply body, and an error code for error replies. Oversized replies and panics
     /// become `internal` error replies.
-    fn run_handler(&self, request: &Request) -> (Vec<u8>, Option<ErrorCode>) {
+    fn run_handler(&self, request: &Request) -> (ReplyBody, Option<ErrorCode>) {
         let outcome = super::panics::in_handler(|| {
-            catch_unwind(AssertUnwindSafe(|| self.handler.handle(request)))
+            catch_unwind(AssertUnwindSafe(|| self.handler.reply(request)))
         });
         match outcome {
             Ok(Ok(reply)) if reply.len() > self.max_reply_bytes => {
@@ -327,9 +327,9 @@ impl<H: Handler> Worker<H> {
 impl<H> Worker<H> {
     /// Cuts an error message to the reply limit, so an error reply can never be the message
     /// that breaks the channel.
-    fn fit(&self, mut message: Vec<u8>) -> Vec<u8> {
+    fn fit(&self, mut message: Vec<u8>) -> ReplyBody {
         message.truncate(self.max_reply_bytes);
-        message
+        message.into()
     }
 }
 
