@@ -5,13 +5,15 @@
 //! ~44 ms. So we parse the URL ourselves, open the socket with a bounded connect and
 //! `TCP_NODELAY`, and hand it to amiquip.
 //!
+//! The name `localhost` means the loopback addresses, without a lookup.
+//!
 //! With the `tls` feature, `amqps://` URLs go through the same socket, then a TLS handshake
 //! (native-tls, certificate verification on unless the URL says `verify=verify_none`), then
 //! the AMQP handshake. A watchdog shuts the socket if the handshakes are not done by the
 //! connect timeout, so a peer that accepts TCP but stalls or trickles bytes cannot hold
 //! `connect` past its bound.
 
-use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,14 +39,13 @@ pub const DEFAULT_HEARTBEAT_SECS: u16 = 15;
 impl BrokerUrl {
     /// Opens an AMQP connection: resolve, connect each address within what is left of
     /// `timeout`, set `TCP_NODELAY`, then do the TLS handshake (`amqps://`) and the AMQP
-    /// handshake within the same bound.
+    /// handshake within the same bound. If every address fails, the first one's error is
+    /// reported: the first address is the preferred one (for `localhost`, 127.0.0.1: a box
+    /// without IPv6 would otherwise answer "cannot assign requested address" for `::1`).
     pub(crate) fn connect(&self, settings: &ConnectSettings) -> Result<Connection> {
         let deadline = deadline_after(settings.timeout);
-        let addrs: Vec<SocketAddr> = (self.host.as_str(), self.port)
-            .to_socket_addrs()
-            .map_err(|err| self.connect_error(err))?
-            .collect();
-        let mut last_error: Option<Error> = None;
+        let addrs = self.addresses()?;
+        let mut first_error: Option<Error> = None;
         for addr in addrs {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
@@ -52,15 +53,36 @@ impl BrokerUrl {
             }
             match self.connect_one(addr, remaining, settings) {
                 Ok(connection) => return Ok(connection),
-                Err(err) => last_error = Some(err),
+                Err(err) => {
+                    first_error.get_or_insert(err);
+                }
             }
         }
-        Err(last_error.unwrap_or_else(|| {
+        Err(first_error.unwrap_or_else(|| {
             self.connect_error(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 format!("no address answered within {:?}", settings.timeout),
             ))
         }))
+    }
+
+    /// The addresses to try, in order. `localhost` is the loopback addresses, IPv4 first
+    /// (RFC 6761 lets applications answer it themselves, and curl does): no resolver
+    /// configuration to read, no `/etc/hosts` to parse, ~0.15 ms less for a short-lived
+    /// process. An IP literal is parsed, anything else resolved.
+    fn addresses(&self) -> Result<Vec<SocketAddr>> {
+        if self.host.eq_ignore_ascii_case("localhost") {
+            return Ok([
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ]
+            .map(|ip| SocketAddr::new(ip, self.port))
+            .to_vec());
+        }
+        (self.host.as_str(), self.port)
+            .to_socket_addrs()
+            .map(Iterator::collect)
+            .map_err(|err| self.connect_error(err))
     }
 
     fn connect_one(
@@ -312,6 +334,17 @@ mod tests {
         );
         assert!(!err.full_message().contains("topsecret"), "{err}");
         peer.join().unwrap();
+    }
+
+    #[test]
+    fn localhost_is_the_loopback_addresses_without_a_lookup() {
+        let addresses = |url: &str| BrokerUrl::parse(url).unwrap().addresses().unwrap();
+        let v4: SocketAddr = "127.0.0.1:5999".parse().unwrap();
+        let v6: SocketAddr = "[::1]:5999".parse().unwrap();
+        assert_eq!(addresses("amqp://u:p@localhost:5999/%2f"), [v4, v6]);
+        assert_eq!(addresses("amqp://u:p@LocalHost:5999/%2f"), [v4, v6]);
+        assert_eq!(addresses("amqp://u:p@[::1]:5999/%2f"), [v6]);
+        assert_eq!(addresses("amqp://u:p@127.0.0.1:5999/%2f"), [v4]);
     }
 
     #[test]
