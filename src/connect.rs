@@ -5,7 +5,10 @@
 //! ~44 ms. So we parse the URL ourselves, open the socket with a bounded connect and
 //! `TCP_NODELAY`, and hand it to amiquip.
 //!
-//! The name `localhost` means the loopback addresses, without a lookup.
+//! For plain `amqp://` the AMQP protocol header goes out as soon as TCP connects, before
+//! amiquip's I/O thread exists: the broker spends about a millisecond setting the connection
+//! up once it reads the header, and that now overlaps our own start-up (see
+//! [`HeaderSent`]). The name `localhost` means the loopback addresses, without a lookup.
 //!
 //! With the `tls` feature, `amqps://` URLs go through the same socket, then a TLS handshake
 //! (native-tls, certificate verification on unless the URL says `verify=verify_none`), then
@@ -13,6 +16,7 @@
 //! connect timeout, so a peer that accepts TCP but stalls or trickles bytes cannot hold
 //! `connect` past its bound.
 
+use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -97,6 +101,13 @@ impl BrokerUrl {
         stream
             .set_nodelay(true)
             .map_err(|e| self.connect_error(e))?;
+        let header_sent = !self.is_tls();
+        if header_sent {
+            // Into an empty send buffer: cannot block.
+            (&stream)
+                .write_all(PROTOCOL_HEADER)
+                .map_err(|e| self.connect_error(e))?;
+        }
         let handshake_timeout = timeout
             .saturating_sub(started.elapsed())
             .max(Duration::from_millis(1));
@@ -112,7 +123,7 @@ impl BrokerUrl {
             .heartbeat(settings.heartbeat_secs)
             .connection_timeout(Some(handshake_timeout))
             .information(Some(settings.name.clone()));
-        let opened = self.open(stream, options);
+        let opened = self.open(stream, options, header_sent);
         let too_late = watchdog.disarm();
         match opened {
             // The watchdog shut the socket just as the handshake finished: the connection is
@@ -127,18 +138,24 @@ impl BrokerUrl {
         }
     }
 
-    /// The handshakes on a connected socket: TLS first for `amqps://`, then AMQP.
+    /// The handshakes on a connected socket: TLS first for `amqps://`, then AMQP, whose
+    /// protocol header went out already if `header_sent`.
     fn open(
         &self,
         stream: mio::net::TcpStream,
         options: ConnectionOptions<Auth>,
+        header_sent: bool,
     ) -> std::result::Result<Connection, BrokerError> {
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.tls {
             return tls.open(&self.host, &self.redacted, stream, options);
         }
-        Connection::insecure_open_stream(stream, options, ConnectionTuning::default())
-            .map_err(BrokerError::amqp)
+        let tuning = ConnectionTuning::default();
+        match header_sent {
+            true => Connection::insecure_open_stream(HeaderSent::new(stream), options, tuning),
+            false => Connection::insecure_open_stream(stream, options, tuning),
+        }
+        .map_err(BrokerError::amqp)
     }
 
     fn handshake_timeout(&self, timeout: Duration) -> Error {
@@ -172,6 +189,88 @@ impl BrokerUrl {
         }
     }
 }
+
+/// What an AMQP 0-9-1 client sends first: "AMQP", 0, then the protocol version 0-9-1.
+const PROTOCOL_HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
+
+/// A plain TCP stream on which we sent [`PROTOCOL_HEADER`] ourselves, right after connecting.
+///
+/// amiquip writes the header as the first thing its I/O thread does, after it has set up its
+/// timer and I/O threads. The broker then takes about a millisecond to answer it (it sets the
+/// connection up on reading it), which is most of a short-lived client's wait. Sent at once,
+/// that millisecond overlaps amiquip's start-up. amiquip's own copy, the first 8 bytes it
+/// writes, is checked and swallowed here; the rest passes through untouched.
+struct HeaderSent {
+    stream: mio::net::TcpStream,
+    /// How many bytes of amiquip's copy of the header are still to come.
+    echo_left: usize,
+}
+
+impl HeaderSent {
+    fn new(stream: mio::net::TcpStream) -> HeaderSent {
+        HeaderSent {
+            stream,
+            echo_left: PROTOCOL_HEADER.len(),
+        }
+    }
+}
+
+impl Read for HeaderSent {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.stream.read(buf)
+    }
+}
+
+impl Write for HeaderSent {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.echo_left == 0 {
+            return self.stream.write(buf);
+        }
+        let done = PROTOCOL_HEADER.len() - self.echo_left;
+        let echo = self.echo_left.min(buf.len());
+        if buf[..echo] != PROTOCOL_HEADER[done..done + echo] {
+            // Not the header we sent: passing it on would garble the stream.
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the AMQP client did not begin with the AMQP 0-9-1 protocol header",
+            ));
+        }
+        self.echo_left -= echo;
+        Ok(echo)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.stream.flush()
+    }
+}
+
+impl mio::Evented for HeaderSent {
+    fn register(
+        &self,
+        poll: &mio::Poll,
+        token: mio::Token,
+        interest: mio::Ready,
+        opts: mio::PollOpt,
+    ) -> std::io::Result<()> {
+        self.stream.register(poll, token, interest, opts)
+    }
+
+    fn reregister(
+        &self,
+        poll: &mio::Poll,
+        token: mio::Token,
+        interest: mio::Ready,
+        opts: mio::PollOpt,
+    ) -> std::io::Result<()> {
+        self.stream.reregister(poll, token, interest, opts)
+    }
+
+    fn deregister(&self, poll: &mio::Poll) -> std::io::Result<()> {
+        self.stream.deregister(poll)
+    }
+}
+
+impl amiquip::IoStream for HeaderSent {}
 
 /// amiquip's own handshake timeout (no event from the peer within `connection_timeout`).
 fn is_amqp_timeout(err: &BrokerError) -> bool {
@@ -345,6 +444,35 @@ mod tests {
         assert_eq!(addresses("amqp://u:p@LocalHost:5999/%2f"), [v4, v6]);
         assert_eq!(addresses("amqp://u:p@[::1]:5999/%2f"), [v6]);
         assert_eq!(addresses("amqp://u:p@127.0.0.1:5999/%2f"), [v4]);
+    }
+
+    #[test]
+    fn the_protocol_header_goes_out_once_ahead_of_the_rest() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut ours = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut peer, _) = listener.accept().unwrap();
+        ours.write_all(PROTOCOL_HEADER).unwrap();
+        let mut stream = HeaderSent::new(mio::net::TcpStream::from_stream(ours).unwrap());
+        // amiquip's copy, in pieces, then a frame: only the frame goes out.
+        assert_eq!(stream.write(b"AMQP").unwrap(), 4);
+        assert_eq!(stream.write(b"\x00\x00\x09\x01frame").unwrap(), 4);
+        assert_eq!(stream.write(b"frame").unwrap(), 5);
+        drop(stream);
+        let mut seen = Vec::new();
+        peer.read_to_end(&mut seen).unwrap();
+        assert_eq!(seen, b"AMQP\x00\x00\x09\x01frame");
+    }
+
+    #[test]
+    fn anything_but_the_protocol_header_first_is_refused() {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let ours = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let mut stream = HeaderSent::new(mio::net::TcpStream::from_stream(ours).unwrap());
+        assert_eq!(stream.write(b"AMQP").unwrap(), 4);
+        let err = stream.write(b"\x00\x00\x08\x00").unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
     }
 
     #[test]
