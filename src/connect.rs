@@ -46,7 +46,9 @@ impl BrokerUrl {
     /// handshake within the same bound. If every address fails, the first one's error is
     /// reported: the first address is the preferred one (for `localhost`, 127.0.0.1: a box
     /// without IPv6 would otherwise answer "cannot assign requested address" for `::1`).
-    pub(crate) fn connect(&self, settings: &ConnectSettings) -> Result<Connection> {
+    ///
+    /// With the connection comes the connect watchdog's thread, ending: see [`StoodDown`].
+    pub(crate) fn connect(&self, settings: &ConnectSettings) -> Result<(Connection, StoodDown)> {
         let deadline = deadline_after(settings.timeout);
         let addrs = self.addresses()?;
         let mut first_error: Option<Error> = None;
@@ -94,7 +96,7 @@ impl BrokerUrl {
         addr: SocketAddr,
         timeout: Duration,
         settings: &ConnectSettings,
-    ) -> Result<Connection> {
+    ) -> Result<(Connection, StoodDown)> {
         let started = Instant::now();
         let stream =
             TcpStream::connect_timeout(&addr, timeout).map_err(|e| self.connect_error(e))?;
@@ -124,12 +126,12 @@ impl BrokerUrl {
             .connection_timeout(Some(handshake_timeout))
             .information(Some(settings.name.clone()));
         let opened = self.open(stream, options, header_sent);
-        let too_late = watchdog.disarm();
+        let (too_late, stood_down) = watchdog.disarm();
         match opened {
             // The watchdog shut the socket just as the handshake finished: the connection is
             // dead already. Dropping it lets amiquip's I/O thread end.
             Ok(_) | Err(_) if too_late => Err(self.handshake_timeout(timeout)),
-            Ok(connection) => Ok(connection),
+            Ok(connection) => Ok((connection, stood_down)),
             Err(err) if is_amqp_timeout(&err) => Err(self.handshake_timeout(timeout)),
             Err(cause) => Err(Error::Connect {
                 broker: self.redacted.clone(),
@@ -312,13 +314,31 @@ impl Watchdog {
         })
     }
 
-    /// Stops the watchdog and joins its thread (woken, it exits at once); returns whether it
-    /// had already fired (the socket is shut).
-    fn disarm(self) -> bool {
+    /// Stops the watchdog; returns whether it had already fired (the socket is shut), and its
+    /// thread, woken and ending.
+    fn disarm(self) -> (bool, StoodDown) {
         let fired = self.settled.swap(true, Ordering::SeqCst);
         drop(self.wake);
-        let _ = self.thread.join();
-        fired
+        (fired, StoodDown(Some(self.thread)))
+    }
+}
+
+/// A connect watchdog's thread, told to stand down: it exits as soon as it runs. Dropping this
+/// joins it. Whoever opened the connection keeps it a while ([`Brokers`] until the next
+/// connection, or its own end), so that the join finds the thread gone instead of making the
+/// connecting thread wait, right after the handshake, for the watchdog's thread to be
+/// scheduled (0.1 ms when a core is free, a millisecond or more when the cores are busy).
+///
+/// [`Brokers`]: crate::reconnect::Brokers
+#[derive(Debug)]
+pub(crate) struct StoodDown(Option<std::thread::JoinHandle<()>>);
+
+impl Drop for StoodDown {
+    fn drop(&mut self) {
+        if let Some(thread) = self.0.take() {
+            // Woken already; it ends without waiting for anything.
+            let _ = thread.join();
+        }
     }
 }
 
@@ -422,7 +442,7 @@ mod tests {
             name: "test".into(),
         };
         let started = Instant::now();
-        let err = url.connect(&settings).unwrap_err();
+        let err = url.connect(&settings).map(|_| ()).unwrap_err();
         let waited = started.elapsed();
         assert!(waited < Duration::from_millis(1900), "{waited:?}");
         assert!(matches!(err, Error::Connect { .. }), "{err:?}");
@@ -491,7 +511,7 @@ mod tests {
             name: "test".into(),
         };
         let started = Instant::now();
-        let err = url.connect(&settings).unwrap_err();
+        let err = url.connect(&settings).map(|_| ()).unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(3));
         assert!(matches!(err, Error::Connect { .. }), "{err:?}");
         assert!(!err.full_message().contains("topsecret"), "{err}");
