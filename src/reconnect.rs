@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use amiquip::Connection;
 
-use crate::connect::{BrokerUrl, ConnectSettings};
+use crate::connect::{BrokerUrl, ConnectSettings, StoodDown};
 use crate::error::{Error, Result};
 
 /// How long to wait between reconnection rounds; part of the client's and server's options.
@@ -109,10 +109,13 @@ impl Backoff {
 
 /// The brokers to connect to, tried in turn. The one that worked last is tried first next
 /// time, so a healthy broker keeps its clients and a failover sticks.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Brokers {
     urls: Vec<BrokerUrl>,
     next: usize,
+    /// The watchdog of the last connection opened, ending; joined on the next round or when
+    /// this goes.
+    stood_down: Option<StoodDown>,
 }
 
 impl Brokers {
@@ -125,7 +128,11 @@ impl Brokers {
             .iter()
             .map(|url| BrokerUrl::parse(url.as_ref()))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Brokers { urls, next: 0 })
+        Ok(Brokers {
+            urls,
+            next: 0,
+            stood_down: None,
+        })
     }
 
     /// The broker tried first on the next round (for messages), password masked.
@@ -159,7 +166,10 @@ impl Brokers {
             }
             let url = &self.urls[self.next];
             match url.connect(settings) {
-                Ok(connection) => return Ok(connection),
+                Ok((connection, stood_down)) => {
+                    self.stood_down = Some(stood_down);
+                    return Ok(connection);
+                }
                 Err(err) => {
                     if self.urls.len() > 1 {
                         log::warn!("{}; trying the next broker", err.full_message());
