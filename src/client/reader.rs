@@ -294,7 +294,11 @@ impl Reader {
         let confirms = match self.confirms {
             true => {
                 let confirms = out.listen_for_publisher_confirms().map_err(Error::amqp)?;
-                out.enable_publisher_confirms().map_err(Error::amqp)?;
+                // No round trip: a channel's methods are taken in order, so every publish on
+                // it comes after this; should it fail, the broker closes the channel, and
+                // that says so.
+                out.enable_publisher_confirms_nowait()
+                    .map_err(Error::amqp)?;
                 confirms
             }
             false => crossbeam_channel::never(),
