@@ -571,21 +571,7 @@ fn carry(coefficients: &[u64], bits: u32) -> BigUint {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Deterministic pseudo-random numbers of `bits` bits (top bit set), from a 64-bit LCG.
-    fn random(bits: u64, seed: u64) -> BigUint {
-        let mut state = seed;
-        let words: Vec<u32> = (0..bits.div_ceil(32))
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                (state >> 32) as u32
-            })
-            .collect();
-        let x = BigUint::new(words) >> (bits.div_ceil(32) * 32 - bits);
-        x | (BigUint::from(1u8) << (bits - 1))
-    }
+    use crate::fib::test_numbers::random;
 
     #[test]
     fn montgomery_constants() {
