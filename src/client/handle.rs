@@ -214,10 +214,7 @@ impl RpcClient {
                 reader.run(ready_tx);
             })
             .map_err(Error::Io)?;
-        let handle = ReaderHandle {
-            thread,
-            finished: finished.clone(),
-        };
+        let handle = ReaderHandle { thread, finished };
 
         // Setup is a round of connection attempts (each bounded by connect_timeout) plus
         // three quick AMQP round trips. Lazy clients report ready at once.

@@ -117,11 +117,21 @@ impl Outbox {
         call: OutgoingCall,
         direct: Option<&Channel>,
     ) -> Result<(), BrokerError> {
-        let mut state = self.state();
-        self.publish(&mut state, call, direct)
+        self.submit_all(std::iter::once(call), direct)
     }
 
-    /// Starts publishing on `session`: first the calls that waited for it, in order.
+    /// Publishes `calls` in order, as [`submit`](Self::submit) does, taking the lock once. If
+    /// one fails, it and the rest wait for the next connection, in order.
+    pub(super) fn submit_all(
+        &self,
+        calls: impl IntoIterator<Item = OutgoingCall>,
+        direct: Option<&Channel>,
+    ) -> Result<(), BrokerError> {
+        self.publish_all(&mut self.state(), calls, direct)
+    }
+
+    /// Starts publishing on `session`: first the calls that waited for it, in order, before
+    /// any caller can publish on it.
     pub(super) fn begin_session(
         &self,
         session: SessionOut,
@@ -130,11 +140,20 @@ impl Outbox {
         let mut state = self.state();
         state.session = Some(session);
         let waited = std::mem::take(&mut state.waiting);
-        let mut waited = waited.into_iter();
-        while let Some(call) = waited.next() {
-            if let Err(err) = self.publish(&mut state, call, direct) {
+        self.publish_all(&mut state, waited, direct)
+    }
+
+    fn publish_all(
+        &self,
+        state: &mut OutboxState,
+        calls: impl IntoIterator<Item = OutgoingCall>,
+        direct: Option<&Channel>,
+    ) -> Result<(), BrokerError> {
+        let mut calls = calls.into_iter();
+        while let Some(call) = calls.next() {
+            if let Err(err) = self.publish(state, call, direct) {
                 // The failed call went back first; the rest follow it.
-                state.waiting.extend(waited);
+                state.waiting.extend(calls);
                 return Err(err);
             }
         }

@@ -537,15 +537,8 @@ impl Reader {
         first: OutgoingCall,
         direct: Option<&Channel>,
     ) -> std::result::Result<(), BrokerError> {
-        let outbox = &self.shared.outbox;
-        outbox.submit(first, direct)?;
-        while let Ok(call) = self.commands.try_recv() {
-            if let Err(err) = outbox.submit(call, direct) {
-                outbox.requeue(self.commands.try_iter());
-                return Err(err);
-            }
-        }
-        Ok(())
+        let handed = std::iter::once(first).chain(self.commands.try_iter());
+        self.shared.outbox.submit_all(handed, direct)
     }
 
     /// Hands `first` and every reply already behind it to their callers. `Err(RecvError)`
@@ -647,25 +640,16 @@ impl Reader {
         }
     }
 
-    /// Publishes the refused calls whose pause is over (unless their callers gave up).
+    /// Publishes the refused calls whose pause is over (a call whose caller gave up meanwhile
+    /// is dropped by the publish). On failure the rest go on the next connection.
     fn resend_due(&mut self, direct: Option<&Channel>) -> std::result::Result<(), BrokerError> {
         let now = Instant::now();
         let (due, later) = std::mem::take(&mut self.resends)
             .into_iter()
             .partition::<Vec<_>, _>(|(at, _)| *at <= now);
         self.resends = later;
-        let mut due = due.into_iter().map(|(_, call)| call);
-        while let Some(call) = due.next() {
-            if call.is_live(now) {
-                let outbox = &self.shared.outbox;
-                if let Err(err) = outbox.submit(call, direct) {
-                    // The connection is gone: the rest go on the next one.
-                    outbox.requeue(due);
-                    return Err(err);
-                }
-            }
-        }
-        Ok(())
+        let due = due.into_iter().map(|(_, call)| call);
+        self.shared.outbox.submit_all(due, direct)
     }
 
     /// After the channel closed: deliver the replies still buffered and return the broker's
