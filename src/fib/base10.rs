@@ -67,7 +67,7 @@ impl<const DIGITS: u32> Decimal<DIGITS> {
         }
         let coefficients =
             ntt::polynomial_product(&self.limbs, Some(&other.limbs), Self::BASE.into(), parallel)?;
-        Some(Self::carried(&coefficients))
+        Some(Self::carried(coefficients.into_iter()))
     }
 
     /// `self²`, with the transforms on two threads if `parallel`; `None` if it is too long
@@ -77,15 +77,15 @@ impl<const DIGITS: u32> Decimal<DIGITS> {
             return Some(Self::default());
         }
         let coefficients = ntt::polynomial_product(&self.limbs, None, Self::BASE.into(), parallel)?;
-        Some(Self::carried(&coefficients))
+        Some(Self::carried(coefficients.into_iter()))
     }
 
     /// The number whose limbs would be `coefficients` (each below 2^63) if each were below the
     /// base: the coefficients with their carries passed up.
-    fn carried(coefficients: &[u64]) -> Self {
+    fn carried(coefficients: impl ExactSizeIterator<Item = u64>) -> Self {
         let mut limbs = Vec::with_capacity(coefficients.len() + 3);
         let mut carry = 0u64;
-        for &c in coefficients {
+        for c in coefficients {
             // Below 2^63 + 2^63 / 10^7: no overflow.
             let sum = c + carry;
             limbs.push((sum % u64::from(Self::BASE)) as u32);
@@ -145,18 +145,8 @@ impl<const DIGITS: u32> Decimal<DIGITS> {
 
     /// `self · k`.
     pub(crate) fn mul_small(&self, k: u32) -> Self {
-        let mut limbs = Vec::with_capacity(self.len() + 1);
-        let mut carry = 0u64;
-        for &a in &self.limbs {
-            let product = u64::from(a) * u64::from(k) + carry;
-            limbs.push((product % u64::from(Self::BASE)) as u32);
-            carry = product / u64::from(Self::BASE);
-        }
-        while carry > 0 {
-            limbs.push((carry % u64::from(Self::BASE)) as u32);
-            carry /= u64::from(Self::BASE);
-        }
-        Self::normalized(limbs)
+        // Each product is below 10^7 · 2^32 < 2^63.
+        Self::carried(self.limbs.iter().map(|&a| u64::from(a) * u64::from(k)))
     }
 
     /// Adds `k` < [`BASE`](Self::BASE).
