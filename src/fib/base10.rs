@@ -145,7 +145,7 @@ impl<const DIGITS: u32> Decimal<DIGITS> {
 
     /// `self · k`.
     pub(crate) fn mul_small(&self, k: u32) -> Self {
-        // Each product is below 10^7 · 2^32 < 2^63.
+        // Each product is below 10^9 · 2^32 < 2^63, as `carried` needs.
         Self::carried(self.limbs.iter().map(|&a| u64::from(a) * u64::from(k)))
     }
 
