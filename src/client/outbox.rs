@@ -81,13 +81,6 @@ impl SessionOut {
     }
 }
 
-/// What a confirm (or a run of them) decided.
-#[derive(Default)]
-pub(super) struct Confirmed {
-    /// Calls the broker refused, taken out of the pending ones.
-    pub(super) refused: Vec<OutgoingCall>,
-}
-
 impl Outbox {
     pub(super) fn new(queue: String, counters: Arc<Counters>) -> Self {
         Outbox {
@@ -237,18 +230,18 @@ impl Outbox {
     /// marks the taken ones, and hands back the refused ones. Two refusals in a row with no
     /// request taken in between mark the session stale (see
     /// the reader's `refused`).
-    pub(super) fn confirmed(&self, confirm: Confirm) -> Confirmed {
+    pub(super) fn confirmed(&self, confirm: Confirm) -> Vec<OutgoingCall> {
         let (payload, taken) = match confirm {
             Confirm::Ack(payload) => (payload, true),
             Confirm::Nack(payload) => (payload, false),
         };
         let mut state = self.state();
         let Some(session) = state.session.as_mut() else {
-            return Confirmed::default();
+            return Vec::new();
         };
         let ids = session.tags.take(payload);
         let mut pending = self.pending();
-        let mut confirmed = Confirmed::default();
+        let mut refused = Vec::new();
         for correlation_id in ids {
             if taken {
                 session.refusal_streak = 0;
@@ -260,10 +253,10 @@ impl Outbox {
                 if session.refusal_streak >= STALE_AFTER_REFUSALS {
                     session.refused_at.get_or_insert_with(Instant::now);
                 }
-                confirmed.refused.push(call);
+                refused.push(call);
             }
         }
-        confirmed
+        refused
     }
 
     /// What the reader needs to know before it waits: when the oldest request not yet

@@ -594,7 +594,7 @@ impl Reader {
 
     /// The broker confirmed taking requests (`basic.ack`), or refused them (`basic.nack`).
     fn confirmed(&mut self, confirm: Confirm) {
-        for call in self.shared.outbox.confirmed(confirm).refused {
+        for call in self.shared.outbox.confirmed(confirm) {
             self.refused(call);
         }
     }
