@@ -90,6 +90,42 @@ fn a_refused_request_fails_at_once_with_its_own_error() {
     admin.close().unwrap();
 }
 
+/// A caller waiting alone publishes and takes its reply without the client's reader thread,
+/// and the request's confirm does not wake the reader either; the caller wakes it once the
+/// reply is a few milliseconds late. So a refusal still ends the call within milliseconds, not
+/// at the reader's next periodic sweep (half a second after connecting, for a new client).
+#[test]
+fn a_lone_callers_refusal_is_noticed_within_milliseconds() {
+    let (queue, admin) = full_queue("confirms-refused-lone");
+    for _ in 0..3 {
+        let client = RpcClient::connect_with(&amqp_url(), client(&queue)).unwrap();
+        let started = Instant::now();
+        let err = client
+            .call_timeout(b"10", Duration::from_secs(10))
+            .unwrap_err();
+        let took = started.elapsed();
+        assert!(matches!(err, Error::RequestRefused { .. }), "{err:?}");
+        assert!(took < Duration::from_millis(200), "noticed after {took:?}");
+        client.close();
+    }
+    admin.close().unwrap();
+}
+
+/// A call nobody answers, with a deadline shorter than the reader's periodic sweep, still
+/// learns before its deadline that the broker took its request: it times out (`Timeout`), not
+/// `Unconfirmed`.
+#[test]
+fn a_lone_callers_timeout_knows_the_broker_took_its_request() {
+    let queue = TestQueue::new("confirms-timeout-lone");
+    queue.declare_classic();
+    let client = RpcClient::connect_with(&amqp_url(), client(&queue)).unwrap();
+    for timeout in [Duration::from_millis(4), Duration::from_millis(60)] {
+        let err = client.call_timeout(b"10", timeout).unwrap_err();
+        assert!(matches!(err, Error::Timeout { .. }), "{timeout:?}: {err:?}");
+    }
+    client.close();
+}
+
 /// An idempotent call keeps going while the broker refuses it, and succeeds once a server
 /// makes room: nothing is lost and the caller never sees the refusals.
 #[test]

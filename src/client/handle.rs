@@ -16,7 +16,7 @@ use super::call::{CallState, CorrelationIds, GaveUp, OutgoingCall};
 use super::options::{CallOptions, ClientOptions, ReplyTo};
 use super::outbox::Outbox;
 use super::probe::{kick_at, Prober, QueueStatus, Watch};
-use super::reader::Reader;
+use super::reader::{Reader, CONFIRM_LINGER};
 use super::replies::{deliver, ReplyStream};
 use super::stats::{ClientStats, Counters};
 use crate::connect::deadline_after;
@@ -567,6 +567,12 @@ impl PendingReply<'_> {
         // the deadline. A call answered before the kick costs nothing more.
         let kick_at = kick_at(self.started, self.deadline);
         let mut kicked = false;
+        // A caller taking its own reply wakes the reader to read the confirms once that reply
+        // is slow (see the reader's `CONFIRM_LINGER`), and well before its deadline: so a
+        // refusal is noticed, and a timeout knows whether the broker took the request.
+        let confirms_due = (self.started + CONFIRM_LINGER)
+            .min(self.started + self.deadline.saturating_duration_since(self.started) / 2);
+        let mut confirms_asked = !client.options.publisher_confirms;
         // Waiting alone, this caller takes replies off the consumer itself (see `replies`).
         let mut waiting = Waiting::start(&client.shared);
         let answer = loop {
@@ -591,7 +597,17 @@ impl PendingReply<'_> {
                     client.prober.kick();
                 }
             }
-            let until = if kicked { self.deadline } else { kick_at };
+            if !confirms_asked && now >= confirms_due {
+                confirms_asked = true;
+                // A reader taking replies for this caller reads confirms anyway.
+                if waiting.stream().is_some() {
+                    client.shared.replies.wake_reader();
+                }
+            }
+            let mut until = if kicked { self.deadline } else { kick_at };
+            if !confirms_asked {
+                until = until.min(confirms_due);
+            }
             let wait = until.saturating_duration_since(now).min(WATCH_EVERY);
             let waited = match waiting.stream() {
                 Some(replies) => select! {

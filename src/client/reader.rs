@@ -44,7 +44,45 @@ const STALE_CHANNEL_DRAIN: Duration = Duration::from_secs(2);
 /// How long the reader lets a request's confirm wait before it wakes just to read it. Replies
 /// and new calls wake the reader anyway, and it reads the confirms that have arrived each time,
 /// so a steady stream of calls spends no wake-up on confirms; a refusal is noticed within this.
-const CONFIRM_LINGER: Duration = Duration::from_millis(5);
+///
+/// A lone caller publishes its request and takes its reply without the reader (see
+/// [`replies`](super::replies)), so the reader, asleep, does not know of its request; a
+/// confirm must not wake it either, or every sequential call would cost the reader a
+/// wake-up. That caller wakes the reader instead once its reply has taken this long (or half
+/// its time to the deadline, if shorter): see [`confirm_watch`].
+pub(super) const CONFIRM_LINGER: Duration = Duration::from_millis(5);
+
+/// How the reader watches for confirms while it waits.
+#[derive(Debug, PartialEq, Eq)]
+enum ConfirmWatch {
+    /// It wakes for the next confirm.
+    Wake,
+    /// It does not wake for a confirm, but reads those that came after this long.
+    After(Duration),
+    /// It does not wake for a confirm; those that came are read when it wakes for something
+    /// else.
+    AtNextWake,
+}
+
+/// How the reader watches for confirms, given its oldest request not yet confirmed, and
+/// whether it takes replies for waiting callers this time.
+///
+/// A request it knows of is given [`CONFIRM_LINGER`] to be confirmed before the reader wakes
+/// just for that. With nothing unconfirmed, a reader that takes replies wakes for those
+/// anyway, and for confirms too (a refusal is then noticed at once). One that does not is
+/// asleep while a lone caller publishes and takes its reply, and does not wake for its
+/// confirm: that caller wakes it if the reply is slow, and the periodic sweep wakes it
+/// meanwhile.
+fn confirm_watch(oldest_unconfirmed: Option<Instant>, now: Instant, pumps: bool) -> ConfirmWatch {
+    match oldest_unconfirmed {
+        Some(oldest) if now < oldest + CONFIRM_LINGER => {
+            ConfirmWatch::After(oldest + CONFIRM_LINGER - now)
+        }
+        Some(_) => ConfirmWatch::Wake,
+        None if pumps => ConfirmWatch::Wake,
+        None => ConfirmWatch::AtNextWake,
+    }
+}
 
 /// The reader thread's state. It alone touches the AMQP connection.
 pub(super) struct Reader {
@@ -460,21 +498,20 @@ impl Reader {
                     "the broker refused every request lately (the channel may be stale)",
                 )));
             }
-            let (confirm_arm, linger) = match oldest_unconfirmed {
-                Some(oldest) if now < oldest + CONFIRM_LINGER => {
-                    (&no_confirms, oldest + CONFIRM_LINGER - now)
-                }
-                // Nothing to linger for: the sweep wakes the reader meanwhile.
-                _ => (confirms, Duration::from_secs(3600)),
+            // Replies are taken off by a lone waiting caller itself, and by the reader only
+            // when some caller waits that does not take them: see `replies`.
+            let pump = self.shared.replies.reader_should_pump();
+            let (confirm_arm, linger) = match confirm_watch(oldest_unconfirmed, now, pump) {
+                ConfirmWatch::After(linger) => (&no_confirms, linger),
+                ConfirmWatch::Wake => (confirms, Duration::from_secs(3600)),
+                ConfirmWatch::AtNextWake => (&no_confirms, Duration::from_secs(3600)),
             };
             let linger = stale_until.map_or(linger, |until| linger.min(until - now));
             let resend = match self.resends.iter().map(|(at, _)| *at).min() {
                 Some(at) => crossbeam_channel::at(at),
                 None => crossbeam_channel::never(),
             };
-            // Replies are taken off by a lone waiting caller itself, and by the reader only
-            // when some caller waits that does not take them: see `replies`.
-            let replies = match self.shared.replies.reader_should_pump() {
+            let replies = match pump {
                 true => consumer.receiver(),
                 false => &no_replies,
             };
@@ -747,5 +784,31 @@ fn close_reason(message: ConsumerMessage) -> Option<BrokerError> {
             None
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_young_request_gets_its_linger_and_an_old_one_wakes_the_reader() {
+        let now = Instant::now();
+        let published = now - Duration::from_millis(2);
+        assert_eq!(
+            confirm_watch(Some(published), now, false),
+            ConfirmWatch::After(CONFIRM_LINGER - Duration::from_millis(2))
+        );
+        let old = now - CONFIRM_LINGER;
+        assert_eq!(confirm_watch(Some(old), now, false), ConfirmWatch::Wake);
+        assert_eq!(confirm_watch(Some(old), now, true), ConfirmWatch::Wake);
+    }
+
+    #[test]
+    fn with_nothing_unconfirmed_only_a_reader_taking_replies_wakes_for_confirms() {
+        let now = Instant::now();
+        assert_eq!(confirm_watch(None, now, true), ConfirmWatch::Wake);
+        // A lone caller's confirms do not wake the reader.
+        assert_eq!(confirm_watch(None, now, false), ConfirmWatch::AtNextWake);
     }
 }

@@ -122,6 +122,12 @@ impl ReplyStream {
         self.waiting_callers.fetch_sub(1, Ordering::SeqCst);
     }
 
+    /// Caller: wakes the reader, so that it reads the confirms that came in (a lone caller's
+    /// requests do not wake it: see the reader's `CONFIRM_LINGER`).
+    pub(super) fn wake_reader(&self) {
+        let _ = self.wake.try_send(());
+    }
+
     /// Makes sure the reader takes replies: wakes it unless it already does.
     fn need_reader(&self) {
         if !self.reader_pumps.load(Ordering::SeqCst) {
