@@ -119,10 +119,10 @@ fn a_lone_callers_timeout_knows_the_broker_took_its_request() {
     let queue = TestQueue::new("confirms-timeout-lone");
     queue.declare_classic();
     let client = RpcClient::connect_with(&amqp_url(), client(&queue)).unwrap();
-    for timeout in [Duration::from_millis(4), Duration::from_millis(60)] {
-        let err = client.call_timeout(b"10", timeout).unwrap_err();
-        assert!(matches!(err, Error::Timeout { .. }), "{timeout:?}: {err:?}");
-    }
+    let err = client
+        .call_timeout(b"10", Duration::from_millis(60))
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
     client.close();
 }
 

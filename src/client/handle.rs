@@ -568,10 +568,9 @@ impl PendingReply<'_> {
         let kick_at = kick_at(self.started, self.deadline);
         let mut kicked = false;
         // A caller taking its own reply wakes the reader to read the confirms once that reply
-        // is slow (see the reader's `CONFIRM_LINGER`), and well before its deadline: so a
-        // refusal is noticed, and a timeout knows whether the broker took the request.
-        let confirms_due = (self.started + CONFIRM_LINGER)
-            .min(self.started + self.deadline.saturating_duration_since(self.started) / 2);
+        // is slow: so a refusal is noticed, and a timeout knows whether the broker took the
+        // request.
+        let confirms_due = confirms_due(self.started, self.deadline);
         let mut confirms_asked = !client.options.publisher_confirms;
         // Waiting alone, this caller takes replies off the consumer itself (see `replies`).
         let mut waiting = Waiting::start(&client.shared);
@@ -683,6 +682,14 @@ impl PendingReply<'_> {
     }
 }
 
+/// When a caller taking its own reply wakes the reader to read the confirms, if the reply has
+/// not come: after the reader's [`CONFIRM_LINGER`], or half-way to the deadline when that is
+/// sooner, so the reader has time to read them before the caller gives up.
+fn confirms_due(started: Instant, deadline: Instant) -> Instant {
+    let half_way = started + deadline.saturating_duration_since(started) / 2;
+    half_way.min(started + CONFIRM_LINGER)
+}
+
 /// A caller waiting for its reply, counted as such while this lives; when it waits alone, it
 /// takes replies off the reply consumer itself (see [`replies`](super::replies)).
 struct Waiting<'a> {
@@ -733,5 +740,23 @@ impl<'a> Waiting<'a> {
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.shared.replies.stop_waiting(self.pumping.is_some());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn confirms_are_asked_for_after_the_linger_or_half_way_to_a_close_deadline() {
+        let started = Instant::now();
+        let far = started + Duration::from_secs(30);
+        assert_eq!(confirms_due(started, far), started + CONFIRM_LINGER);
+        let close = started + Duration::from_millis(4);
+        assert_eq!(
+            confirms_due(started, close),
+            started + Duration::from_millis(2)
+        );
+        assert_eq!(confirms_due(started, started), started);
     }
 }
