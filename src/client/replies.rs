@@ -122,8 +122,9 @@ impl ReplyStream {
         self.waiting_callers.fetch_sub(1, Ordering::SeqCst);
     }
 
-    /// Caller: wakes the reader, so that it reads the confirms that came in (a lone caller's
-    /// requests do not wake it: see the reader's `CONFIRM_LINGER`).
+    /// Wakes the reader. A caller does so to have it read the confirms that came in (a lone
+    /// caller's requests do not wake it: see the reader's `CONFIRM_LINGER`). A wake-up already
+    /// pending is enough, so this never blocks.
     pub(super) fn wake_reader(&self) {
         let _ = self.wake.try_send(());
     }
@@ -131,7 +132,7 @@ impl ReplyStream {
     /// Makes sure the reader takes replies: wakes it unless it already does.
     fn need_reader(&self) {
         if !self.reader_pumps.load(Ordering::SeqCst) {
-            let _ = self.wake.try_send(());
+            self.wake_reader();
         }
     }
 
@@ -142,7 +143,7 @@ impl ReplyStream {
         let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         if current.as_ref().is_some_and(|(now, _)| *now == session) {
             *self.ended.lock().unwrap_or_else(|e| e.into_inner()) = Some(message);
-            let _ = self.wake.try_send(());
+            self.wake_reader();
         }
     }
 }
